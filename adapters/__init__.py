@@ -1,0 +1,3 @@
+"""Built-in adapter families: one module per family, one import line each (timm style)."""
+
+from adapters import clip, towers, vse_infty  # noqa: F401

@@ -1,0 +1,115 @@
+"""CLIP-family models through open_clip: any architecture with a pretrained tag, an ``hf-hub:`` name or a local file.
+
+``checkpoint`` takes the forms researchers already use:
+
+* ``"ViT-B-32/openai"`` or ``"ViT-B-32/laion2b_s34b_b79k"``: an open_clip architecture and pretrained tag (downloads);
+* ``"hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K"``: a Hugging Face hub repo (downloads);
+* ``"ViT-B-32"`` with ``pretrained = "/path/to/epoch_30.pt"``: an architecture and a local checkpoint;
+* ``"ViT-B-32"`` with ``pretrained = "random"``: random init (tests).
+
+``model_config`` adds a folder or JSON file of extra architectures (``open_clip.add_model_config``), which is how the
+tests register a tiny random CLIP. The towers are the backbone; the head is empty, so fine-tuning CLIP means
+training the towers (``train.freeze_backbone = false``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.errors import ConfigError, WeightsUnavailableError
+from bench.protocol import AdapterBase, Features
+from bench.registry import register_adapter
+
+__all__ = ["Clip"]
+
+
+def parse_checkpoint(checkpoint: str, pretrained: str | None) -> tuple[str, str | None]:
+    """Split ``checkpoint`` into an open_clip model name and a pretrained tag or path."""
+    if checkpoint.startswith("hf-hub:"):
+        return checkpoint, None
+    arch, _, tag = checkpoint.partition("/")
+    if tag and pretrained:
+        raise ConfigError(f"clip checkpoint {checkpoint!r} names a tag and pretrained={pretrained!r} names another")
+    return arch, (tag or pretrained)
+
+
+@register_adapter("clip")
+class Clip(AdapterBase):
+    """An open_clip model behind the adapter interface.
+
+    Args:
+        model: An ``open_clip.CLIP`` (or CustomTextCLIP / SigLIP) model.
+        preprocess: Its eval image transform.
+        tokenizer: Its tokenizer.
+        key: Identifies the weights (architecture + tag or path) for the feature cache.
+    """
+
+    default_loss = "infonce"
+
+    def __init__(self, model: nn.Module, preprocess: Callable[[Any], torch.Tensor], tokenizer: Any, key: str) -> None:
+        super().__init__()
+        self.backbone = model
+        self.head = nn.Module()
+        self._preprocess, self._tokenizer, self._key = preprocess, tokenizer, key
+        self.embed_dim = int(getattr(model, "embed_dim", 0) or model.text_projection.shape[-1])
+        # Fine-tuning starts from the model's own temperature rather than a fresh one.
+        if hasattr(model, "logit_scale"):
+            self.init_temperature = float(1.0 / model.logit_scale.exp().item())
+
+    @classmethod
+    def build(cls, *, checkpoint: str, pretrained: str | None = None, model_config: str | None = None) -> Clip:
+        """Create the model with ``open_clip.create_model_and_transforms``."""
+        import open_clip
+
+        if model_config:
+            path = Path(model_config).expanduser()
+            if not path.exists():
+                raise ConfigError(f"clip model_config {path} does not exist")
+            open_clip.add_model_config(path)
+        name, tag = parse_checkpoint(checkpoint, pretrained)
+        if not name.startswith("hf-hub:") and name not in open_clip.list_models():
+            raise ConfigError(
+                f"clip architecture {name!r} is not an open_clip model config (see open_clip.list_models())"
+            )
+        if tag and tag != "random" and not Path(tag).expanduser().exists() and "/" in tag:
+            raise WeightsUnavailableError(f"weights unavailable: {checkpoint}; checkpoint file {tag} not found")
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=None if tag in (None, "random") else tag
+            )
+        except Exception as e:  # offline hub/URL access fails with many exception types
+            if tag in (None, "random") and not name.startswith("hf-hub:"):
+                raise
+            raise WeightsUnavailableError(
+                f"weights unavailable: {checkpoint} ({type(e).__name__}: {str(e)[:200]}); open_clip tags and hf-hub "
+                "names need network, or pass pretrained = a local checkpoint path"
+            ) from None
+        tokenizer = open_clip.get_tokenizer(name)
+        return cls(model.eval(), preprocess, tokenizer, f"open_clip:{name}:{tag}")
+
+    def image_transform(self) -> Callable[[Any], torch.Tensor]:
+        return self._preprocess
+
+    def tokenize(self, texts: Sequence[str]) -> Features:
+        # open_clip tokenizers truncate at the context length (77), so long captions never crash.
+        return {"input_ids": self._tokenizer(list(texts))}
+
+    def image_features(self, images: torch.Tensor) -> Features:
+        return {"emb": self.backbone.encode_image(images)}
+
+    def text_features(self, tokens: Features) -> Features:
+        return {"emb": self.backbone.encode_text(tokens["input_ids"])}
+
+    def embed_image(self, feats: Features) -> torch.Tensor:
+        return feats["emb"]
+
+    def embed_text(self, feats: Features) -> torch.Tensor:
+        return feats["emb"]
+
+    def backbone_key(self) -> str:
+        return self._key

@@ -1,0 +1,89 @@
+"""Uni-modal towers: a timm image model and a sentence-transformers text model, each with its own pooled feature.
+
+Without a projection there is no joint space: the towers give image->image and text->text rows, and their i2t/t2i
+cells read "n/a". With ``projection_dim > 0`` a linear map per tower into a shared space is added and trained, which is
+the linear-probe baseline for fine-tuning methods on the same frozen towers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from adapters._towers import build_text_tower, build_timm_tower
+from bench.protocol import AdapterBase, Features
+from bench.registry import register_adapter
+
+__all__ = ["Towers"]
+
+
+@register_adapter("towers")
+class Towers(AdapterBase):
+    """A timm image tower and a sentence-transformers text tower.
+
+    Args:
+        image_tower: Image backbone; its pooled feature is the image embedding.
+        text_tower: Text encoder; its sentence pooling is the text embedding.
+        projection_dim: 0 for none (no joint space), else the size of trainable linear maps into a joint space.
+    """
+
+    default_loss = "infonce"
+
+    def __init__(self, image_tower: nn.Module, text_tower: nn.Module, projection_dim: int = 0) -> None:
+        super().__init__()
+        self.backbone = nn.ModuleDict({"image": image_tower, "text": text_tower})
+        self.joint_space = projection_dim > 0
+        if self.joint_space:
+            self.head = nn.ModuleDict(
+                {
+                    "image": nn.Linear(image_tower.num_features, projection_dim),
+                    "text": nn.Linear(text_tower.hidden_size, projection_dim),
+                }
+            )
+            self.embed_dim = projection_dim
+        else:
+            self.head = nn.ModuleDict({"image": nn.Identity(), "text": nn.Identity()})
+            self.embed_dim = image_tower.num_features
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        image_model: str = "tf_efficientnet_lite0",
+        image_weights: str = "auto",
+        text_model: str = "all-MiniLM-L6-v2",
+        text_weights: str = "auto",
+        max_length: int | None = None,
+        projection_dim: int = 0,
+    ) -> Towers:
+        """Build from a timm name and a sentence-transformers name (or local paths)."""
+        return cls(
+            build_timm_tower(image_model, image_weights),
+            build_text_tower(text_model, max_length, text_weights),
+            projection_dim,
+        )
+
+    def image_transform(self) -> Callable[[Any], torch.Tensor]:
+        return self.backbone["image"].transform()
+
+    def tokenize(self, texts: Sequence[str]) -> Features:
+        return self.backbone["text"].tokenize(texts)
+
+    def image_features(self, images: torch.Tensor) -> Features:
+        return self.backbone["image"](images)
+
+    def text_features(self, tokens: Features) -> Features:
+        return self.backbone["text"](tokens)
+
+    def embed_image(self, feats: Features) -> torch.Tensor:
+        return self.head["image"](self.backbone["image"].pool(feats))
+
+    def embed_text(self, feats: Features) -> torch.Tensor:
+        return self.head["text"](self.backbone["text"].pool(feats))
+
+    def backbone_key(self) -> str:
+        img, txt = self.backbone["image"], self.backbone["text"]
+        return f"timm:{img.name}:{img.weights}:{img.transform_key()}|hf:{txt.name}:{txt.max_length}"

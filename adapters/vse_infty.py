@@ -1,0 +1,143 @@
+"""VSE∞: a timm image backbone's grid features and a transformer's token features, each pooled by GPO.
+
+Chen, Deng, Wang, Lin. *Learning the Best Pooling Strategy for Visual Semantic Embedding*, CVPR 2021.
+Image: backbone grid ``[B, N, C]`` -> ``fc`` (C -> D) [+ residual 2-layer MLP] -> GPO -> ``[B, D]``.
+Text: token states ``[B, L, H]`` -> ``linear`` (H -> D) -> GPO over the real tokens -> ``[B, D]``.
+Module names follow the official code (``image_encoder.fc``, ``image_encoder.gpool``, ``txt_linear``) so that a
+key map onto the authors' checkpoints stays one table.
+
+The offline default pairs the packaged EfficientNet-Lite0 (7x7x1280 grid) with all-MiniLM-L6-v2 (384-d tokens); the
+paper setting is ``image_backbone = "resnext101_32x8d.fb_wsl_ig1b_ft_in1k"``, ``text_backbone = "bert-base-uncased"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adapters._towers import build_text_tower, build_timm_tower
+from adapters.gpo import GPO
+from bench.protocol import AdapterBase, Features
+from bench.registry import register_adapter
+
+__all__ = ["VSEInfty"]
+
+
+class MLP(nn.Module):
+    """VSE∞'s residual MLP (Linear-BN-ReLU blocks) applied per set element."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
+        super().__init__()
+        self.output_dim, self.num_layers = output_dim, num_layers
+        h = [hidden_dim] * (num_layers - 1)
+        self.layers = nn.ModuleList(nn.Linear(n, k) for n, k in zip([input_dim] + h, h + [output_dim], strict=True))
+        self.bns = nn.ModuleList(nn.BatchNorm1d(k) for k in h + [output_dim])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        x = x.reshape(b * n, d)
+        for i, (bn, layer) in enumerate(zip(self.bns, self.layers, strict=True)):
+            x = F.relu(bn(layer(x))) if i < self.num_layers - 1 else layer(x)
+        return x.view(b, n, self.output_dim)
+
+
+class ImageAggr(nn.Module):
+    """``EncoderImageAggr`` of VSE∞: projection then GPO."""
+
+    def __init__(self, img_dim: int, embed_dim: int, mlp: bool) -> None:
+        super().__init__()
+        self.fc = nn.Linear(img_dim, embed_dim)
+        self.mlp = MLP(img_dim, embed_dim // 2, embed_dim, 2) if mlp else None
+        self.gpool = GPO(32, 32)
+        # Xavier init as in the official code.
+        r = (6.0 / (self.fc.in_features + self.fc.out_features)) ** 0.5
+        nn.init.uniform_(self.fc.weight, -r, r)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, grid: torch.Tensor) -> torch.Tensor:
+        feats = self.fc(grid)
+        if self.mlp is not None:
+            feats = self.mlp(grid) + feats
+        lengths = torch.full((grid.size(0),), grid.size(1), device=grid.device)
+        return self.gpool(feats, lengths)
+
+
+class TextAggr(nn.Module):
+    """The trainable part of VSE∞'s ``EncoderText``: token projection then GPO over the real tokens."""
+
+    def __init__(self, hidden: int, embed_dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden, embed_dim)
+        self.gpool = GPO(32, 32)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        lengths = mask.sum(1).long()
+        return self.gpool(self.linear(tokens), lengths)
+
+
+@register_adapter("vse_infty")
+class VSEInfty(AdapterBase):
+    """VSE∞ with GPO pooling over a timm image backbone and a transformer text encoder.
+
+    Args:
+        image_tower: Stage-1 image backbone.
+        text_tower: Stage-1 text encoder.
+        embed_dim: Joint space size.
+        image_mlp: Add the residual MLP branch of VSE∞'s ``precomp_enc_type = basic``.
+    """
+
+    default_loss = "triplet"
+
+    def __init__(self, image_tower: nn.Module, text_tower: nn.Module, embed_dim: int = 1024, image_mlp: bool = False):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.backbone = nn.ModuleDict({"image": image_tower, "text": text_tower})
+        self.head = nn.ModuleDict(
+            {
+                "image": ImageAggr(image_tower.num_features, embed_dim, image_mlp),
+                "text": TextAggr(text_tower.hidden_size, embed_dim),
+            }
+        )
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        image_backbone: str = "tf_efficientnet_lite0",
+        image_weights: str = "auto",
+        text_backbone: str = "all-MiniLM-L6-v2",
+        text_weights: str = "auto",
+        max_length: int | None = None,
+        embed_dim: int = 1024,
+        image_mlp: bool = False,
+    ) -> VSEInfty:
+        """Build from timm / transformers names (see :func:`adapters._towers.build_timm_tower`)."""
+        image = build_timm_tower(image_backbone, image_weights)
+        text = build_text_tower(text_backbone, max_length, text_weights)
+        return cls(image, text, embed_dim, image_mlp)
+
+    def image_transform(self) -> Callable[[Any], torch.Tensor]:
+        return self.backbone["image"].transform()
+
+    def tokenize(self, texts: Sequence[str]) -> Features:
+        return self.backbone["text"].tokenize(texts)
+
+    def image_features(self, images: torch.Tensor) -> Features:
+        return self.backbone["image"](images)
+
+    def text_features(self, tokens: Features) -> Features:
+        return self.backbone["text"](tokens)
+
+    def embed_image(self, feats: Features) -> torch.Tensor:
+        return self.head["image"](feats["grid"])
+
+    def embed_text(self, feats: Features) -> torch.Tensor:
+        return self.head["text"](feats["tokens"], feats["mask"])
+
+    def backbone_key(self) -> str:
+        img, txt = self.backbone["image"], self.backbone["text"]
+        return f"timm:{img.name}:{img.weights}:{img.transform_key()}|hf:{txt.name}:{txt.max_length}"

@@ -1,0 +1,253 @@
+"""One grid cell, end to end: build the adapter, load data, fine-tune (maybe), evaluate, return a result record."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import bench
+from bench.config import BenchConfig
+from bench.data import load_split
+from bench.data.base import RetrievalSplit
+from bench.errors import ConfigError, SplitNotFoundError, UnknownNameError
+from bench.evaluate import evaluate, metric_value
+from bench.features import cached_features
+from bench.methods import get_method
+from bench.metrics import TIE_RULE
+from bench.registry import adapter_options, create_adapter
+from bench.results import SCHEMA, config_hash
+from bench.train import fit, load_state, seed_everything
+
+__all__ = ["Cell", "cell_config", "model_spec", "run_cell"]
+
+log = logging.getLogger(__name__)
+# Keys of a [models.<id>] table that steer the grid rather than the adapter.
+MODEL_GRID_KEYS = ("methods",)
+_VERSIONED = ["torch", "torchvision", "timm", "open_clip_torch", "transformers", "sentence-transformers", "numpy"]
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One (model, dataset, split, method, seed) job of a grid."""
+
+    model: str
+    dataset: str
+    method: str
+    seed: int
+    split: str = "test"
+
+    @property
+    def label(self) -> str:
+        """Short human-readable name."""
+        return f"{self.model} × {self.dataset}/{self.split} × {self.method} × seed {self.seed}"
+
+
+def model_spec(cfg: BenchConfig, model: str) -> dict[str, Any]:
+    """The ``[models.<id>]`` table of ``model``, or an ad-hoc ``family:checkpoint`` spec (``clip:ViT-B-32/openai``)."""
+    if model in cfg.models:
+        return {k: v for k, v in cfg.models[model].items() if k not in MODEL_GRID_KEYS}
+    family, sep, checkpoint = model.partition(":")
+    if sep and family:
+        opts = adapter_options(family)  # raises UnknownNameError for an unknown family
+        if "checkpoint" not in opts:
+            raise ConfigError(f"model {model!r}: adapter {family!r} takes no checkpoint; define [models.<id>] instead")
+        return {"adapter": family, "checkpoint": checkpoint}
+    raise UnknownNameError("model", model, list(cfg.models))
+
+
+def cell_config(cfg: BenchConfig, cell: Cell) -> dict[str, Any]:
+    """Everything that determines a cell's numbers (its hash decides whether a stored result is still valid)."""
+    method = get_method(cell.method)
+    if cell.dataset not in cfg.datasets:
+        raise UnknownNameError("dataset", cell.dataset, list(cfg.datasets))
+    out = {
+        "model": model_spec(cfg, cell.model),
+        "dataset": cfg.datasets[cell.dataset],
+        "method": {"name": cell.method, **cfg.methods.get(cell.method, {})},
+        "seed": cell.seed,
+        "split": cell.split,
+        "eval": {k: v for k, v in vars(cfg.eval).items() if k != "cache_features"},
+    }
+    if method.trains:
+        out["train"] = {k: v for k, v in vars(cfg.train).items() if k not in {"num_workers"}}
+    return out
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_freeze(value: bool | str, device: torch.device) -> bool:
+    """``train.freeze_backbone``: ``auto`` freezes on CPU only."""
+    if value == "auto":
+        return device.type != "cuda"
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f'[train] freeze_backbone: expected true, false or "auto", got {value!r}')
+
+
+def holdout(train: RetrievalSplit, fraction: float, seed: int = 0) -> tuple[RetrievalSplit, RetrievalSplit]:
+    """Split train images (with all their captions) into train and val; deterministic, shared by every method."""
+    n_val = max(1, int(round(train.n_images * fraction)))
+    perm = np.random.default_rng(seed).permutation(train.n_images)
+    val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    return subset(train, train_rows, train.split), subset(train, val_rows, "val-heldout")
+
+
+def subset(split: RetrievalSplit, image_rows: np.ndarray, name: str) -> RetrievalSplit:
+    """The images ``image_rows`` of ``split`` with their captions, renumbered."""
+    remap = -np.ones(split.n_images, dtype=np.int64)
+    remap[image_rows] = np.arange(len(image_rows))
+    keep = np.flatnonzero(remap[split.caption_to_image] >= 0)
+    return RetrievalSplit(
+        dataset=split.dataset,
+        split=name,
+        image_paths=[split.image_paths[i] for i in image_rows],
+        image_ids=[split.image_ids[i] for i in image_rows],
+        captions=[split.captions[j] for j in keep],
+        caption_to_image=remap[split.caption_to_image[keep]],
+        image_labels=None if split.image_labels is None else np.asarray(split.image_labels)[image_rows],
+        source=split.source,
+    )
+
+
+def _versions() -> dict[str, str]:
+    out = {"itr-bench": bench.__version__, "python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _git_sha() -> str | None:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(bench.__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return sha.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.machine()}x{os.cpu_count()} threads={torch.get_num_threads()}"
+
+
+def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Run one cell and return its result record (not yet written)."""
+    t0 = time.perf_counter()
+    snapshot = cell_config(cfg, cell)
+    method = get_method(cell.method)
+    method_opts = cfg.methods.get(cell.method, {})
+    method.check_options(method_opts, f"{cfg.source}: [methods.{cell.method}]")
+    spec = model_spec(cfg, cell.model)
+    family = spec.pop("adapter")
+    device = resolve_device(cfg.train.device)
+    freeze = resolve_freeze(cfg.train.freeze_backbone, device) if method.trains else True
+    work = Path(cfg.paths.work_dir)
+    dspec = cfg.datasets[cell.dataset]
+    test = load_split(cell.dataset, dspec, cell.split, work_dir=work)  # data errors surface before any training
+
+    seed_everything(cell.seed)
+    adapter = create_adapter(family, spec, where=f"{cfg.source}: [models.{cell.model}]").to(device)
+    cache = work / "features" if cfg.eval.cache_features else None
+
+    def feats(split: RetrievalSplit) -> Any:
+        if not freeze:
+            return None
+        return cached_features(
+            adapter,
+            split,
+            cache,
+            device=device,
+            batch_size=cfg.eval.batch_size,
+            num_workers=cfg.train.num_workers,
+            progress=progress,
+        )
+
+    test_feats = feats(test)
+    record: dict[str, Any] = {
+        "schema": SCHEMA,
+        "status": "ok",
+        "model": cell.model,
+        "adapter": family,
+        "dataset": cell.dataset,
+        "split": cell.split,
+        "method": cell.method,
+        "seed": cell.seed,
+    }
+    if not method.trains:
+        record["metrics"] = evaluate(adapter, test, cfg.eval, device=device, features=test_feats, progress=progress)
+        record.update(metrics_last=None, selected_epoch=None, history=[], trained_parts=[])
+    else:
+        train = load_split(cell.dataset, dspec, "train", work_dir=work)
+        try:
+            val = load_split(cell.dataset, dspec, "val", work_dir=work)
+            val_source = "val"
+        except SplitNotFoundError:
+            train, val = holdout(train, cfg.train.val_fraction)
+            val_source = f"{cfg.train.val_fraction:.0%} of train images held out"
+        train_feats, val_feats = feats(train), feats(val)
+        objective = method.objective(adapter, cfg.train, **method_opts).to(device)
+
+        def validate() -> float:
+            m = evaluate(adapter, val, cfg.eval, device=device, objective=objective, features=val_feats, progress=False)
+            return metric_value(m, cfg.train.select_metric)
+
+        result = fit(
+            adapter,
+            objective,
+            train,
+            cfg.train,
+            device=device,
+            seed=cell.seed,
+            freeze_backbone=freeze,
+            train_features=train_feats,
+            validate=validate,
+            progress=progress,
+        )
+        last = evaluate(
+            adapter, test, cfg.eval, device=device, objective=objective, features=test_feats, progress=progress
+        )
+        load_state(adapter, objective, result.best_state, freeze)
+        record["metrics"] = evaluate(
+            adapter, test, cfg.eval, device=device, objective=objective, features=test_feats, progress=progress
+        )
+        record.update(
+            metrics_last=last,
+            selected_epoch=result.selected_epoch,
+            selected_on=val_source,
+            select_metric=cfg.train.select_metric,
+            history=result.history,
+            trained_parts=adapter.trained_parts(freeze),
+            frozen_backbone=freeze,
+        )
+    record.update(
+        config=snapshot,
+        config_hash=config_hash(snapshot),
+        tie_rule=TIE_RULE,
+        versions=_versions(),
+        git_sha=_git_sha(),
+        device=_device_name(device),
+        wall_time_s=round(time.perf_counter() - t0, 2),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    return record

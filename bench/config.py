@@ -1,0 +1,204 @@
+"""Configuration: ``bench.toml`` in frozen dataclasses, with type-checked ``--set section.key=value`` overrides.
+
+Top-level tables: ``[paths]``, ``[grid]``, ``[train]``, ``[eval]``, ``[models.<id>]``, ``[datasets.<id>]`` and
+``[methods.<id>]``. The fixed tables are checked here (an unknown key raises and lists the valid ones); each
+``[models.<id>]`` table is checked against its adapter's ``build`` signature, each ``[datasets.<id>]`` against its
+format's loader, each ``[methods.<id>]`` against its method's options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import ConfigError
+
+__all__ = ["BenchConfig", "EvalConfig", "GridConfig", "PathsConfig", "TrainConfig", "apply_overrides", "load_config"]
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    """Where things are written."""
+
+    results_dir: str = "results"  # one JSON per finished cell lands under <results_dir>/runs
+    work_dir: str = "work_dir"  # caches (synthetic images, backbone features) and checkpoints; never committed
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """What ``bench run`` runs when no ``--models/--datasets/--methods/--seeds`` are given."""
+
+    models: list[str] = field(default_factory=lambda: ["vse_infty", "towers"])  # ids of [models.<id>] tables
+    datasets: list[str] = field(default_factory=lambda: ["synthetic"])  # ids of [datasets.<id>] tables
+    methods: list[str] = field(default_factory=lambda: ["zeroshot", "contrastive"])  # registered method names
+    seeds: list[int] = field(default_factory=lambda: [0])  # one cell per seed
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tuning settings shared by every trained method."""
+
+    epochs: int = 8  # passes over the train captions
+    batch_size: int = 128  # captions per step; an image appears once per caption drawn
+    lr: float = 5e-4  # AdamW peak learning rate
+    weight_decay: float = 1e-4  # AdamW decoupled weight decay
+    warmup_epochs: float = 1.0  # linear warm-up length, then cosine decay
+    min_lr_ratio: float = 0.01  # final learning rate as a fraction of lr
+    grad_accum: int = 1  # optimizer step every N batches (effective batch = batch_size * grad_accum)
+    grad_clip: float = 2.0  # max gradient norm (0 = off); VSE∞ clips at 2
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    freeze_backbone: bool | str = "auto"  # "auto": freeze and cache backbone features on CPU, train end to end on GPU
+    loss: str = "auto"  # "auto" (the adapter's base loss), "infonce" or "triplet"
+    margin: float = 0.2  # triplet margin
+    max_violation: bool = True  # triplet on the hardest negative (VSE++), else the sum over negatives
+    temperature: float = 0.05  # initial InfoNCE temperature (learnable); CLIP adapters start from their own
+    val_fraction: float = 0.1  # share of train images held out for model selection when the dataset has no val split
+    select_metric: str = "rsum"  # val metric that picks the checkpoint: rsum, or t2t_r1 / i2i_r1 for uni-modal
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
+    num_workers: int = 0  # DataLoader workers for image decoding
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation settings."""
+
+    split: str = "test"  # split every cell is scored on (never used for selection)
+    batch_size: int = 64  # images or captions per encoding batch
+    memory_mb: float = 256.0  # memory budget of the exact scorer's score strips
+    cache_features: bool = True  # cache frozen backbone features on disk (keyed by weights, transform, data)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """The whole configuration."""
+
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> {"adapter": family, **build options}
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> {"format": ..., **loader options}
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # method name -> options
+    source: str = "<defaults>"  # file the config came from, named in errors
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict snapshot (for result records)."""
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return d
+
+
+_SECTIONS: dict[str, type] = {"paths": PathsConfig, "grid": GridConfig, "train": TrainConfig, "eval": EvalConfig}
+_FREE_TABLES = ("models", "datasets", "methods")
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_check_type(v, item, where) for v in value]
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: {value!r} is not a {tp}")
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected nothing, got {value!r}")
+        return value
+    if isinstance(tp, type) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build_section(cls: type, table: Any, where: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table, got {table!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in table.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(names)}")
+        kwargs[key] = _check_type(value, hints[key], f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> BenchConfig:
+    """Build a :class:`BenchConfig` from parsed TOML, checking every fixed key."""
+    valid = list(_SECTIONS) + list(_FREE_TABLES)
+    kwargs: dict[str, Any] = {"source": source}
+    for key, table in data.items():
+        if key in _SECTIONS:
+            kwargs[key] = _build_section(_SECTIONS[key], table, f"{source}: [{key}]")
+        elif key in _FREE_TABLES:
+            if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+                raise ConfigError(f"{source}: [{key}] must hold one table per id, like [{key}.<id>]")
+            kwargs[key] = {k: dict(v) for k, v in table.items()}
+        else:
+            raise ConfigError(f"{source}: unknown top-level key {key!r}; valid keys: {', '.join(valid)}")
+    cfg = BenchConfig(**kwargs)
+    for mid, spec in cfg.models.items():
+        if "adapter" not in spec:
+            raise ConfigError(f"{source}: [models.{mid}] has no 'adapter' key (e.g. adapter = \"clip\")")
+        methods = spec.get("methods", [])
+        if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+            raise ConfigError(f"{source}: [models.{mid}] methods must be a list of method names, got {methods!r}")
+    for did, spec in cfg.datasets.items():
+        if "format" not in spec:
+            raise ConfigError(f"{source}: [datasets.{did}] has no 'format' key (e.g. format = \"synthetic\")")
+    return cfg
+
+
+def load_config(path: str | Path | None = None) -> BenchConfig:
+    """Read ``bench.toml`` (``path``, else ``./bench.toml``, else the copy shipped with the package)."""
+    if path is None:
+        local, shipped = Path("bench.toml"), Path(__file__).resolve().parents[1] / "bench.toml"
+        path = local if local.is_file() else shipped
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: malformed TOML: {e}") from None
+    return config_from_dict(data, str(path))
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # bare words are strings: --set train.device=cpu
+
+
+def apply_overrides(cfg: BenchConfig, overrides: list[str]) -> BenchConfig:
+    """Apply ``section.key=value`` overrides (TOML values) with the same checks as the file."""
+    data = cfg.to_dict()
+    for item in overrides:
+        dotted, sep, raw = item.partition("=")
+        parts = dotted.strip().split(".")
+        if not sep or len(parts) < 2:
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.lr=1e-4")
+        node = data
+        for p in parts[:-1]:
+            if p not in node or not isinstance(node[p], dict):
+                if node is data and p not in _SECTIONS and p not in _FREE_TABLES:
+                    valid = ", ".join(list(_SECTIONS) + list(_FREE_TABLES))
+                    raise ConfigError(f"--set {item!r}: unknown section {p!r}; valid: {valid}")
+                node[p] = node.get(p) if isinstance(node.get(p), dict) else {}
+            node = node[p]
+        node[parts[-1]] = _parse_value(raw.strip())
+    return config_from_dict(data, f"{cfg.source} (with --set)")

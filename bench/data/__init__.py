@@ -1,0 +1,185 @@
+"""Dataset loaders: a registry of formats and the one entry point :func:`load_split`.
+
+A dataset is one ``[datasets.<name>]`` table of ``bench.toml``::
+
+    [datasets.coco]
+    format = "karpathy"            # a registered format; defaults to the table's name when that is a format
+    root = "/data/coco"            # relative roots resolve against the current directory
+    file = "dataset_coco.json"     # every other key is an option of the format's loader
+
+A loader is a function ``fn(root: Path, split: str, **options) -> RetrievalSplit`` registered with
+:func:`register_format`. Its keyword parameters are the format's options, so an unknown key is caught before
+loading. Two keyword parameters are context, not options, and are passed only when the loader declares them:
+``name`` (the dataset name to stamp on the split) and ``work_dir`` (where generated data may be cached).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bench.data.base import RetrievalSplit, load_image
+from bench.errors import ConfigError, UnknownNameError
+
+__all__ = [
+    "RetrievalSplit",
+    "coco_1k_folds",
+    "format_options",
+    "list_formats",
+    "load_image",
+    "load_split",
+    "register_format",
+]
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[..., RetrievalSplit]
+
+_FORMATS: dict[str, Loader] = {}
+# Keyword parameters a loader may declare to receive context from load_split; they are never user options.
+_CONTEXT_PARAMS = ("name", "work_dir")
+
+
+def register_format(name: str) -> Callable[[Loader], Loader]:
+    """Register a loader function under a format name.
+
+    Args:
+        name: The value of ``format`` in a dataset table.
+
+    Returns:
+        A decorator that registers the function and returns it unchanged.
+
+    Raises:
+        ValueError: ``name`` is already registered.
+        TypeError: the function does not take ``root`` and ``split`` as its first two parameters.
+    """
+
+    def deco(fn: Loader) -> Loader:
+        if name in _FORMATS:
+            raise ValueError(f"dataset format {name!r} is already registered (by {_FORMATS[name].__qualname__})")
+        params = list(inspect.signature(fn).parameters)
+        if params[:2] != ["root", "split"]:
+            raise TypeError(f"loader {fn.__qualname__} must take (root, split, ...), takes ({', '.join(params)})")
+        _FORMATS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_formats() -> list[str]:
+    """Names of the registered dataset formats, sorted."""
+    return sorted(_FORMATS)
+
+
+def _loader(fmt: str) -> Loader:
+    try:
+        return _FORMATS[fmt]
+    except KeyError:
+        raise UnknownNameError("dataset format", fmt, list_formats()) from None
+
+
+def format_options(fmt: str) -> list[str]:
+    """The keys a dataset table of format ``fmt`` may hold besides ``format``, sorted.
+
+    Raises:
+        UnknownNameError: ``fmt`` is not registered.
+    """
+    params = inspect.signature(_loader(fmt)).parameters
+    return sorted(p for p in params if p != "split" and p not in _CONTEXT_PARAMS)
+
+
+def _resolve_root(value: Any, dataset: str) -> Path:
+    if not isinstance(value, str | os.PathLike):
+        raise ConfigError(f"dataset {dataset!r}: 'root' must be a path string, got {type(value).__name__}")
+    # abspath, not resolve(): keep symlinked data folders as the user wrote them.
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(value))))
+
+
+def _check_type(dataset: str, key: str, value: Any, default: Any) -> None:
+    # Types are inferred from the defaults: enough to catch `restval_in_train = "no"` or `seed = "0"` early;
+    # options whose default is None check their own values.
+    if default is None or default is inspect.Parameter.empty:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(
+            f"dataset {dataset!r}: option {key!r} must be {type(default).__name__}, got {type(value).__name__} "
+            f"({value!r})"
+        )
+
+
+def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path) -> RetrievalSplit:
+    """Load one split of a configured dataset.
+
+    Args:
+        name: The dataset's name (the ``<name>`` of ``[datasets.<name>]``), stamped on the returned split.
+        spec: The dataset table: ``format`` (defaults to ``name`` when that is a registered format), ``root`` and
+            the format's options.
+        split: ``train``, ``val``, ``test`` or any split the format offers.
+        work_dir: Where generated data (the synthetic images) is cached.
+
+    Returns:
+        The loaded split.
+
+    Raises:
+        UnknownNameError: the format is not registered.
+        ConfigError: a key is unknown to the format, a required key is missing, or a value has the wrong type.
+        DataError: the split does not exist, or a data file, row or image is missing or malformed.
+    """
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"dataset {name!r}: expected a table of settings, got {type(spec).__name__}")
+    options = dict(spec)
+    fmt = options.pop("format", None)
+    if fmt is None:
+        if name not in _FORMATS:
+            raise ConfigError(f"dataset {name!r} has no 'format' key; known formats: {', '.join(list_formats())}")
+        fmt = name
+    if not isinstance(fmt, str):
+        raise ConfigError(f"dataset {name!r}: 'format' must be a string, got {type(fmt).__name__}")
+    loader = _loader(fmt)
+    params = inspect.signature(loader).parameters
+
+    valid = format_options(fmt)
+    unknown = sorted(k for k in options if k not in valid)
+    if unknown:
+        raise ConfigError(
+            f"dataset {name!r} (format {fmt!r}): unknown key {unknown[0]!r}; valid keys: format, {', '.join(valid)}"
+        )
+    for key, p in params.items():
+        if key == "split" or key in _CONTEXT_PARAMS:
+            continue
+        if key not in options and p.default is inspect.Parameter.empty:
+            raise ConfigError(f"dataset {name!r} (format {fmt!r}): missing required key {key!r}")
+        if key in options and key != "root":
+            _check_type(name, key, options[key], p.default)
+
+    root = options.pop("root", None)
+    if root is not None:
+        root = _resolve_root(root, name)
+    if "name" in params:
+        options["name"] = name
+    if "work_dir" in params:
+        options["work_dir"] = Path(work_dir)
+
+    log.debug("loading dataset %r split %r (format %r, root %s)", name, split, fmt, root)
+    out = loader(root, split, **options)
+    if out.dataset != name:
+        out = replace(out, dataset=name)
+    log.info("dataset %s/%s: %d images, %d captions", name, split, out.n_images, out.n_captions)
+    return out
+
+
+# Import last: the loader modules register themselves through register_format defined above.
+from bench.data import formats as formats  # noqa: E402
+from bench.data import synthetic as synthetic  # noqa: E402
+from bench.data.formats import coco_1k_folds  # noqa: E402

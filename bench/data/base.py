@@ -1,0 +1,122 @@
+"""The one in-memory form every dataset loader produces: a :class:`RetrievalSplit`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench.errors import DataError
+
+__all__ = ["RetrievalSplit", "load_image"]
+
+
+def load_image(path: Path):  # -> PIL.Image.Image (PIL imported lazily)
+    """Open an image as RGB, raising :class:`DataError` that names the file when it is missing or unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: cannot decode image ({e})") from None
+
+
+@dataclass(frozen=True)
+class RetrievalSplit:
+    """One split of an image-text retrieval dataset.
+
+    Captions per image vary; nothing assumes five. Images are listed once each, captions once each, and
+    ``caption_to_image[j]`` is the row of caption ``j``'s image.
+
+    Attributes:
+        dataset: Dataset name (``synthetic``, ``coco``, ...).
+        split: Split name (``train``, ``val``, ``test``).
+        image_paths: One path per image.
+        image_ids: One stable id per image (file name or dataset id), same order as ``image_paths``.
+        captions: Caption strings, one per caption row.
+        caption_to_image: int64 array ``[n_captions]`` of image rows.
+        image_labels: Optional int64 array ``[n_images]`` of class labels, used for image-to-image retrieval.
+        source: The file the split was read from, named in errors.
+    """
+
+    dataset: str
+    split: str
+    image_paths: Sequence[Path]
+    image_ids: Sequence[str]
+    captions: Sequence[str]
+    caption_to_image: np.ndarray
+    image_labels: np.ndarray | None = None
+    source: Path | None = None
+    _fingerprint: list[str] = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        where = str(self.source or f"{self.dataset}/{self.split}")
+        n_img = len(self.image_paths)
+        if len(self.image_ids) != n_img:
+            raise DataError(f"{where}: {len(self.image_ids)} image ids for {n_img} images")
+        if n_img == 0:
+            raise DataError(f"{where}: split {self.split!r} has no images")
+        c2i = np.asarray(self.caption_to_image)
+        if c2i.shape != (len(self.captions),):
+            raise DataError(f"{where}: caption_to_image has shape {c2i.shape}, expected ({len(self.captions)},)")
+        if not np.issubdtype(c2i.dtype, np.integer):
+            raise DataError(f"{where}: caption_to_image must hold integers, got {c2i.dtype}")
+        bad = np.flatnonzero((c2i < 0) | (c2i >= n_img))
+        if bad.size:
+            j = int(bad[0])
+            raise DataError(f"{where}: caption {j} has image id {int(c2i[j])} out of range [0, {n_img})")
+        for j, cap in enumerate(self.captions):
+            if not isinstance(cap, str) or not cap.strip():
+                raise DataError(f"{where}: caption {j} (field 'caption') is empty")
+        if self.image_labels is not None and np.asarray(self.image_labels).shape != (n_img,):
+            raise DataError(f"{where}: image_labels has shape {np.shape(self.image_labels)}, expected ({n_img},)")
+        object.__setattr__(self, "caption_to_image", c2i.astype(np.int64, copy=False))
+
+    @property
+    def n_images(self) -> int:
+        """Number of images."""
+        return len(self.image_paths)
+
+    @property
+    def n_captions(self) -> int:
+        """Number of captions."""
+        return len(self.captions)
+
+    def image_to_captions(self) -> list[np.ndarray]:
+        """Caption rows of each image (an image with no caption gets an empty array)."""
+        order = np.argsort(self.caption_to_image, kind="stable")
+        bounds = np.searchsorted(self.caption_to_image[order], np.arange(self.n_images + 1))
+        return [order[bounds[i] : bounds[i + 1]] for i in range(self.n_images)]
+
+    def load_image(self, i: int):  # -> PIL.Image.Image
+        """Image ``i`` as an RGB PIL image; a missing or corrupt file raises :class:`DataError` naming it."""
+        return load_image(Path(self.image_paths[i]))
+
+    def fingerprint(self) -> str:
+        """A content key: ids, captions, the caption map, labels and each image file's size and mtime.
+
+        Caches key on it, so an edited caption or a replaced image never reuses stale rows.
+        """
+        if not self._fingerprint:
+            h = hashlib.sha256()
+            for p, iid in zip(self.image_paths, self.image_ids, strict=True):
+                try:
+                    st = os.stat(p)
+                    stamp = f"{st.st_size}:{st.st_mtime_ns}"
+                except OSError:
+                    stamp = "missing"
+                h.update(f"{iid}\0{p}\0{stamp}\n".encode())
+            for cap in self.captions:
+                h.update(cap.encode() + b"\n")
+            h.update(self.caption_to_image.tobytes())
+            if self.image_labels is not None:
+                h.update(np.asarray(self.image_labels, dtype=np.int64).tobytes())
+            self._fingerprint.append(h.hexdigest()[:16])
+        return self._fingerprint[0]

@@ -1,0 +1,47 @@
+"""Exceptions raised by itr-bench.
+
+Every error that comes from user input (a config file, a dataset file, a model name) is a :class:`BenchError`, so the
+CLI can print one clear line instead of a traceback. Messages name the file and the field at fault.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BenchError",
+    "ConfigError",
+    "DataError",
+    "SplitNotFoundError",
+    "UnknownNameError",
+    "WeightsUnavailableError",
+]
+
+
+class BenchError(Exception):
+    """Base class of the errors the CLI reports as one line."""
+
+
+class ConfigError(BenchError):
+    """A malformed or unknown configuration key or value."""
+
+
+class DataError(BenchError):
+    """A dataset file, image or caption that cannot be used."""
+
+
+class SplitNotFoundError(DataError):
+    """A dataset has no split of the requested name (e.g. no ``val``: the harness then holds out train images)."""
+
+
+class UnknownNameError(BenchError, KeyError):
+    """A name (model, dataset, method, format) that is not registered."""
+
+    def __init__(self, kind: str, name: str, known: list[str]) -> None:
+        self.kind, self.name, self.known = kind, name, sorted(known)
+        super().__init__(f"unknown {kind} {name!r}; known: {', '.join(self.known) or '(none)'}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class WeightsUnavailableError(BenchError):
+    """Pretrained weights could not be found locally, in a package, or on the hub (offline)."""

@@ -1,0 +1,105 @@
+"""Result records: one self-describing JSON file per grid cell, written atomically.
+
+A cell is (model, dataset, split, method, seed). Its file lives at
+``<results_dir>/runs/<model>/<dataset>/<split>/<method>-seed<seed>.json``. A record looks like::
+
+    {
+      "schema": 1,
+      "model": "vse_infty", "adapter": "vse_infty", "dataset": "synthetic", "split": "test",
+      "method": "contrastive", "seed": 0,
+      "metrics": {                      # the selected checkpoint (best on val), evaluated on `split`
+        "i2t": {"r1": 41.0, "r5": 80.5, "r10": 90.0, "medr": 2.0, "meanr": 5.3} | null,   # null: "n/a"
+        "t2i": {...} | null,
+        "rsum": 420.1 | null,           # i2t + t2i R@1/5/10
+        "t2t": {...} | null,            # caption -> sibling captions
+        "i2i": {...} | null             # image -> same-label images (datasets with labels)
+      },
+      "metrics_last": {...} | null,     # last epoch, same layout (trained methods only)
+      "extra_metrics": {"test_1k": {...}},   # optional further protocols (COCO 1K = mean over 5 folds)
+      "selected_epoch": 7, "history": [{"epoch": 1, "loss": .., "val_rsum": ..}, ...],
+      "trained_parts": ["img_enc.image_encoder", ...],
+      "config": {...}, "config_hash": "1a2b3c4d",
+      "tie_rule": "...", "versions": {...}, "git_sha": "...", "device": "cpu", "wall_time_s": 12.3,
+      "created": "2026-11-27T02:00:00+00:00"
+    }
+
+All recall values are in percent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SCHEMA", "cell_path", "config_hash", "iter_records", "read_record", "safe_name", "write_record"]
+
+log = logging.getLogger(__name__)
+SCHEMA = 1
+
+
+def safe_name(name: str) -> str:
+    """A file-system safe form of a model or dataset name (like timm's ``safe_model_name``)."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_") or "_"
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Eight hex digits identifying a cell's full configuration (sorted-key JSON)."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]
+
+
+def cell_path(results_dir: Path, model: str, dataset: str, split: str, method: str, seed: int) -> Path:
+    """Where the result of one cell is stored."""
+    return (
+        Path(results_dir)
+        / "runs"
+        / safe_name(model)
+        / safe_name(dataset)
+        / safe_name(split)
+        / f"{safe_name(method)}-seed{seed}.json"
+    )
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` to ``path`` atomically: a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=1, sort_keys=False, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """Read one record."""
+    with open(path) as f:
+        rec = json.load(f)
+    if not isinstance(rec, dict) or rec.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: not an itr-bench result record (schema {SCHEMA})")
+    return rec
+
+
+def iter_records(results_dir: Path) -> Iterator[dict[str, Any]]:
+    """All readable records under ``results_dir/runs``, in path order; unreadable files are logged and skipped."""
+    for p in sorted((Path(results_dir) / "runs").rglob("*.json")):
+        try:
+            rec = read_record(p)
+        except (OSError, ValueError) as e:
+            log.warning("skipping %s: %s", p, e)
+            continue
+        rec["_path"] = str(p)
+        yield rec

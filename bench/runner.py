@@ -1,0 +1,141 @@
+"""Grids: expand models × datasets × methods × seeds into cells and run the missing ones, one after another.
+
+A cell whose result file exists with status ``ok`` and the same config hash is skipped (``force`` re-runs it). Each
+finished cell is written atomically before the next starts, so an interrupted grid loses only the cell in flight and
+a re-run completes the rest. A failing cell is logged and the grid goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.cell import Cell, cell_config, model_spec, run_cell
+from bench.config import BenchConfig
+from bench.errors import BenchError, UnknownNameError, WeightsUnavailableError
+from bench.methods import get_method
+from bench.results import SCHEMA, cell_path, config_hash, read_record, write_record
+
+__all__ = ["GridReport", "expand_grid", "run_grid"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GridReport:
+    """What a grid run did, cell by cell."""
+
+    ran: list[Cell] = field(default_factory=list)
+    skipped: list[Cell] = field(default_factory=list)
+    unavailable: list[tuple[Cell, str]] = field(default_factory=list)
+    failed: list[tuple[Cell, str]] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No cell failed (unavailable weights are reported, not failures)."""
+        return not self.failed
+
+
+def _names(given: list[str] | None, default: list[str], all_names: list[str]) -> list[str]:
+    names = default if not given else given
+    return list(all_names) if names == ["all"] else list(names)
+
+
+def expand_grid(
+    cfg: BenchConfig,
+    models: list[str] | None = None,
+    datasets: list[str] | None = None,
+    methods: list[str] | None = None,
+    seeds: list[int] | None = None,
+) -> list[Cell]:
+    """The cells of a grid; every name is checked first, so a typo fails before any work starts.
+
+    A method that does not train runs once (the first seed) whatever the seeds: its numbers cannot depend on them.
+    A model whose table lists ``methods`` runs only those of the grid's methods (``towers`` has nothing to fine-tune).
+    """
+    models = _names(models, cfg.grid.models, list(cfg.models))
+    datasets = _names(datasets, cfg.grid.datasets, list(cfg.datasets))
+    methods = methods or cfg.grid.methods
+    seeds = seeds or cfg.grid.seeds
+    for m in models:
+        model_spec(cfg, m)
+    for d in datasets:
+        if d not in cfg.datasets:
+            raise UnknownNameError("dataset", d, list(cfg.datasets))
+    cells = []
+    for m in models:
+        for d in datasets:
+            allowed = cfg.models.get(m, {}).get("methods")
+            for meth in methods:
+                method = get_method(meth)
+                if allowed is not None and meth not in allowed:
+                    continue
+                for s in seeds if method.trains else seeds[:1]:
+                    cells.append(Cell(m, d, meth, s, cfg.eval.split))
+    for c in cells:
+        cell_config(cfg, c)
+    return cells
+
+
+def _is_done(path: Path, expected_hash: str) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        rec = read_record(path)
+    except (OSError, ValueError):
+        return False
+    return rec.get("status") == "ok" and rec.get("config_hash") == expected_hash
+
+
+def run_grid(cfg: BenchConfig, cells: list[Cell], *, force: bool = False, progress: bool = True) -> GridReport:
+    """Run ``cells`` in this process and write each result; returns what ran, what was skipped, what failed."""
+    report = GridReport()
+    results = Path(cfg.paths.results_dir)
+    for i, cell in enumerate(cells, 1):
+        path = cell_path(results, cell.model, cell.dataset, cell.split, cell.method, cell.seed)
+        report.paths.append(path)
+        snapshot = cell_config(cfg, cell)
+        if not force and _is_done(path, config_hash(snapshot)):
+            log.info("[%d/%d] %s: done, skipped (%s)", i, len(cells), cell.label, path)
+            report.skipped.append(cell)
+            continue
+        log.info("[%d/%d] %s: running", i, len(cells), cell.label)
+        try:
+            record = run_cell(cell, cfg, progress=progress)
+        except WeightsUnavailableError as e:
+            log.warning("%s: %s", cell.label, e)
+            write_record(path, _status_record(cell, snapshot, "unavailable", str(e)))
+            report.unavailable.append((cell, str(e)))
+            continue
+        except BenchError as e:
+            log.error("%s: %s", cell.label, e)
+            report.failed.append((cell, str(e)))
+            continue
+        except Exception as e:  # one broken cell must not lose the rest of the grid
+            log.exception("%s failed", cell.label)
+            report.failed.append((cell, f"{type(e).__name__}: {e}"))
+            continue
+        write_record(path, record)
+        report.ran.append(cell)
+        log.info("[%d/%d] %s: wrote %s (%.1f s)", i, len(cells), cell.label, path, record["wall_time_s"])
+    return report
+
+
+def _status_record(cell: Cell, snapshot: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "status": status,
+        "reason": reason,
+        "model": cell.model,
+        "adapter": snapshot["model"].get("adapter"),
+        "dataset": cell.dataset,
+        "split": cell.split,
+        "method": cell.method,
+        "seed": cell.seed,
+        "metrics": None,
+        "config": snapshot,
+        "config_hash": config_hash(snapshot),
+    }

@@ -1,0 +1,209 @@
+"""Fine-tuning loop: AdamW, warm-up + cosine schedule, gradient accumulation, AMP on GPU, selection on val.
+
+Two data paths share one loop. With a frozen backbone the batches are rows of the cached stage-1 features and only the
+heads run (minutes on a CPU); otherwise images and captions go through the whole adapter. A batch is a draw of
+captions; each brings its image, so an image can appear twice and the losses treat same-image pairs as positives.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from bench.config import TrainConfig
+from bench.data.base import RetrievalSplit
+from bench.errors import ConfigError
+from bench.features import FeatureSet, _to, iter_image_batches
+from bench.methods import Objective
+
+__all__ = ["FitResult", "fit", "seed_everything"]
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` hands back."""
+
+    selected_epoch: int  # 1-based epoch whose val score was best
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss terms, lr, val metric, seconds
+    best_val: float = float("-inf")
+
+
+def _cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _feature_batches(
+    feats: tuple[FeatureSet, FeatureSet],
+    split: RetrievalSplit,
+    order: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+) -> Iterator[tuple[dict, dict, torch.Tensor]]:
+    img_feats, txt_feats = feats
+    c2i = torch.from_numpy(split.caption_to_image)
+    for s in range(0, len(order), batch_size):
+        caps = torch.from_numpy(order[s : s + batch_size])
+        imgs = c2i[caps]
+        yield (
+            _to({k: v[imgs] for k, v in img_feats.items()}, device, torch.float32),
+            _to({k: v[caps] for k, v in txt_feats.items()}, device, torch.float32),
+            imgs.to(device),
+        )
+
+
+def fit(
+    adapter: Any,
+    objective: Objective,
+    train: RetrievalSplit,
+    cfg: TrainConfig,
+    *,
+    device: torch.device,
+    seed: int,
+    freeze_backbone: bool,
+    train_features: tuple[FeatureSet, FeatureSet] | None,
+    validate: Callable[[], float],
+    progress: bool = True,
+) -> FitResult:
+    """Train ``adapter``'s trainable module and ``objective`` on ``train``; keep the state best on ``validate()``.
+
+    On return the adapter and objective hold the selected (best-on-val) weights; the last epoch's weights are gone,
+    so callers that want last-epoch metrics compute them in ``validate``'s sibling before (see :mod:`bench.cell`).
+
+    Raises:
+        ConfigError: nothing is trainable (e.g. frozen CLIP towers with no head).
+    """
+    module = adapter.trainable_module(freeze_backbone)
+    params = [p for p in list(module.parameters()) + list(objective.parameters()) if p.requires_grad]
+    if not any(p.requires_grad for p in module.parameters()):
+        raise ConfigError(
+            f"adapter {adapter.name!r} has nothing to train with train.freeze_backbone={freeze_backbone}; "
+            "set train.freeze_backbone=false or give the adapter a trainable head"
+        )
+    if freeze_backbone:
+        for p in adapter.backbone.parameters():
+            p.requires_grad_(False)
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]  # biases, norms and temperatures are not decayed
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
+    steps_per_epoch = math.ceil(math.ceil(train.n_captions / cfg.batch_size) / cfg.grad_accum)
+    total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, total, max(1, warmup), cfg.min_lr_ratio))
+    use_amp = cfg.amp and device.type == "cuda"
+    rng = np.random.default_rng(seed)
+    result = FitResult(selected_epoch=0)
+    best_state: dict[str, Any] | None = None
+
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        adapter.train()
+        if freeze_backbone:
+            adapter.backbone.eval()  # frozen BatchNorm/dropout stay in inference mode
+        objective.train()
+        order = rng.permutation(train.n_captions)
+        sums: dict[str, float] = {}
+        n_batches = 0
+        batches = _batches(adapter, train, order, cfg, device, freeze_backbone, train_features)
+        bar = tqdm(
+            batches,
+            total=math.ceil(len(order) / cfg.batch_size),
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            disable=not progress,
+            leave=False,
+        )
+        for i, (img_in, txt_in, image_index) in enumerate(bar):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                if freeze_backbone:
+                    img_emb, txt_emb = adapter.embed_image(img_in), adapter.embed_text(txt_in)
+                else:
+                    img_emb, txt_emb = adapter.encode_image(img_in), adapter.encode_text(txt_in)
+                terms = objective({"image_emb": img_emb, "text_emb": txt_emb, "image_index": image_index})
+            loss = sum(v for k, v in terms.items() if k.endswith("_loss"))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"epoch {epoch} batch {i}: loss is {loss.item()}")
+            (loss / cfg.grad_accum).backward()
+            if (i + 1) % cfg.grad_accum == 0 or (i + 1) * cfg.batch_size >= len(order):
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                sched.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            n_batches += 1
+        val = validate()
+        row = {
+            "epoch": epoch,
+            **{k: v / max(1, n_batches) for k, v in sums.items()},
+            "lr": opt.param_groups[0]["lr"],
+            "val": val,
+            "seconds": time.perf_counter() - t0,
+        }
+        result.history.append(row)
+        log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in row.items()})
+        if val > result.best_val:
+            result.best_val, result.selected_epoch = val, epoch
+            best_state = {
+                "module": copy.deepcopy({k: v.detach().cpu() for k, v in module.state_dict().items()}),
+                "objective": copy.deepcopy({k: v.detach().cpu() for k, v in objective.state_dict().items()}),
+            }
+    result.last_state = {  # type: ignore[attr-defined]
+        "module": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()},
+        "objective": {k: v.detach().cpu().clone() for k, v in objective.state_dict().items()},
+    }
+    result.best_state = best_state  # type: ignore[attr-defined]
+    return result
+
+
+def load_state(adapter: Any, objective: nn.Module, state: dict[str, Any], freeze_backbone: bool) -> None:
+    """Put a state captured by :func:`fit` back into the adapter's trainable module and the objective."""
+    adapter.trainable_module(freeze_backbone).load_state_dict(state["module"])
+    objective.load_state_dict(state["objective"])
+
+
+def _batches(
+    adapter: Any,
+    train: RetrievalSplit,
+    order: np.ndarray,
+    cfg: TrainConfig,
+    device: torch.device,
+    freeze_backbone: bool,
+    train_features: tuple[FeatureSet, FeatureSet] | None,
+) -> Iterator[tuple[Any, Any, torch.Tensor]]:
+    if freeze_backbone:
+        assert train_features is not None, "a frozen backbone trains on cached features"
+        yield from _feature_batches(train_features, train, order, cfg.batch_size, device)
+        return
+    caps = list(train.captions)
+    transform = adapter.image_transform()
+    for s in range(0, len(order), cfg.batch_size):
+        idx = order[s : s + cfg.batch_size]
+        img_rows = train.caption_to_image[idx]
+        images = torch.cat(list(iter_image_batches(train, transform, len(idx), cfg.num_workers, rows=img_rows)))
+        tokens = _to(adapter.tokenize([caps[j] for j in idx]), device)
+        yield images.to(device), tokens, torch.from_numpy(img_rows).to(device)
