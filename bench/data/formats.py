@@ -36,7 +36,7 @@ import numpy as np
 
 from bench.data import register_format
 from bench.data.base import RetrievalSplit
-from bench.errors import ConfigError, DataError
+from bench.errors import ConfigError, DataError, SplitNotFoundError
 
 __all__ = [
     "coco_1k_folds",
@@ -93,7 +93,7 @@ def _split_file(
             raise ConfigError(f"option 'files' must map split names to file names, got {files!r}")
         available = sorted(files)
         if split not in files:
-            raise DataError(
+            raise SplitNotFoundError(
                 f"{root}: unknown split {split!r}; available splits (option 'files'): {', '.join(available)}"
             )
         return _sub_path(root, files[split], "files"), available
@@ -101,7 +101,7 @@ def _split_file(
     path = root / pattern.format(split=split)
     if not path.is_file():
         hint = f"available splits: {', '.join(available)}" if available else f"no {ext_hint} files found there"
-        raise DataError(f"{path}: annotation file for split {split!r} not found; {hint}")
+        raise SplitNotFoundError(f"{path}: annotation file for split {split!r} not found; {hint}")
     return path, available
 
 
@@ -224,7 +224,9 @@ def load_karpathy(
     present = {split_of(row, i) for i, row in enumerate(images)}
     if split not in present:
         hint = " (restval is counted as train; set restval_in_train = false)" if split == "restval" else ""
-        raise DataError(f"{path}: unknown split {split!r}{hint}; available splits: {', '.join(sorted(present))}")
+        raise SplitNotFoundError(
+            f"{path}: unknown split {split!r}{hint}; available splits: {', '.join(sorted(present))}"
+        )
 
     b = _Builder(path)
     for i, row in enumerate(images):

@@ -34,7 +34,7 @@ import numpy as np
 
 from bench.data import register_format
 from bench.data.base import RetrievalSplit
-from bench.errors import ConfigError, DataError
+from bench.errors import ConfigError, DataError, SplitNotFoundError
 
 __all__ = [
     "COLOURS",
@@ -470,7 +470,7 @@ def load_synthetic(
         The split, five captions per image, with ``image_labels`` (index into :data:`LABEL_NAMES`).
     """
     if split not in SPLITS:
-        raise DataError(f"synthetic: unknown split {split!r}; available splits: {', '.join(SPLITS)}")
+        raise SplitNotFoundError(f"synthetic: unknown split {split!r}; available splits: {', '.join(SPLITS)}")
     if root is None:
         if work_dir is None:
             raise ConfigError("synthetic: needs a work_dir (or a 'root') to generate its images in")
