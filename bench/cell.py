@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -17,11 +18,11 @@ import numpy as np
 import torch
 
 import bench
-from bench.config import BenchConfig
+from bench.config import BenchConfig, TrainConfig, _build_section
 from bench.data import load_split
 from bench.data.base import RetrievalSplit
 from bench.errors import ConfigError, SplitNotFoundError, UnknownNameError
-from bench.evaluate import evaluate, metric_value
+from bench.evaluate import evaluate, fold_mean, metric_value
 from bench.features import cached_features
 from bench.methods import get_method
 from bench.metrics import TIE_RULE
@@ -33,7 +34,7 @@ __all__ = ["Cell", "cell_config", "model_spec", "run_cell"]
 
 log = logging.getLogger(__name__)
 # Keys of a [models.<id>] table that steer the grid rather than the adapter.
-MODEL_GRID_KEYS = ("methods",)
+MODEL_GRID_KEYS = ("methods", "train")
 _VERSIONED = ["torch", "torchvision", "timm", "open_clip_torch", "transformers", "sentence-transformers", "numpy"]
 
 
@@ -66,6 +67,15 @@ def model_spec(cfg: BenchConfig, model: str) -> dict[str, Any]:
     raise UnknownNameError("model", model, list(cfg.models))
 
 
+def train_config(cfg: BenchConfig, model: str) -> TrainConfig:
+    """``[train]`` with the model's own ``[models.<id>.train]`` overrides (e.g. more epochs for a cheap probe)."""
+    overrides = cfg.models.get(model, {}).get("train")
+    if not overrides:
+        return cfg.train
+    merged = {**dataclasses.asdict(cfg.train), **overrides}
+    return _build_section(TrainConfig, merged, f"{cfg.source}: [models.{model}.train]")
+
+
 def cell_config(cfg: BenchConfig, cell: Cell) -> dict[str, Any]:
     """Everything that determines a cell's numbers (its hash decides whether a stored result is still valid)."""
     method = get_method(cell.method)
@@ -80,7 +90,7 @@ def cell_config(cfg: BenchConfig, cell: Cell) -> dict[str, Any]:
         "eval": {k: v for k, v in vars(cfg.eval).items() if k != "cache_features"},
     }
     if method.trains:
-        out["train"] = {k: v for k, v in vars(cfg.train).items() if k not in {"num_workers"}}
+        out["train"] = {k: v for k, v in vars(train_config(cfg, cell.model)).items() if k not in {"num_workers"}}
     return out
 
 
@@ -155,13 +165,14 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str
     """Run one cell and return its result record (not yet written)."""
     t0 = time.perf_counter()
     snapshot = cell_config(cfg, cell)
+    tcfg = train_config(cfg, cell.model)
     method = get_method(cell.method)
     method_opts = cfg.methods.get(cell.method, {})
     method.check_options(method_opts, f"{cfg.source}: [methods.{cell.method}]")
     spec = model_spec(cfg, cell.model)
     family = spec.pop("adapter")
-    device = resolve_device(cfg.train.device)
-    freeze = resolve_freeze(cfg.train.freeze_backbone, device) if method.trains else True
+    device = resolve_device(tcfg.device)
+    freeze = resolve_freeze(tcfg.freeze_backbone, device) if method.trains else True
     work = Path(cfg.paths.work_dir)
     dspec = cfg.datasets[cell.dataset]
     test = load_split(cell.dataset, dspec, cell.split, work_dir=work)  # data errors surface before any training
@@ -179,11 +190,22 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str
             cache,
             device=device,
             batch_size=cfg.eval.batch_size,
-            num_workers=cfg.train.num_workers,
+            num_workers=tcfg.num_workers,
             progress=progress,
         )
 
     test_feats = feats(test)
+    # COCO: the 5K test also reports the 1K protocol, the mean over five folds of 1,000 consecutive images.
+    folds = None
+    if dspec.get("format", cell.dataset) == "coco" and test.n_images == 5000:
+        folds = [np.arange(k * 1000, (k + 1) * 1000) for k in range(5)]
+
+    def finish(metrics: dict[str, Any]) -> dict[str, Any]:
+        per_fold = metrics.pop("folds", None)
+        if per_fold:
+            record.setdefault("extra_metrics", {})[f"{cell.split}_1k"] = fold_mean(per_fold)
+        return metrics
+
     record: dict[str, Any] = {
         "schema": SCHEMA,
         "status": "ok",
@@ -195,7 +217,9 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str
         "seed": cell.seed,
     }
     if not method.trains:
-        record["metrics"] = evaluate(adapter, test, cfg.eval, device=device, features=test_feats, progress=progress)
+        record["metrics"] = finish(
+            evaluate(adapter, test, cfg.eval, device=device, features=test_feats, folds=folds, progress=progress)
+        )
         record.update(metrics_last=None, selected_epoch=None, history=[], trained_parts=[])
     else:
         train = load_split(cell.dataset, dspec, "train", work_dir=work)
@@ -203,20 +227,20 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str
             val = load_split(cell.dataset, dspec, "val", work_dir=work)
             val_source = "val"
         except SplitNotFoundError:
-            train, val = holdout(train, cfg.train.val_fraction)
-            val_source = f"{cfg.train.val_fraction:.0%} of train images held out"
+            train, val = holdout(train, tcfg.val_fraction)
+            val_source = f"{tcfg.val_fraction:.0%} of train images held out"
         train_feats, val_feats = feats(train), feats(val)
-        objective = method.objective(adapter, cfg.train, **method_opts).to(device)
+        objective = method.objective(adapter, tcfg, **method_opts).to(device)
 
         def validate() -> float:
             m = evaluate(adapter, val, cfg.eval, device=device, objective=objective, features=val_feats, progress=False)
-            return metric_value(m, cfg.train.select_metric)
+            return metric_value(m, tcfg.select_metric)
 
         result = fit(
             adapter,
             objective,
             train,
-            cfg.train,
+            tcfg,
             device=device,
             seed=cell.seed,
             freeze_backbone=freeze,
@@ -228,14 +252,23 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str
             adapter, test, cfg.eval, device=device, objective=objective, features=test_feats, progress=progress
         )
         load_state(adapter, objective, result.best_state, freeze)
-        record["metrics"] = evaluate(
-            adapter, test, cfg.eval, device=device, objective=objective, features=test_feats, progress=progress
+        record["metrics"] = finish(
+            evaluate(
+                adapter,
+                test,
+                cfg.eval,
+                device=device,
+                objective=objective,
+                features=test_feats,
+                folds=folds,
+                progress=progress,
+            )
         )
         record.update(
             metrics_last=last,
             selected_epoch=result.selected_epoch,
             selected_on=val_source,
-            select_metric=cfg.train.select_metric,
+            select_metric=tcfg.select_metric,
             history=result.history,
             trained_parts=adapter.trained_parts(freeze),
             frozen_backbone=freeze,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -13,11 +14,25 @@ from bench.features import FeatureSet, encode_split
 from bench.methods import Objective
 from bench.metrics import itr_metrics
 
-__all__ = ["evaluate", "metric_value"]
+__all__ = ["evaluate", "fold_mean", "metric_value"]
+
+Views = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x.float(), dim=-1)
+
+
+def _score(views: Views, c2i: np.ndarray, labels: Any, joint: bool, cfg: EvalConfig, device: torch.device) -> dict:
+    kw = {"memory_mb": cfg.memory_mb, "device": device, "normalize": False}
+    c_img, c_txt = views["cross"]
+    u_img, u_txt = views["uni"]
+    same = u_img is c_img and u_txt is c_txt
+    cross = itr_metrics(c_img, c_txt, c2i, labels if same else None, joint=joint, **kw)
+    if same:
+        return cross
+    uni = itr_metrics(u_img, u_txt, c2i, labels, joint=False, **kw)
+    return {**cross, "t2t": uni["t2t"], "i2i": uni["i2i"]}
 
 
 @torch.inference_mode()
@@ -29,33 +44,54 @@ def evaluate(
     device: torch.device,
     objective: Objective | None = None,
     features: tuple[FeatureSet, FeatureSet] | None = None,
+    folds: list[np.ndarray] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Metrics of ``adapter`` (and the heads of ``objective``, if it adds any) on ``split``.
 
     i2t/t2i use the objective's ``cross`` view and i2i/t2t its ``uni`` view (the same embeddings unless a method adds
-    uni-modal heads). Adapters without a joint space get ``None`` ("n/a") for i2t, t2i and RSUM.
+    uni-modal heads). Adapters without a joint space get ``None`` ("n/a") for i2t, t2i and RSUM. With ``folds`` (lists
+    of image rows, e.g. COCO's five 1K folds) the result also carries ``"folds"``: the metrics of each fold, scored
+    on the same embeddings.
     """
     img, txt = encode_split(
         adapter, split, device=device, batch_size=cfg.batch_size, features=features, progress=progress
     )
     if objective is not None:
         objective.eval()
-        views = objective.views(img.to(device), txt.to(device))
+        raw = objective.views(img.to(device), txt.to(device))
     else:
-        views = {"cross": (img, txt), "uni": (img, txt)}
+        raw = {"cross": (img, txt), "uni": (img, txt)}
+    views: Views = {"cross": tuple(_norm(t) for t in raw["cross"])}  # type: ignore[dict-item]
+    views["uni"] = views["cross"] if raw["uni"] is raw["cross"] else tuple(_norm(t) for t in raw["uni"])  # type: ignore[assignment]
     labels = split.image_labels
-    kw = {"memory_mb": cfg.memory_mb, "device": device}
-    c_img, c_txt = (_norm(t) for t in views["cross"])
-    u_img, u_txt = (_norm(t) for t in views["uni"])
-    same = views["uni"] is views["cross"] or (torch.equal(c_img, u_img) and torch.equal(c_txt, u_txt))
-    cross = itr_metrics(
-        c_img, c_txt, split.caption_to_image, labels if same else None, joint=adapter.joint_space, normalize=False, **kw
-    )
-    if same:
-        return cross
-    uni = itr_metrics(u_img, u_txt, split.caption_to_image, labels, joint=False, normalize=False, **kw)
-    return {**cross, "t2t": uni["t2t"], "i2i": uni["i2i"]}
+    out = _score(views, split.caption_to_image, labels, adapter.joint_space, cfg, device)
+    if folds:
+        out["folds"] = []
+        for rows in folds:
+            remap = -np.ones(split.n_images, dtype=np.int64)
+            remap[rows] = np.arange(len(rows))
+            caps = np.flatnonzero(remap[split.caption_to_image] >= 0)
+            sub = {k: (v[0][rows], v[1][caps]) for k, v in views.items()}
+            if views["uni"] is views["cross"]:
+                sub["uni"] = sub["cross"]
+            sub_labels = None if labels is None else np.asarray(labels)[rows]
+            c2i = remap[split.caption_to_image[caps]]
+            out["folds"].append(_score(sub, c2i, sub_labels, adapter.joint_space, cfg, device))
+    return out
+
+
+def fold_mean(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean over folds of a metrics block (COCO 1K is reported as the mean of its five folds)."""
+    out: dict[str, Any] = {}
+    for key in ("i2t", "t2i", "t2t", "i2i"):
+        blocks = [f[key] for f in folds]
+        out[key] = (
+            None if any(b is None for b in blocks) else {k: float(np.mean([b[k] for b in blocks])) for k in blocks[0]}
+        )
+    rs = [f["rsum"] for f in folds]
+    out["rsum"] = None if any(r is None for r in rs) else float(np.mean(rs))
+    return out
 
 
 def metric_value(metrics: dict[str, Any], name: str) -> float:
