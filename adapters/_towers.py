@@ -46,8 +46,7 @@ class TimmImageTower(nn.Module):
         self.model = model
         self.name, self.weights = name, weights
         self.num_features = int(model.num_features)
-        # [B, C, H, W] CNN maps pool by a plain mean; token models use their own head pooling (CLS or avg).
-        self._cnn = getattr(model, "global_pool", None) is not None and not hasattr(model, "patch_embed")
+        self._layout: tuple[str, int, int] | None = None  # ("nchw" | "nhwc" | "tokens", H, W) of forward_features
 
     def transform(self) -> Callable[[Any], torch.Tensor]:
         """timm's eval transform for this model (its own resize, crop, mean and std)."""
@@ -63,18 +62,49 @@ class TimmImageTower(nn.Module):
         cfg = timm.data.resolve_data_config({}, model=self.model)
         return json.dumps({k: cfg[k] for k in sorted(cfg)}, default=str)
 
+    def cache_key(self) -> str:
+        """Model name, weight source and transform: the stage-1 cache key of this tower."""
+        return f"timm:{self.name}:{self.weights}:{self.transform_key()}"
+
     def forward(self, images: torch.Tensor) -> Features:
         x = self.model.forward_features(images)
-        if x.ndim == 4:  # [B, C, H, W] -> [B, H*W, C]
-            x = x.flatten(2).transpose(1, 2)
-        return {"grid": x}
+        if x.ndim == 4:
+            # CNNs give [B, C, H, W]; some (Swin, MambaOut) give channels-last [B, H, W, C].
+            if x.shape[1] == self.num_features:
+                self._layout = ("nchw", x.shape[2], x.shape[3])
+                x = x.flatten(2).transpose(1, 2)
+            else:
+                self._layout = ("nhwc", x.shape[1], x.shape[2])
+                x = x.flatten(1, 2)
+        else:
+            self._layout = ("tokens", 0, 0)
+        return {"grid": x}  # [B, N, C]
+
+    @torch.no_grad()
+    def _probe(self) -> tuple[str, int, int]:
+        if self._layout is None:  # pooling cached features before any forward in this process
+            import timm.data
+
+            size = timm.data.resolve_data_config({}, model=self.model)["input_size"]
+            p = next(self.model.parameters())
+            was_training = self.model.training
+            self.model.eval()
+            self(torch.zeros(1, *size, device=p.device, dtype=p.dtype))
+            self.model.train(was_training)
+        assert self._layout is not None
+        return self._layout
 
     def pool(self, feats: Features) -> torch.Tensor:
-        """The model's own pooled feature ``[B, C]`` from stage-1 features (equal to ``forward_head(pre_logits)``)."""
+        """The model's own pooled feature ``[B, C]`` (``forward_head(pre_logits=True)``) from stage-1 features."""
         grid = feats["grid"]
-        if self._cnn:
-            return grid.mean(1)
-        return self.model.forward_head(grid, pre_logits=True)
+        layout, h, w = self._probe()
+        if layout == "nchw":
+            x = grid.transpose(1, 2).reshape(grid.shape[0], grid.shape[2], h, w)
+        elif layout == "nhwc":
+            x = grid.reshape(grid.shape[0], h, w, grid.shape[2])
+        else:
+            x = grid
+        return self.model.forward_head(x, pre_logits=True)
 
 
 def build_timm_tower(name: str, weights: str = "auto") -> TimmImageTower:
@@ -119,7 +149,11 @@ def build_timm_tower(name: str, weights: str = "auto") -> TimmImageTower:
             raise WeightsUnavailableError(f"weights unavailable: {name}; checkpoint file {path} not found")
         sd = torch.load(path, map_location="cpu", weights_only=True)
         sd = sd.get("state_dict", sd)
-        missing, _ = model.load_state_dict(sd, strict=False)
+        try:
+            missing, _ = model.load_state_dict(sd, strict=False)
+        except RuntimeError as e:  # shape mismatches raise even with strict=False
+            first = str(e).strip().splitlines()[-1].strip()
+            raise ConfigError(f"{path}: not a {name} checkpoint ({first})") from None
         head = model.default_cfg.get("classifier", "classifier")
         if [k for k in missing if not k.startswith(head)]:
             raise ConfigError(f"{path}: not a {name} checkpoint; missing keys such as {missing[0]!r}")
@@ -144,6 +178,10 @@ class HFTextTower(nn.Module):
         self.model, self.tokenizer = model, tokenizer
         self.name, self.max_length, self.pooling = name, max_length, pooling
         self.hidden_size = int(model.config.hidden_size)
+
+    def cache_key(self) -> str:
+        """Model name and truncation length: the stage-1 cache key of this tower."""
+        return f"hf:{self.name}:{self.max_length}"
 
     def tokenize(self, texts: Sequence[str]) -> Features:
         """Batch-tokenise, padding to the longest caption and truncating at ``max_length``."""

@@ -139,5 +139,4 @@ class VSEInfty(AdapterBase):
         return self.head["text"](feats["tokens"], feats["mask"])
 
     def backbone_key(self) -> str:
-        img, txt = self.backbone["image"], self.backbone["text"]
-        return f"timm:{img.name}:{img.weights}:{img.transform_key()}|hf:{txt.name}:{txt.max_length}"
+        return f"{self.backbone['image'].cache_key()}|{self.backbone['text'].cache_key()}"

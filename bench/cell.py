@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import os
 import platform
@@ -91,6 +92,8 @@ def cell_config(cfg: BenchConfig, cell: Cell) -> dict[str, Any]:
     }
     if method.trains:
         out["train"] = {k: v for k, v in vars(train_config(cfg, cell.model)).items() if k not in {"num_workers"}}
+    if method.uses_teachers(cfg.methods.get(cell.method, {})):
+        out["teachers"] = dataclasses.asdict(cfg.teachers)
     return out
 
 
@@ -133,6 +136,10 @@ def subset(split: RetrievalSplit, image_rows: np.ndarray, name: str) -> Retrieva
         image_labels=None if split.image_labels is None else np.asarray(split.image_labels)[image_rows],
         source=split.source,
     )
+
+
+def _param_groups(module: torch.nn.Module) -> list[str]:
+    return sorted({n.split(".")[0] for n, p in module.named_parameters() if p.requires_grad})
 
 
 def _versions() -> dict[str, str]:
@@ -220,7 +227,7 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str
         record["metrics"] = finish(
             evaluate(adapter, test, cfg.eval, device=device, features=test_feats, folds=folds, progress=progress)
         )
-        record.update(metrics_last=None, selected_epoch=None, history=[], trained_parts=[])
+        record.update(metrics_last=None, selected_epoch=None, history=[], trained_parts=[], frozen_backbone=True)
     else:
         train = load_split(cell.dataset, dspec, "train", work_dir=work)
         try:
@@ -230,7 +237,10 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str
             train, val = holdout(train, tcfg.val_fraction)
             val_source = f"{tcfg.val_fraction:.0%} of train images held out"
         train_feats, val_feats = feats(train), feats(val)
-        objective = method.objective(adapter, tcfg, **method_opts).to(device)
+        extra = {"teachers": cfg.teachers} if "teachers" in inspect.signature(method.objective).parameters else {}
+        objective = method.objective(adapter, tcfg, **method_opts, **extra).to(device)
+        if hasattr(objective, "prepare"):  # soft-label methods load their (cached) teacher features here
+            objective.prepare(train, work_dir=work, device=device, stage1_cache=cache, progress=progress)
 
         def validate() -> float:
             m = evaluate(adapter, val, cfg.eval, device=device, objective=objective, features=val_feats, progress=False)
@@ -270,7 +280,8 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str
             selected_on=val_source,
             select_metric=tcfg.select_metric,
             history=result.history,
-            trained_parts=adapter.trained_parts(freeze),
+            trained_parts=adapter.trained_parts(freeze) + [f"objective.{n}" for n in _param_groups(objective)],
+            method_settings=objective.describe() if hasattr(objective, "describe") else {},
             frozen_backbone=freeze,
         )
     record.update(

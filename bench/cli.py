@@ -20,6 +20,16 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _seeds(text: str) -> list[int]:
+    seeds = []
+    for s in _csv(text):
+        try:
+            seeds.append(int(s))
+        except ValueError:
+            raise BenchError(f"--seeds: {s!r} is not an integer; expected e.g. 0,1,2") from None
+    return seeds
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help="bench.toml to use (default: ./bench.toml)")
     p.add_argument(
@@ -72,8 +82,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         models=_csv(args.models) if args.models else None,
         datasets=_csv(args.datasets) if args.datasets else None,
         methods=_csv(args.methods) if args.methods else None,
-        seeds=[int(s) for s in _csv(args.seeds)] if args.seeds else None,
+        seeds=_seeds(args.seeds) if args.seeds else None,
     )
+    if not cells:
+        raise BenchError(
+            "the grid has no cells: no model runs any of the requested methods (see each model's "
+            "'methods' key in the config)"
+        )
     print(f"bench: {len(cells)} cell(s); results in {cfg.paths.results_dir}/runs", file=sys.stderr)
     report = run_grid(cfg, cells, force=args.force, progress=not args.quiet)
     records = [read_record(p) for p in report.paths if p.is_file()]

@@ -1,9 +1,9 @@
 """Configuration: ``bench.toml`` in frozen dataclasses, with type-checked ``--set section.key=value`` overrides.
 
-Top-level tables: ``[paths]``, ``[grid]``, ``[train]``, ``[eval]``, ``[models.<id>]``, ``[datasets.<id>]`` and
-``[methods.<id>]``. The fixed tables are checked here (an unknown key raises and lists the valid ones); each
-``[models.<id>]`` table is checked against its adapter's ``build`` signature, each ``[datasets.<id>]`` against its
-format's loader, each ``[methods.<id>]`` against its method's options.
+Top-level tables: ``[paths]``, ``[grid]``, ``[train]``, ``[eval]``, ``[teachers]``, ``[models.<id>]``,
+``[datasets.<id>]`` and ``[methods.<id>]``. The fixed tables are checked here (an unknown key raises and lists the
+valid ones); each ``[models.<id>]`` table is checked against its adapter's ``build`` signature, each
+``[datasets.<id>]`` against its format's loader, each ``[methods.<id>]`` against its method's options.
 """
 
 from __future__ import annotations
@@ -18,7 +18,16 @@ from typing import Any
 
 from bench.errors import ConfigError
 
-__all__ = ["BenchConfig", "EvalConfig", "GridConfig", "PathsConfig", "TrainConfig", "apply_overrides", "load_config"]
+__all__ = [
+    "BenchConfig",
+    "EvalConfig",
+    "GridConfig",
+    "PathsConfig",
+    "TeachersConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+]
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,17 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class TeachersConfig:
+    """The frozen uni-modal teachers of soft-label methods (CSA, USA, CUSA)."""
+
+    image_model: str = "tf_efficientnet_lite0"  # timm name; the paper's Unicom ViT-B/32 is a timm ViT + "patchflat"
+    image_weights: str = "auto"  # "auto" (packaged copy, else hub), "hub", "random", or a checkpoint path
+    image_mode: str = "pooled"  # "pooled" feature, or "patchflat" (final tokens flattened, the reference's Unicom)
+    text_model: str = "all-mpnet-base-v2"  # sentence-transformers name or folder (the paper's text teacher)
+    text_max_length: int | None = None  # token limit (None: the model's max_seq_length); longer captions are cut
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     """The whole configuration."""
 
@@ -81,6 +101,7 @@ class BenchConfig:
     grid: GridConfig = field(default_factory=GridConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    teachers: TeachersConfig = field(default_factory=TeachersConfig)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> {"adapter": family, **build options}
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> {"format": ..., **loader options}
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # method name -> options
@@ -93,7 +114,13 @@ class BenchConfig:
         return d
 
 
-_SECTIONS: dict[str, type] = {"paths": PathsConfig, "grid": GridConfig, "train": TrainConfig, "eval": EvalConfig}
+_SECTIONS: dict[str, type] = {
+    "paths": PathsConfig,
+    "grid": GridConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "teachers": TeachersConfig,
+}
 _FREE_TABLES = ("models", "datasets", "methods")
 
 

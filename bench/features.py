@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from bench.data.base import RetrievalSplit
+from bench.errors import DataError
 from bench.protocol import Features
 
 __all__ = [
@@ -29,7 +30,11 @@ __all__ = [
     "backbone_fingerprint",
     "embed_features",
     "encode_split",
+    "cache_path",
+    "cached_features",
     "extract_features",
+    "extract_image_features",
+    "extract_text_features",
     "iter_image_batches",
 ]
 
@@ -59,7 +64,12 @@ def iter_image_batches(
 ) -> Iterator[torch.Tensor]:
     """Transformed image batches ``[B, 3, H, W]`` of ``split`` (all images, or ``rows``), in order."""
     ds = _ImageDataset(split, transform, rows)
-    yield from DataLoader(ds, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+    try:
+        yield from DataLoader(ds, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+    except DataError as e:
+        # A worker's error comes back with its whole traceback as the message; keep the one line that matters.
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        raise DataError(lines[-1].removeprefix("bench.errors.DataError: ")) from None
 
 
 def _pad_cat(chunks: list[Features]) -> FeatureSet:
@@ -89,7 +99,7 @@ def _storage(feats: Features) -> Features:
 
 
 @torch.inference_mode()
-def extract_features(
+def extract_image_features(
     adapter: Any,
     split: RetrievalSplit,
     *,
@@ -97,29 +107,32 @@ def extract_features(
     batch_size: int = 64,
     num_workers: int = 0,
     progress: bool = True,
-) -> tuple[FeatureSet, FeatureSet]:
-    """Stage-1 features of every image and caption of ``split`` (on CPU, fp16)."""
+) -> FeatureSet:
+    """Stage-1 features of every image of ``split`` (on CPU, fp16)."""
     adapter.eval()
-    transform = adapter.image_transform()
-    img_chunks = []
-    bar = tqdm(
-        total=split.n_images, desc=f"backbone images {split.dataset}/{split.split}", disable=not progress, leave=False
-    )
-    for images in iter_image_batches(split, transform, batch_size, num_workers, pin_memory=device.type == "cuda"):
-        img_chunks.append(_storage(adapter.image_features(images.to(device, non_blocking=True))))
+    chunks = []
+    bar = tqdm(total=split.n_images, desc=f"backbone images {split.dataset}/{split.split}", disable=not progress,
+               leave=False)  # fmt: skip
+    for images in iter_image_batches(
+        split, adapter.image_transform(), batch_size, num_workers, pin_memory=device.type == "cuda"
+    ):
+        chunks.append(_storage(adapter.image_features(images.to(device, non_blocking=True))))
         bar.update(len(images))
     bar.close()
-    txt_chunks = []
-    caps = list(split.captions)
-    for s in tqdm(
-        range(0, len(caps), batch_size * 2),
-        desc=f"backbone captions {split.dataset}/{split.split}",
-        disable=not progress,
-        leave=False,
-    ):
-        tokens = _to(adapter.tokenize(caps[s : s + batch_size * 2]), device)
-        txt_chunks.append(_storage(adapter.text_features(tokens)))
-    return _pad_cat(img_chunks), _pad_cat(txt_chunks)
+    return _pad_cat(chunks)
+
+
+@torch.inference_mode()
+def extract_text_features(
+    adapter: Any, split: RetrievalSplit, *, device: torch.device, batch_size: int = 128, progress: bool = True
+) -> FeatureSet:
+    """Stage-1 features of every caption of ``split`` (on CPU, fp16)."""
+    adapter.eval()
+    caps, chunks = list(split.captions), []
+    for s in tqdm(range(0, len(caps), batch_size), desc=f"backbone captions {split.dataset}/{split.split}",
+                  disable=not progress, leave=False):  # fmt: skip
+        chunks.append(_storage(adapter.text_features(_to(adapter.tokenize(caps[s : s + batch_size]), device))))
+    return _pad_cat(chunks)
 
 
 def backbone_fingerprint(module: torch.nn.Module) -> str:
@@ -131,17 +144,50 @@ def backbone_fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _cache_key(adapter: Any, split: RetrievalSplit) -> str:
-    blob = f"{adapter.backbone_key()}|{backbone_fingerprint(adapter.backbone)}|{split.fingerprint()}"
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
 def _valid(feats: Any, n: int) -> bool:
     return (
         isinstance(feats, dict)
         and bool(feats)
         and all(isinstance(v, torch.Tensor) and v.shape[0] == n for v in feats.values())
     )
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def cache_path(adapter: Any, split: RetrievalSplit, modality: str, cache_dir: Path) -> Path:
+    """Where ``modality``'s stage-1 features of ``split`` are cached: keyed by the tower's key and weights and by
+    the split's content for that modality."""
+    part = "images" if modality == "image" else "captions"
+    blob = "|".join(
+        [adapter.modality_key(modality), backbone_fingerprint(adapter.backbone_part(modality)), split.fingerprint(part)]
+    )
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:20]
+    return Path(cache_dir) / f"{split.dataset}-{split.split}-{modality}-{digest}.pt"
+
+
+def _cached(path: Path | None, n: int, compute: Callable[[], FeatureSet]) -> FeatureSet:
+    if path is not None and path.is_file():
+        try:
+            feats = torch.load(path, map_location="cpu", weights_only=True)
+            if _valid(feats, n):
+                log.info("backbone features from cache %s", path)
+                return feats
+            log.warning("feature cache %s does not match the split (%d rows expected); rebuilding", path, n)
+        except Exception as e:  # a truncated or foreign file: rebuild it, never trust it
+            log.warning("feature cache %s unreadable (%s); rebuilding", path, e)
+    feats = compute()
+    if path is not None:
+        _atomic_save(feats, path)
+    return feats
 
 
 def cached_features(
@@ -154,36 +200,40 @@ def cached_features(
     num_workers: int = 0,
     progress: bool = True,
 ) -> tuple[FeatureSet, FeatureSet]:
-    """:func:`extract_features`, read from / written to ``cache_dir`` when given.
+    """Stage-1 image and caption features of ``split``, read from / written to ``cache_dir`` when given.
 
-    A cache file that is unreadable or whose row counts do not match the split is rebuilt, never trusted.
+    Each modality is cached on its own, so two adapters sharing one tower share its features. A cache file that is
+    unreadable or whose row count does not match the split is rebuilt, never used.
     """
-    if cache_dir is None:
-        return extract_features(
+    img_path = cache_path(adapter, split, "image", cache_dir) if cache_dir is not None else None
+    txt_path = cache_path(adapter, split, "text", cache_dir) if cache_dir is not None else None
+    img = _cached(
+        img_path,
+        split.n_images,
+        lambda: extract_image_features(
             adapter, split, device=device, batch_size=batch_size, num_workers=num_workers, progress=progress
-        )
-    path = Path(cache_dir) / f"{split.dataset}-{split.split}-{_cache_key(adapter, split)}.pt"
-    if path.is_file():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            if _valid(blob.get("image"), split.n_images) and _valid(blob.get("text"), split.n_captions):
-                log.info("backbone features from cache %s", path)
-                return blob["image"], blob["text"]
-            log.warning("feature cache %s does not match %s/%s; rebuilding", path, split.dataset, split.split)
-        except Exception as e:  # a truncated or foreign file: rebuild it
-            log.warning("feature cache %s unreadable (%s); rebuilding", path, e)
-    img, txt = extract_features(
-        adapter, split, device=device, batch_size=batch_size, num_workers=num_workers, progress=progress
+        ),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"image": img, "text": txt}, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    txt = _cached(
+        txt_path,
+        split.n_captions,
+        lambda: extract_text_features(adapter, split, device=device, batch_size=2 * batch_size, progress=progress),
+    )
     return img, txt
+
+
+def extract_features(
+    adapter: Any,
+    split: RetrievalSplit,
+    *,
+    device: torch.device,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> tuple[FeatureSet, FeatureSet]:
+    """Stage-1 features of every image and caption of ``split`` (no cache)."""
+    return cached_features(adapter, split, None, device=device, batch_size=batch_size, num_workers=num_workers,
+                           progress=progress)  # fmt: skip
 
 
 def _slice(feats: FeatureSet, idx: Any) -> Features:

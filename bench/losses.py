@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["InfoNCELoss", "TripletLoss", "multi_positive_targets"]
+__all__ = ["InfoNCELoss", "TripletLoss", "cusa_loss", "kl_rows", "multi_positive_targets"]
 
 
 def multi_positive_targets(image_index: torch.Tensor) -> torch.Tensor:
@@ -66,3 +66,91 @@ class TripletLoss(nn.Module):
         if self.max_violation:
             return {"triplet_loss": cost_t.max(1)[0].sum() + cost_i.max(0)[0].sum()}
         return {"triplet_loss": cost_t.sum() + cost_i.sum()}
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).t()
+
+
+def kl_rows(
+    student: torch.Tensor, teacher: torch.Tensor, tau: torch.Tensor | float, tau_teacher: float
+) -> torch.Tensor:
+    """``(1/N) Σ_i KL(q_i ‖ p_i)`` with ``p = softmax(student/τ)`` and ``q = softmax(teacher/τ_teacher)`` per row.
+
+    This is ``F.kl_div(log p, q, reduction="batchmean")``, the CUSA reference's soft-label term.
+    """
+    log_p = F.log_softmax(student / tau, dim=1)
+    q = F.softmax(teacher / tau_teacher, dim=1)
+    return F.kl_div(log_p, q, reduction="batchmean")
+
+
+def cusa_loss(
+    img: torch.Tensor,
+    txt: torch.Tensor,
+    img_uni: torch.Tensor | None,
+    txt_uni: torch.Tensor | None,
+    teacher_img: torch.Tensor,
+    teacher_txt: torch.Tensor,
+    image_index: torch.Tensor,
+    *,
+    tau_con: torch.Tensor | float,
+    tau_csa: torch.Tensor | float,
+    tau_usa_img: torch.Tensor | float,
+    tau_usa_txt: torch.Tensor | float,
+    tau_teacher: float,
+    alpha: float,
+    beta: float,
+    con_reduction: str = "sum",
+) -> dict[str, torch.Tensor]:
+    """CUSA's losses for a batch of N caption-image pairs (Huang et al., AAAI 2024).
+
+    Args:
+        img: Cross-head image embeddings ``[N, D]`` (row i is the image of pair i; images may repeat).
+        txt: Cross-head caption embeddings ``[N, D]``.
+        img_uni: Uni-head image embeddings ``[N, D']`` (None when ``beta`` is 0).
+        txt_uni: Uni-head caption embeddings ``[N, D']`` (None when ``beta`` is 0).
+        teacher_img: Frozen image-teacher features of the pairs' images ``[N, T_i]``.
+        teacher_txt: Frozen text-teacher features of the pairs' captions ``[N, T_t]``.
+        image_index: Image id of each pair ``[N]``; equal ids are positives in the contrastive term.
+        tau_con: Contrastive temperature.
+        tau_csa: Student temperature of CSA (shared by i2t and t2i).
+        tau_usa_img: Student temperature of USA's image rows.
+        tau_usa_txt: Student temperature of USA's text rows.
+        tau_teacher: Teacher temperature (fixed).
+        alpha: CSA weight.
+        beta: USA weight.
+        con_reduction: ``"sum"`` over j (standard cross-entropy) or ``"mean"`` over j (the reference code's setting,
+            which scales the contrastive term by 1/N).
+
+    Returns:
+        Scalar tensors ``contrastive``, ``csa``, ``usa`` and ``total`` (their sum).
+    """
+    if con_reduction not in ("sum", "mean"):
+        raise ValueError(f"con_reduction must be 'sum' or 'mean', got {con_reduction!r}")
+    s_it = _cos(img, txt)  # [N, N]; the diagonal stays in every softmax
+    y = multi_positive_targets(image_index)
+    reduce = (lambda t: t.sum(1)) if con_reduction == "sum" else (lambda t: t.mean(1))
+    l_i2t = -reduce(y * F.log_softmax(s_it / tau_con, dim=1)).mean()
+    l_t2i = -reduce(y * F.log_softmax(s_it.t() / tau_con, dim=1)).mean()
+    zero = s_it.new_zeros(())
+    out = {"contrastive": (l_i2t + l_t2i) / 2, "csa": zero, "usa": zero}
+    if alpha or beta:
+        with torch.no_grad():  # teachers are frozen: no gradient ever reaches them
+            a_i, a_t = _cos(teacher_img, teacher_img), _cos(teacher_txt, teacher_txt)
+    if alpha:
+        out["csa"] = (
+            alpha * 0.5 * (kl_rows(s_it, a_i, tau_csa, tau_teacher) + kl_rows(s_it.t(), a_t, tau_csa, tau_teacher))
+        )
+    if beta:
+        if img_uni is None or txt_uni is None:
+            raise ValueError("USA (beta > 0) needs uni-head embeddings img_uni and txt_uni")
+        out["usa"] = (
+            beta
+            * 0.5
+            * (
+                kl_rows(_cos(img_uni, img_uni), a_i, tau_usa_img, tau_teacher)
+                + kl_rows(_cos(txt_uni, txt_uni), a_t, tau_usa_txt, tau_teacher)
+            )
+        )
+    out["total"] = out["contrastive"] + out["csa"] + out["usa"]
+    return out

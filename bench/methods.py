@@ -17,11 +17,12 @@ from torch import nn
 
 from bench.config import TrainConfig
 from bench.errors import ConfigError, UnknownNameError
-from bench.losses import InfoNCELoss, TripletLoss
 
 __all__ = ["Method", "Objective", "get_method", "list_methods", "register_method"]
 
 _METHODS: dict[str, type[Method]] = {}
+# Keyword arguments of ``Method.objective`` that the harness fills in; they are not user options.
+HARNESS_ARGS = ("teachers",)
 M = TypeVar("M", bound=type)
 
 
@@ -40,11 +41,17 @@ def register_method(name: str) -> Callable[[M], M]:
 
 def list_methods() -> list[str]:
     """Registered method names."""
+    _load_builtin()
     return sorted(_METHODS)
+
+
+def _load_builtin() -> None:
+    import bench.cusa  # noqa: F401  (registers contrastive, csa, usa, cusa)
 
 
 def get_method(name: str) -> Method:
     """An instance of method ``name``; an unknown name raises and lists the known ones."""
+    _load_builtin()
     try:
         return _METHODS[name]()
     except KeyError:
@@ -62,27 +69,6 @@ class Objective(nn.Module):
         return {"cross": (image_emb, text_emb), "uni": (image_emb, text_emb)}
 
 
-class BaseLossObjective(Objective):
-    """The adapter's base retrieval loss on its joint embeddings."""
-
-    def __init__(self, loss: nn.Module) -> None:
-        super().__init__()
-        self.loss = loss
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.loss(batch["image_emb"], batch["text_emb"], batch["image_index"])
-
-
-def base_loss(adapter: Any, cfg: TrainConfig) -> nn.Module:
-    """The base loss a cell trains with: ``train.loss``, or the adapter's default when ``auto``."""
-    name = adapter.default_loss if cfg.loss == "auto" else cfg.loss
-    if name == "infonce":
-        return InfoNCELoss(getattr(adapter, "init_temperature", None) or cfg.temperature)
-    if name == "triplet":
-        return TripletLoss(cfg.margin, cfg.max_violation)
-    raise ConfigError(f"[train] loss: unknown loss {name!r}; valid: auto, infonce, triplet")
-
-
 class Method:
     """Base class of methods."""
 
@@ -92,10 +78,14 @@ class Method:
     def objective(self, adapter: Any, cfg: TrainConfig, **options: Any) -> Objective:  # pragma: no cover
         raise NotImplementedError
 
+    def uses_teachers(self, options: dict[str, Any]) -> bool:
+        """Whether this method, with these options, reads the ``[teachers]`` (so they belong in its config hash)."""
+        return False
+
     def check_options(self, options: dict[str, Any], where: str) -> None:
         """Raise :class:`ConfigError` for an option ``objective`` does not take, listing the valid ones."""
         params = inspect.signature(self.objective).parameters
-        valid = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+        valid = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY and p not in HARNESS_ARGS]
         for key in options:
             if key not in valid:
                 raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid) or '(none)'}")
@@ -106,11 +96,3 @@ class ZeroShot(Method):
     """Evaluate the adapter as built, without training."""
 
     trains = False
-
-
-@register_method("contrastive")
-class Contrastive(Method):
-    """Fine-tune with the adapter's base loss (InfoNCE for CLIP-style models, triplet or InfoNCE for VSE∞)."""
-
-    def objective(self, adapter: Any, cfg: TrainConfig) -> Objective:
-        return BaseLossObjective(base_loss(adapter, cfg))

@@ -86,6 +86,19 @@ class AdapterBase(nn.Module):
         """Identifies stage 1 (weights, transform, tokenizer) for the feature cache."""
         raise NotImplementedError
 
+    def modality_key(self, modality: str) -> str:
+        """Identifies the stage-1 path of one modality (``image`` or ``text``), so that adapters sharing a tower
+        (say VSE∞ and the uni-modal towers over one EfficientNet) share its cached features."""
+        part = self.backbone_part(modality)
+        key = getattr(part, "cache_key", None)
+        return key() if callable(key) else f"{self.backbone_key()}#{modality}"
+
+    def backbone_part(self, modality: str) -> nn.Module:
+        """The module computing ``modality``'s stage-1 features (whose weights key its cache)."""
+        if isinstance(self.backbone, nn.ModuleDict) and modality in self.backbone:
+            return self.backbone[modality]
+        return self.backbone
+
     # Subclasses implement these four.
     def image_transform(self) -> Callable[[Any], torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

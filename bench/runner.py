@@ -14,8 +14,10 @@ from typing import Any
 
 from bench.cell import Cell, cell_config, model_spec, run_cell
 from bench.config import BenchConfig
-from bench.errors import BenchError, UnknownNameError, WeightsUnavailableError
+from bench.data import format_options
+from bench.errors import BenchError, ConfigError, UnknownNameError, WeightsUnavailableError
 from bench.methods import get_method
+from bench.registry import adapter_options
 from bench.results import SCHEMA, cell_path, config_hash, read_record, write_record
 
 __all__ = ["GridReport", "expand_grid", "run_grid"]
@@ -61,10 +63,11 @@ def expand_grid(
     methods = methods or cfg.grid.methods
     seeds = seeds or cfg.grid.seeds
     for m in models:
-        model_spec(cfg, m)
+        _check_model(cfg, m, methods)
     for d in datasets:
         if d not in cfg.datasets:
             raise UnknownNameError("dataset", d, list(cfg.datasets))
+        _check_dataset(cfg, d)
     cells = []
     for m in models:
         for d in datasets:
@@ -78,6 +81,29 @@ def expand_grid(
     for c in cells:
         cell_config(cfg, c)
     return cells
+
+
+def _check_model(cfg: BenchConfig, model: str, methods: list[str]) -> None:
+    # A typo in any [models.<id>] table fails here, before a single cell runs.
+    spec = model_spec(cfg, model)
+    where = f"{cfg.source}: [models.{model}]"
+    family = spec.pop("adapter")
+    valid = adapter_options(family)
+    for key in spec:
+        if key not in valid:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}, methods, train")
+    for meth in cfg.models.get(model, {}).get("methods", []):
+        get_method(meth)
+    for meth in methods:
+        get_method(meth).check_options(cfg.methods.get(meth, {}), f"{cfg.source}: [methods.{meth}]")
+
+
+def _check_dataset(cfg: BenchConfig, dataset: str) -> None:
+    spec = cfg.datasets[dataset]
+    valid = format_options(spec.get("format", dataset))
+    for key in spec:
+        if key != "format" and key not in valid:
+            raise ConfigError(f"{cfg.source}: [datasets.{dataset}] unknown key {key!r}; valid keys: {', '.join(valid)}")
 
 
 def _is_done(path: Path, expected_hash: str) -> bool:

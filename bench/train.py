@@ -62,7 +62,7 @@ def _feature_batches(
     order: np.ndarray,
     batch_size: int,
     device: torch.device,
-) -> Iterator[tuple[dict, dict, torch.Tensor]]:
+) -> Iterator[tuple[dict, dict, torch.Tensor, torch.Tensor]]:
     img_feats, txt_feats = feats
     c2i = torch.from_numpy(split.caption_to_image)
     for s in range(0, len(order), batch_size):
@@ -72,6 +72,7 @@ def _feature_batches(
             _to({k: v[imgs] for k, v in img_feats.items()}, device, torch.float32),
             _to({k: v[caps] for k, v in txt_feats.items()}, device, torch.float32),
             imgs.to(device),
+            caps.to(device),
         )
 
 
@@ -136,14 +137,17 @@ def fit(
             disable=not progress,
             leave=False,
         )
-        for i, (img_in, txt_in, image_index) in enumerate(bar):
+        for i, (img_in, txt_in, image_index, caption_index) in enumerate(bar):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 if freeze_backbone:
                     img_emb, txt_emb = adapter.embed_image(img_in), adapter.embed_text(txt_in)
                 else:
                     img_emb, txt_emb = adapter.encode_image(img_in), adapter.encode_text(txt_in)
-                terms = objective({"image_emb": img_emb, "text_emb": txt_emb, "image_index": image_index})
-            loss = sum(v for k, v in terms.items() if k.endswith("_loss"))
+                terms = objective(
+                    {"image_emb": img_emb, "text_emb": txt_emb, "image_index": image_index,
+                     "caption_index": caption_index}
+                )  # fmt: skip
+            loss = sum(v for k, v in terms.items() if k.endswith("_loss"))  # other keys are logged, not optimised
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {epoch} batch {i}: loss is {loss.item()}")
             (loss / cfg.grad_accum).backward()
@@ -194,7 +198,7 @@ def _batches(
     device: torch.device,
     freeze_backbone: bool,
     train_features: tuple[FeatureSet, FeatureSet] | None,
-) -> Iterator[tuple[Any, Any, torch.Tensor]]:
+) -> Iterator[tuple[Any, Any, torch.Tensor, torch.Tensor]]:
     if freeze_backbone:
         assert train_features is not None, "a frozen backbone trains on cached features"
         yield from _feature_batches(train_features, train, order, cfg.batch_size, device)
@@ -206,4 +210,4 @@ def _batches(
         img_rows = train.caption_to_image[idx]
         images = torch.cat(list(iter_image_batches(train, transform, len(idx), cfg.num_workers, rows=img_rows)))
         tokens = _to(adapter.tokenize([caps[j] for j in idx]), device)
-        yield images.to(device), tokens, torch.from_numpy(img_rows).to(device)
+        yield images.to(device), tokens, torch.from_numpy(img_rows).to(device), torch.from_numpy(idx).to(device)

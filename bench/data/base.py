@@ -99,24 +99,29 @@ class RetrievalSplit:
         """Image ``i`` as an RGB PIL image; a missing or corrupt file raises :class:`DataError` naming it."""
         return load_image(Path(self.image_paths[i]))
 
-    def fingerprint(self) -> str:
-        """A content key: ids, captions, the caption map, labels and each image file's size and mtime.
+    def fingerprint(self, part: str = "all") -> str:
+        """A content key of the images (``part="images"``: ids, paths, each file's size and mtime), the captions
+        (``"captions"``: texts and the caption map, labels) or both (``"all"``).
 
-        Caches key on it, so an edited caption or a replaced image never reuses stale rows.
+        Caches key on it, so an edited caption or a replaced image never reuses stale rows, and a caption edit does
+        not invalidate cached image features.
         """
+        if part not in ("all", "images", "captions"):
+            raise ValueError(f"fingerprint part must be all, images or captions, got {part!r}")
         if not self._fingerprint:
-            h = hashlib.sha256()
+            img, cap = hashlib.sha256(), hashlib.sha256()
             for p, iid in zip(self.image_paths, self.image_ids, strict=True):
                 try:
                     st = os.stat(p)
                     stamp = f"{st.st_size}:{st.st_mtime_ns}"
                 except OSError:
                     stamp = "missing"
-                h.update(f"{iid}\0{p}\0{stamp}\n".encode())
-            for cap in self.captions:
-                h.update(cap.encode() + b"\n")
-            h.update(self.caption_to_image.tobytes())
+                img.update(f"{iid}\0{p}\0{stamp}\n".encode())
+            for c in self.captions:
+                cap.update(c.encode() + b"\n")
+            cap.update(self.caption_to_image.tobytes())
             if self.image_labels is not None:
-                h.update(np.asarray(self.image_labels, dtype=np.int64).tobytes())
-            self._fingerprint.append(h.hexdigest()[:16])
-        return self._fingerprint[0]
+                img.update(np.asarray(self.image_labels, dtype=np.int64).tobytes())
+            i, c = img.hexdigest()[:16], cap.hexdigest()[:16]
+            self._fingerprint.extend([hashlib.sha256(f"{i}{c}".encode()).hexdigest()[:16], i, c])
+        return self._fingerprint[("all", "images", "captions").index(part)]

@@ -1,0 +1,174 @@
+"""CUSA: the loss against an independent implementation, gradients, the teacher cache, and the objective's heads."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.cusa import TAU_CON, TAU_CSA, CusaObjective
+from bench.data.base import RetrievalSplit
+from bench.losses import cusa_loss
+from bench.teachers import TeacherCacheError, load_or_build
+
+
+def _reference(img, txt, img_uni, txt_uni, t_img, t_txt, idx, *, tau_con, tau_csa, tau_ui, tau_ut, tau_t, alpha, beta,
+               reduction):  # fmt: skip
+    """The definitions of the issue, written with plain loops in float64."""
+    n = len(idx)
+
+    def cos(a, b):
+        a = [np.asarray(r, dtype=np.float64) / np.linalg.norm(r) for r in a]
+        b = [np.asarray(r, dtype=np.float64) / np.linalg.norm(r) for r in b]
+        return np.array([[float(x @ y) for y in b] for x in a])
+
+    def softmax_row(row):
+        e = np.exp(row - row.max())
+        return e / e.sum()
+
+    def kl(s, a, tau):
+        total = 0.0
+        for i in range(n):
+            p, q = softmax_row(s[i] / tau), softmax_row(a[i] / tau_t)
+            total += sum(q[j] * (math.log(q[j]) - math.log(p[j])) for j in range(n))
+        return total / n
+
+    s_it = cos(img, txt)
+    s_ti = s_it.T
+    counts = [sum(1 for k in range(n) if idx[k] == idx[i]) for i in range(n)]
+    y = np.array([[(idx[i] == idx[j]) / counts[i] for j in range(n)] for i in range(n)])
+
+    def con(s):
+        total = 0.0
+        for i in range(n):
+            logp = np.log(softmax_row(s[i] / tau_con))
+            terms = [y[i, j] * logp[j] for j in range(n)]
+            total += sum(terms) if reduction == "sum" else sum(terms) / n
+        return -total / n
+
+    a_i, a_t = cos(t_img, t_img), cos(t_txt, t_txt)
+    out = {"contrastive": (con(s_it) + con(s_ti)) / 2}
+    out["csa"] = alpha * 0.5 * (kl(s_it, a_i, tau_csa) + kl(s_ti, a_t, tau_csa))
+    out["usa"] = beta * 0.5 * (kl(cos(img_uni, img_uni), a_i, tau_ui) + kl(cos(txt_uni, txt_uni), a_t, tau_ut))
+    out["total"] = out["contrastive"] + out["csa"] + out["usa"]
+    return out
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cusa_loss_matches_independent_reference(reduction: str, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    n, d = 12, 8
+    idx = torch.tensor([0, 0, 1, 2, 2, 2, 3, 4, 5, 5, 6, 7])  # repeated images in the batch
+    img_base = torch.randn(8, d, generator=g)
+    img, img_uni = img_base[idx] + 0.0, torch.randn(8, d, generator=g)[idx]
+    txt, txt_uni = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+    t_img, t_txt = torch.randn(8, 16, generator=g)[idx], torch.randn(n, 24, generator=g)
+    kw = dict(tau_con=0.05, tau_csa=0.45, tau_usa_img=0.3, tau_usa_txt=0.6, tau_teacher=1.0, alpha=0.1, beta=0.5)
+    got = cusa_loss(img, txt, img_uni, txt_uni, t_img, t_txt, idx, con_reduction=reduction, **kw)
+    ref = _reference(img.numpy(), txt.numpy(), img_uni.numpy(), txt_uni.numpy(), t_img.numpy(), t_txt.numpy(),
+                     idx.tolist(), tau_con=0.05, tau_csa=0.45, tau_ui=0.3, tau_ut=0.6, tau_t=1.0, alpha=0.1, beta=0.5,
+                     reduction=reduction)  # fmt: skip
+    for key in ("contrastive", "csa", "usa", "total"):
+        assert float(got[key]) == pytest.approx(ref[key], abs=1e-5, rel=1e-5), key
+
+
+def test_mean_reduction_divides_the_contrastive_term_by_n() -> None:
+    g = torch.Generator().manual_seed(3)
+    idx = torch.arange(10)
+    x, t = torch.randn(10, 8, generator=g), torch.randn(10, 8, generator=g)
+    kw = dict(tau_con=0.05, tau_csa=0.45, tau_usa_img=0.45, tau_usa_txt=0.45, tau_teacher=1.0, alpha=0.0, beta=0.0)
+    s = cusa_loss(x, t, None, None, x, t, idx, con_reduction="sum", **kw)["contrastive"]
+    m = cusa_loss(x, t, None, None, x, t, idx, con_reduction="mean", **kw)["contrastive"]
+    assert float(m) == pytest.approx(float(s) / 10, rel=1e-6)
+
+
+def test_teachers_get_no_gradient_and_students_do() -> None:
+    g = torch.Generator().manual_seed(4)
+    idx = torch.tensor([0, 1, 1, 2])
+    img, txt = torch.randn(4, 8, generator=g, requires_grad=True), torch.randn(4, 8, generator=g, requires_grad=True)
+    img_uni, txt_uni = (torch.randn(4, 8, generator=g, requires_grad=True) for _ in range(2))
+    t_img, t_txt = torch.randn(4, 5, requires_grad=True), torch.randn(4, 6, requires_grad=True)
+    out = cusa_loss(img, txt, img_uni, txt_uni, t_img, t_txt, idx, tau_con=0.05, tau_csa=0.45, tau_usa_img=0.45,
+                    tau_usa_txt=0.45, tau_teacher=1.0, alpha=0.1, beta=0.5)  # fmt: skip
+    out["total"].backward()
+    assert t_img.grad is None and t_txt.grad is None
+    for x in (img, txt, img_uni, txt_uni):
+        assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_objective_heads_temperatures_and_gradients() -> None:
+    obj = CusaObjective(16, alpha=0.1, beta=0.5)
+    obj._teacher_img = np.random.default_rng(0).normal(size=(20, 7)).astype(np.float16)
+    obj._teacher_txt = np.random.default_rng(1).normal(size=(40, 9)).astype(np.float16)
+    with torch.no_grad():
+        obj.tau_con.fill_(5.0)  # out of range: clamped on the next forward
+        obj.tau_csa.fill_(-1.0)
+    emb_i = torch.randn(8, 16, requires_grad=True)
+    emb_t = torch.randn(8, 16, requires_grad=True)
+    batch = {"image_emb": emb_i, "text_emb": emb_t, "image_index": torch.tensor([0, 1, 1, 3, 4, 5, 6, 7]),
+             "caption_index": torch.arange(8)}  # fmt: skip
+    terms = obj(batch)
+    assert obj.tau_con.item() == pytest.approx(TAU_CON[2]) and obj.tau_csa.item() == pytest.approx(TAU_CSA[1])
+    assert set(terms) >= {"contrastive_loss", "csa_loss", "usa_loss"}
+    sum(v for k, v in terms.items() if k.endswith("_loss")).backward()
+    for name, p in obj.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
+    before = obj.views(emb_i.detach(), emb_t.detach())
+    with torch.no_grad():
+        obj.uni["image"].proj.weight.mul_(2.0)
+    after = obj.views(emb_i.detach(), emb_t.detach())
+    assert torch.equal(before["cross"][0], after["cross"][0])  # i2t/t2i read the cross heads only
+    assert not torch.equal(before["uni"][0], after["uni"][0])  # i2i/t2t read the uni heads
+
+
+def test_contrastive_method_has_no_uni_heads_and_reads_no_teacher() -> None:
+    obj = CusaObjective(16, alpha=0.0, beta=0.0)
+    assert obj.uni is None and not obj.needs_teachers
+    batch = {"image_emb": torch.randn(4, 16), "text_emb": torch.randn(4, 16), "image_index": torch.arange(4),
+             "caption_index": torch.arange(4)}  # fmt: skip
+    assert set(k for k in obj(batch) if k.endswith("_loss")) == {"contrastive_loss"}
+
+
+def _split(tmp_path: Path) -> RetrievalSplit:
+    return RetrievalSplit(dataset="d", split="train", image_paths=[tmp_path / f"{i}.png" for i in range(3)],
+                          image_ids=["a", "b", "c"], captions=["x", "y", "z", "w"],
+                          caption_to_image=np.array([0, 1, 2, 2]))  # fmt: skip
+
+
+def test_teacher_cache_reuses_valid_rows_and_never_uses_stale_or_corrupt_ones(tmp_path: Path) -> None:
+    ids = ["a", "b", "c"]
+    key = {"model": "m", "data": "fp1"}
+    calls = []
+
+    def compute(value: float = 1.0):
+        calls.append(value)
+        return np.full((3, 4), value, dtype=np.float32) + np.arange(3)[:, None]
+
+    folder = tmp_path / "cache"
+    first = load_or_build(folder, key, ids, compute)
+    again = load_or_build(folder, key, ids, lambda: compute(2.0))
+    assert len(calls) == 1 and np.array_equal(np.asarray(first), np.asarray(again))
+    # A changed teacher or dataset key never reuses the rows.
+    other = load_or_build(folder, {"model": "m", "data": "fp2"}, ids, lambda: compute(3.0))
+    assert calls[-1] == 3.0 and float(other[0, 0]) == 3.0
+    # Truncated array file: rebuilt, or rejected when rebuilding is off.
+    feat = folder / "features.npy"
+    feat.write_bytes(feat.read_bytes()[:40])
+    with pytest.raises(TeacherCacheError, match="features.npy"):
+        load_or_build(folder, {"model": "m", "data": "fp2"}, ids, lambda: compute(4.0), rebuild=False)
+    rebuilt = load_or_build(folder, {"model": "m", "data": "fp2"}, ids, lambda: compute(4.0))
+    assert float(rebuilt[0, 0]) == 4.0
+    # Wrong shape recorded in the index, different ids, all-zero rows: never used.
+    index = json.loads((folder / "index.json").read_text())
+    (folder / "index.json").write_text(json.dumps({**index, "shape": [3, 5]}))
+    with pytest.raises(TeacherCacheError, match="shape"):
+        load_or_build(folder, {"model": "m", "data": "fp2"}, ids, compute, rebuild=False)
+    with pytest.raises(TeacherCacheError):
+        load_or_build(folder, {"model": "m", "data": "fp2"}, ["a", "b", "z"], compute, rebuild=False)
+    with pytest.raises(TeacherCacheError, match="all zeros"):
+        load_or_build(tmp_path / "z", key, ids, lambda: np.zeros((3, 4), np.float32))
