@@ -51,21 +51,29 @@ class GPO(nn.Module):
         """Pooling weights ``[B, K, 1]`` and the validity mask ``[B, K, 1]`` for sets of the given sizes."""
         max_len = int(lengths.max())
         bsz, device = lengths.size(0), lengths.device
-        pes = self._pe_for(max_len).to(device).unsqueeze(0).expand(bsz, -1, -1)
         mask = (torch.arange(max_len, device=device).expand(bsz, max_len) < lengths.long().unsqueeze(1)).unsqueeze(-1)
-        pes = pes.masked_fill(~mask, 0)
-        packed = pack_padded_sequence(pes, lengths.cpu().long(), batch_first=True, enforce_sorted=False)
+        # The weights depend on the set size alone, so the GRU runs once per distinct size (one for image grids)
+        # instead of once per set; the result is the same, row by row.
+        sizes, inverse = torch.unique(lengths.long(), return_inverse=True)
+        n = sizes.numel()
+        pes = self._pe_for(max_len).to(device).unsqueeze(0).expand(n, -1, -1)
+        umask = (torch.arange(max_len, device=device).expand(n, max_len) < sizes.unsqueeze(1)).unsqueeze(-1)
+        pes = pes.masked_fill(~umask, 0)
+        packed = pack_padded_sequence(pes, sizes.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.gru(packed)
         out_emb, _ = pad_packed_sequence(out, batch_first=True, total_length=max_len)
         half = out_emb.size(2) // 2
         out_emb = (out_emb[:, :, :half] + out_emb[:, :, half:]) / 2  # average the two directions
-        scores = self.linear(out_emb).masked_fill(~mask, -10000)
-        return torch.softmax(scores / 0.1, dim=1), mask
+        scores = self.linear(out_emb).masked_fill(~umask, -10000)
+        weights = torch.softmax(scores / 0.1, dim=1)
+        return weights[inverse], mask
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Pool ``features [B, K, D]`` (valid up to ``lengths [B]``) to ``[B, D]``."""
         weights, mask = self.compute_pool_weights(lengths)
         features = features[:, : int(lengths.max())]
-        sorted_features = features.masked_fill(~mask, -10000).sort(dim=1, descending=True)[0]
+        # Sorting along the last, contiguous axis is 2-3x faster on CPU than along dim 1; the values are the same.
+        masked = features.masked_fill(~mask, -10000).transpose(1, 2).contiguous()
+        sorted_features = masked.sort(dim=-1, descending=True)[0].transpose(1, 2)
         sorted_features = sorted_features.masked_fill(~mask, 0)
         return (sorted_features * weights.to(sorted_features.dtype)).sum(1)

@@ -10,6 +10,7 @@ reference code's silent failure).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -69,11 +70,9 @@ def _pool(tower: Any, grid: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def _image_teacher(spec: TeacherSpec, split: RetrievalSplit, device: torch.device, batch_size: int,
+def _image_teacher(tower: Any, spec: TeacherSpec, split: RetrievalSplit, device: torch.device, batch_size: int,
                    stage1_cache: Path | None, progress: bool) -> np.ndarray:  # fmt: skip
-    from adapters._towers import build_timm_tower
-
-    tower = build_timm_tower(spec.image_model, spec.image_weights).to(device).eval()
+    tower = tower.to(device).eval()
     if stage1_cache is not None:  # a student with the same tower may have cached its grid features already
         path = cache_path(_ImageOnly(tower), split, "image", stage1_cache)
         if path.is_file():
@@ -95,11 +94,9 @@ def _image_teacher(spec: TeacherSpec, split: RetrievalSplit, device: torch.devic
 
 
 @torch.inference_mode()
-def _text_teacher(spec: TeacherSpec, split: RetrievalSplit, device: torch.device, batch_size: int,
+def _text_teacher(tower: Any, split: RetrievalSplit, device: torch.device, batch_size: int,
                   progress: bool) -> np.ndarray:  # fmt: skip
-    from adapters._towers import build_text_tower
-
-    tower = build_text_tower(spec.text_model, spec.text_max_length).to(device).eval()
+    tower = tower.to(device).eval()
     caps, out = list(split.captions), []
     for s in tqdm(range(0, len(caps), batch_size), desc=f"text teacher {split.dataset}/{split.split}",
                   disable=not progress, leave=False):  # fmt: skip
@@ -118,14 +115,18 @@ def _key(spec: TeacherSpec, modality: str, split: RetrievalSplit, weights: str) 
     return {"modality": modality, **fields, "weights_fingerprint": weights, "data": data, "version": 1}
 
 
-def _weights_fingerprint(spec: TeacherSpec, modality: str) -> str:
-    # Hash the teacher's actual weights, so a re-released checkpoint under the same name never reuses rows.
+def _build(spec: TeacherSpec, modality: str) -> Any:
     from adapters._towers import build_text_tower, build_timm_tower
 
     if modality == "image":
-        tower = build_timm_tower(spec.image_model, spec.image_weights)
+        return build_timm_tower(spec.image_model, spec.image_weights)
+    return build_text_tower(spec.text_model, spec.text_max_length)
+
+
+def _weights_fingerprint(tower: Any, modality: str) -> str:
+    # Hash the teacher's actual weights, so a re-released checkpoint under the same name never reuses rows.
+    if modality == "image":
         return f"{tower.weights}:{backbone_fingerprint(tower)}:{tower.transform_key()}"
-    tower = build_text_tower(spec.text_model, spec.text_max_length)
     return f"{backbone_fingerprint(tower)}:{tower.max_length}:{tower.pooling}"
 
 
@@ -202,15 +203,16 @@ def teacher_features(
     check_spec(spec)
     out = []
     for modality in ("image", "text"):
-        key = _key(spec, modality, split, _weights_fingerprint(spec, modality))
+        tower = _build(spec, modality)  # one build: the weights hashed are the weights that compute
+        key = _key(spec, modality, split, _weights_fingerprint(tower, modality))
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         folder = Path(work_dir) / "teachers" / f"{split.dataset}-{split.split}-{modality}-{digest}"
         if modality == "image":
             ids = list(map(str, split.image_ids))
-            compute = lambda: _image_teacher(spec, split, device, batch_size, stage1_cache, progress)  # noqa: E731
+            compute = functools.partial(_image_teacher, tower, spec, split, device, batch_size, stage1_cache, progress)
         else:
             ids = [f"{split.image_ids[i]}#{j}" for j, i in enumerate(split.caption_to_image)]
-            compute = lambda: _text_teacher(spec, split, device, 2 * batch_size, progress)  # noqa: E731
+            compute = functools.partial(_text_teacher, tower, split, device, 2 * batch_size, progress)
         out.append(load_or_build(folder, key, ids, compute))
     return out[0], out[1]
 

@@ -188,7 +188,6 @@ def test_backbone_key_changes_with_stage_one(build_tiny: Callable, tiny_adapter:
 # Uni-modal towers (adapters/_towers.py)
 
 
-
 @pytest.mark.parametrize(
     "name",
     [
