@@ -261,7 +261,7 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str
         last = evaluate(
             adapter, test, cfg.eval, device=device, objective=objective, features=test_feats, progress=progress
         )
-        load_state(adapter, objective, result.best_state, freeze)
+        load_state(adapter, objective, result.best_state or result.last_state, freeze)
         record["metrics"] = finish(
             evaluate(
                 adapter,

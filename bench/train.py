@@ -7,7 +7,6 @@ captions; each brings its image, so an image can appear twice and the losses tre
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -47,6 +46,8 @@ class FitResult:
     selected_epoch: int  # 1-based epoch whose val score was best
     history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss terms, lr, val metric, seconds
     best_val: float = float("-inf")
+    best_state: dict[str, Any] | None = None  # trainable module + objective at the selected epoch (CPU copies)
+    last_state: dict[str, Any] | None = None  # the same after the last epoch
 
 
 def _cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -91,8 +92,8 @@ def fit(
 ) -> FitResult:
     """Train ``adapter``'s trainable module and ``objective`` on ``train``; keep the state best on ``validate()``.
 
-    On return the adapter and objective hold the selected (best-on-val) weights; the last epoch's weights are gone,
-    so callers that want last-epoch metrics compute them in ``validate``'s sibling before (see :mod:`bench.cell`).
+    On return the adapter and objective still hold the last epoch's weights; ``FitResult.best_state`` holds the
+    selected (best-on-val) ones, for :func:`load_state`.
 
     Raises:
         ConfigError: nothing is trainable (e.g. frozen CLIP towers with no head).
@@ -118,7 +119,6 @@ def fit(
     use_amp = cfg.amp and device.type == "cuda"
     rng = np.random.default_rng(seed)
     result = FitResult(selected_epoch=0)
-    best_state: dict[str, Any] | None = None
 
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -172,16 +172,16 @@ def fit(
         log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in row.items()})
         if val > result.best_val:
             result.best_val, result.selected_epoch = val, epoch
-            best_state = {
-                "module": copy.deepcopy({k: v.detach().cpu() for k, v in module.state_dict().items()}),
-                "objective": copy.deepcopy({k: v.detach().cpu() for k, v in objective.state_dict().items()}),
-            }
-    result.last_state = {  # type: ignore[attr-defined]
+            result.best_state = _snapshot(module, objective)
+    result.last_state = _snapshot(module, objective)
+    return result
+
+
+def _snapshot(module: nn.Module, objective: nn.Module) -> dict[str, Any]:
+    return {
         "module": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()},
         "objective": {k: v.detach().cpu().clone() for k, v in objective.state_dict().items()},
     }
-    result.best_state = best_state  # type: ignore[attr-defined]
-    return result
 
 
 def load_state(adapter: Any, objective: nn.Module, state: dict[str, Any], freeze_backbone: bool) -> None:
