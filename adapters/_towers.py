@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from bench.errors import ConfigError, WeightsUnavailableError
-from bench.protocol import Features
+from bench.protocol import AdapterBase, Features
 from bench.weights import resolve_text_model, timm_packaged_state_dict, timm_requirement
 
-__all__ = ["HFTextTower", "TimmImageTower", "build_text_tower", "build_timm_tower", "masked_mean"]
+__all__ = ["HFTextTower", "TimmImageTower", "TowerPairAdapter", "build_text_tower", "build_timm_tower", "masked_mean"]
 
 log = logging.getLogger(__name__)
 
@@ -226,3 +226,25 @@ def build_text_tower(name: str, max_length: int | None = None, weights: str = "a
         pc = json.loads(pool_cfg.read_text())
         pooling = "cls" if pc.get("pooling_mode_cls_token") or pc.get("pooling_mode") == "cls" else "mean"
     return HFTextTower(model.eval(), tokenizer, name, int(max_length), pooling)
+
+
+class TowerPairAdapter(AdapterBase):
+    """Stage 1 for adapters whose backbone is ``ModuleDict(image=TimmImageTower, text=HFTextTower)``.
+
+    Subclasses add the heads (``embed_image`` / ``embed_text``).
+    """
+
+    def image_transform(self) -> Callable[[Any], torch.Tensor]:
+        return self.backbone["image"].transform()
+
+    def tokenize(self, texts: Sequence[str]) -> Features:
+        return self.backbone["text"].tokenize(texts)
+
+    def image_features(self, images: torch.Tensor) -> Features:
+        return self.backbone["image"](images)
+
+    def text_features(self, tokens: Features) -> Features:
+        return self.backbone["text"](tokens)
+
+    def backbone_key(self) -> str:
+        return f"{self.backbone['image'].cache_key()}|{self.backbone['text'].cache_key()}"

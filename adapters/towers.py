@@ -7,21 +7,18 @@ the linear-probe baseline for fine-tuning methods on the same frozen towers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
-
 import torch
 from torch import nn
 
-from adapters._towers import build_text_tower, build_timm_tower
-from bench.protocol import AdapterBase, Features
+from adapters._towers import TowerPairAdapter, build_text_tower, build_timm_tower
+from bench.protocol import Features
 from bench.registry import register_adapter
 
 __all__ = ["Towers"]
 
 
 @register_adapter("towers")
-class Towers(AdapterBase):
+class Towers(TowerPairAdapter):
     """A timm image tower and a sentence-transformers text tower.
 
     Args:
@@ -66,23 +63,8 @@ class Towers(AdapterBase):
             projection_dim,
         )
 
-    def image_transform(self) -> Callable[[Any], torch.Tensor]:
-        return self.backbone["image"].transform()
-
-    def tokenize(self, texts: Sequence[str]) -> Features:
-        return self.backbone["text"].tokenize(texts)
-
-    def image_features(self, images: torch.Tensor) -> Features:
-        return self.backbone["image"](images)
-
-    def text_features(self, tokens: Features) -> Features:
-        return self.backbone["text"](tokens)
-
     def embed_image(self, feats: Features) -> torch.Tensor:
         return self.head["image"](self.backbone["image"].pool(feats))
 
     def embed_text(self, feats: Features) -> torch.Tensor:
         return self.head["text"](self.backbone["text"].pool(feats))
-
-    def backbone_key(self) -> str:
-        return f"{self.backbone['image'].cache_key()}|{self.backbone['text'].cache_key()}"

@@ -12,16 +12,13 @@ paper setting is ``image_backbone = "resnext101_32x8d.fb_wsl_ig1b_ft_in1k"``, ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters._towers import build_text_tower, build_timm_tower
+from adapters._towers import TowerPairAdapter, build_text_tower, build_timm_tower
 from adapters.gpo import GPO
-from bench.protocol import AdapterBase, Features
+from bench.protocol import Features
 from bench.registry import register_adapter
 
 __all__ = ["VSEInfty"]
@@ -80,7 +77,7 @@ class TextAggr(nn.Module):
 
 
 @register_adapter("vse_infty")
-class VSEInfty(AdapterBase):
+class VSEInfty(TowerPairAdapter):
     """VSE∞ with GPO pooling over a timm image backbone and a transformer text encoder.
 
     Args:
@@ -120,23 +117,8 @@ class VSEInfty(AdapterBase):
         text = build_text_tower(text_backbone, max_length, text_weights)
         return cls(image, text, embed_dim, image_mlp)
 
-    def image_transform(self) -> Callable[[Any], torch.Tensor]:
-        return self.backbone["image"].transform()
-
-    def tokenize(self, texts: Sequence[str]) -> Features:
-        return self.backbone["text"].tokenize(texts)
-
-    def image_features(self, images: torch.Tensor) -> Features:
-        return self.backbone["image"](images)
-
-    def text_features(self, tokens: Features) -> Features:
-        return self.backbone["text"](tokens)
-
     def embed_image(self, feats: Features) -> torch.Tensor:
         return self.head["image"](feats["grid"])
 
     def embed_text(self, feats: Features) -> torch.Tensor:
         return self.head["text"](feats["tokens"], feats["mask"])
-
-    def backbone_key(self) -> str:
-        return f"{self.backbone['image'].cache_key()}|{self.backbone['text'].cache_key()}"

@@ -98,28 +98,43 @@ def _storage(feats: Features) -> Features:
     }
 
 
-@torch.inference_mode()
-def extract_image_features(
-    adapter: Any,
-    split: RetrievalSplit,
-    *,
-    device: torch.device,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    progress: bool = True,
-) -> FeatureSet:
-    """Stage-1 features of every image of ``split`` (on CPU, fp16)."""
-    adapter.eval()
-    chunks = []
-    bar = tqdm(total=split.n_images, desc=f"backbone images {split.dataset}/{split.split}", disable=not progress,
-               leave=False)  # fmt: skip
+def _map_images(
+    adapter: Any, split: RetrievalSplit, fn: Callable[[torch.Tensor], Any], *, device: torch.device, batch_size: int,
+    num_workers: int, progress: bool, desc: str,
+) -> list[Any]:  # fmt: skip
+    """``fn`` over every transformed image batch of ``split`` (on ``device``), in order."""
+    out = []
+    bar = tqdm(total=split.n_images, desc=f"{desc} {split.dataset}/{split.split}", disable=not progress, leave=False)
     for images in iter_image_batches(
         split, adapter.image_transform(), batch_size, num_workers, pin_memory=device.type == "cuda"
     ):
-        chunks.append(_storage(adapter.image_features(images.to(device, non_blocking=True))))
+        out.append(fn(images.to(device, non_blocking=True)))
         bar.update(len(images))
     bar.close()
-    return _pad_cat(chunks)
+    return out
+
+
+def _map_captions(
+    adapter: Any, split: RetrievalSplit, fn: Callable[[Features], Any], *, device: torch.device, batch_size: int,
+    progress: bool, desc: str,
+) -> list[Any]:  # fmt: skip
+    """``fn`` over every tokenised caption batch of ``split`` (on ``device``), in order."""
+    caps = list(split.captions)
+    starts = range(0, len(caps), batch_size)
+    bar = tqdm(starts, desc=f"{desc} {split.dataset}/{split.split}", disable=not progress, leave=False)
+    return [fn(_to(adapter.tokenize(caps[s : s + batch_size]), device)) for s in bar]
+
+
+@torch.inference_mode()
+def extract_image_features(
+    adapter: Any, split: RetrievalSplit, *, device: torch.device, batch_size: int = 64, num_workers: int = 0,
+    progress: bool = True,
+) -> FeatureSet:  # fmt: skip
+    """Stage-1 features of every image of ``split`` (on CPU, fp16)."""
+    adapter.eval()
+    fn = lambda x: _storage(adapter.image_features(x))  # noqa: E731
+    return _pad_cat(_map_images(adapter, split, fn, device=device, batch_size=batch_size, num_workers=num_workers,
+                                progress=progress, desc="backbone images"))  # fmt: skip
 
 
 @torch.inference_mode()
@@ -128,11 +143,9 @@ def extract_text_features(
 ) -> FeatureSet:
     """Stage-1 features of every caption of ``split`` (on CPU, fp16)."""
     adapter.eval()
-    caps, chunks = list(split.captions), []
-    for s in tqdm(range(0, len(caps), batch_size), desc=f"backbone captions {split.dataset}/{split.split}",
-                  disable=not progress, leave=False):  # fmt: skip
-        chunks.append(_storage(adapter.text_features(_to(adapter.tokenize(caps[s : s + batch_size]), device))))
-    return _pad_cat(chunks)
+    fn = lambda t: _storage(adapter.text_features(t))  # noqa: E731
+    return _pad_cat(_map_captions(adapter, split, fn, device=device, batch_size=batch_size, progress=progress,
+                                  desc="backbone captions"))  # fmt: skip
 
 
 def backbone_fingerprint(module: torch.nn.Module) -> str:
@@ -278,18 +291,16 @@ def encode_split(
             embed_features(adapter.embed_image, img_feats, device=device),
             embed_features(adapter.embed_text, txt_feats, device=device),
         )
-    img = []
-    bar = tqdm(
-        total=split.n_images, desc=f"encode images {split.dataset}/{split.split}", disable=not progress, leave=False
+    img = _map_images(
+        adapter,
+        split,
+        lambda x: adapter.encode_image(x).float().cpu(),
+        device=device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+        desc="encode images",
     )
-    for images in iter_image_batches(
-        split, adapter.image_transform(), batch_size, num_workers, pin_memory=device.type == "cuda"
-    ):
-        img.append(adapter.encode_image(images.to(device, non_blocking=True)).float().cpu())
-        bar.update(len(images))
-    bar.close()
-    txt = []
-    caps = list(split.captions)
-    for s in range(0, len(caps), batch_size * 2):
-        txt.append(adapter.encode_text(_to(adapter.tokenize(caps[s : s + batch_size * 2]), device)).float().cpu())
+    txt = _map_captions(adapter, split, lambda t: adapter.encode_text(t).float().cpu(), device=device,
+                        batch_size=2 * batch_size, progress=progress, desc="encode captions")  # fmt: skip
     return torch.cat(img), torch.cat(txt)
