@@ -1,3 +1,3 @@
 """Built-in adapter families: one module per family, one import line each (timm style)."""
 
-from adapters import clip, towers, vse_infty  # noqa: F401
+from adapters import blip, clip, embeddings, hf_clip, towers, vse_infty  # noqa: F401

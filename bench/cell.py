@@ -77,6 +77,15 @@ def train_config(cfg: BenchConfig, model: str) -> TrainConfig:
     return _build_section(TrainConfig, merged, f"{cfg.source}: [models.{model}.train]")
 
 
+def _eval_snapshot(cfg: BenchConfig) -> dict[str, Any]:
+    # Re-ranking keys count only when re-ranking is on, so turning it off keeps earlier results valid.
+    out = {k: v for k, v in vars(cfg.eval).items() if k != "cache_features"}
+    if not cfg.eval.rerank_k:
+        out.pop("rerank_k", None)
+        out.pop("rerank_fusion", None)
+    return out
+
+
 def cell_config(cfg: BenchConfig, cell: Cell) -> dict[str, Any]:
     """Everything that determines a cell's numbers (its hash decides whether a stored result is still valid)."""
     method = get_method(cell.method)
@@ -88,7 +97,7 @@ def cell_config(cfg: BenchConfig, cell: Cell) -> dict[str, Any]:
         "method": {"name": cell.method, **cfg.methods.get(cell.method, {})},
         "seed": cell.seed,
         "split": cell.split,
-        "eval": {k: v for k, v in vars(cfg.eval).items() if k != "cache_features"},
+        "eval": _eval_snapshot(cfg),
     }
     if method.trains:
         out["train"] = {k: v for k, v in vars(train_config(cfg, cell.model)).items() if k not in {"num_workers"}}
@@ -189,7 +198,8 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str
     cache = work / "features" if cfg.eval.cache_features else None
 
     def feats(split: RetrievalSplit) -> Any:
-        if not freeze:
+        # Adapters that hold a split's features themselves (precomputed embeddings) need no backbone pass.
+        if not freeze or callable(getattr(adapter, "split_features", None)):
             return None
         return cached_features(
             adapter,
@@ -243,7 +253,10 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str
             objective.prepare(train, work_dir=work, device=device, stage1_cache=cache, progress=progress)
 
         def validate() -> float:
-            m = evaluate(adapter, val, cfg.eval, device=device, objective=objective, features=val_feats, progress=False)
+            m = evaluate(
+                adapter, val, cfg.eval, device=device, objective=objective, features=val_feats, progress=False,
+                rerank=False,
+            )  # fmt: skip
             return metric_value(m, tcfg.select_metric)
 
         result = fit(

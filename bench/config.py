@@ -80,6 +80,8 @@ class EvalConfig:
     batch_size: int = 64  # images or captions per encoding batch
     memory_mb: float = 256.0  # memory budget of the exact scorer's score strips
     cache_features: bool = True  # cache frozen backbone features on disk (keyed by weights, transform, data)
+    rerank_k: int = 0  # two-stage retrieval: re-score each query's top-k ITC candidates by the adapter's pair scorer
+    rerank_fusion: str = "itm+itc"  # re-ranked score: "itm" (pair score alone) or "itm+itc" (plus the ITC cosine)
 
 
 @dataclass(frozen=True)

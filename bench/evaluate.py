@@ -13,6 +13,7 @@ from bench.data.base import RetrievalSplit
 from bench.features import FeatureSet, encode_split
 from bench.methods import Objective
 from bench.metrics import itr_metrics
+from bench.rerank import check_rerank, rerank_metrics
 
 __all__ = ["evaluate", "fold_mean", "metric_value"]
 
@@ -46,6 +47,7 @@ def evaluate(
     features: tuple[FeatureSet, FeatureSet] | None = None,
     folds: list[np.ndarray] | None = None,
     progress: bool = True,
+    rerank: bool = True,
 ) -> dict[str, Any]:
     """Metrics of ``adapter`` (and the heads of ``objective``, if it adds any) on ``split``.
 
@@ -53,7 +55,17 @@ def evaluate(
     uni-modal heads). Adapters without a joint space get ``None`` ("n/a") for i2t, t2i and RSUM. With ``folds`` (lists
     of image rows, e.g. COCO's five 1K folds) the result also carries ``"folds"``: the metrics of each fold, scored
     on the same embeddings.
+
+    With ``cfg.rerank_k > 0`` (and ``rerank``; validation passes False to skip the cost) the result also carries
+    ``"rerank"``: the i2t/t2i metrics of two-stage retrieval by the adapter's pair scorer (:mod:`bench.rerank`);
+    the ITC metrics stay the main ones. An adapter that can supply a split's stage-1 features itself
+    (``split_features(split)``, e.g. precomputed embeddings) gives them here.
     """
+    if cfg.rerank_k and rerank:
+        check_rerank(adapter, cfg.rerank_k, cfg.rerank_fusion)  # fail before any encoding
+    split_features = getattr(adapter, "split_features", None)
+    if callable(split_features):
+        features = split_features(split)
     img, txt = encode_split(
         adapter, split, device=device, batch_size=cfg.batch_size, features=features, progress=progress
     )
@@ -66,6 +78,19 @@ def evaluate(
     views["uni"] = views["cross"] if raw["uni"] is raw["cross"] else tuple(_norm(t) for t in raw["uni"])  # type: ignore[assignment]
     labels = split.image_labels
     out = _score(views, split.caption_to_image, labels, adapter.joint_space, cfg, device)
+    if cfg.rerank_k and rerank:
+        c_img, c_txt = views["cross"]
+        out["rerank"] = rerank_metrics(
+            adapter,
+            split,
+            c_img,
+            c_txt,
+            k_test=cfg.rerank_k,
+            fusion=cfg.rerank_fusion,
+            batch_size=cfg.batch_size,
+            device=device,
+            memory_mb=cfg.memory_mb,
+        )
     if folds:
         out["folds"] = []
         for rows in folds:

@@ -8,6 +8,11 @@ Nothing here downloads: ``HF_HUB_OFFLINE`` is set before any hub client is impor
 * ``TINY_TIMM``: a timm test model name (``weights="random"``) used as the tiny image backbone.
 * ``TINY_CLIP_CONFIG`` / ``TINY_CLIP_ARCH``: the open_clip config ``tests/fixtures/tiny_clip.json``; its file name
   (``tiny_clip``) becomes the architecture name once ``model_config`` registers it.
+* ``tiny_blip_folder`` (session): a tiny random ``BlipForImageTextRetrieval`` and its ``BlipProcessor``, saved.
+* ``tiny_hf_clip_folder`` / ``tiny_siglip_folder`` (session): a tiny random transformers ``CLIPModel`` /
+  ``SiglipModel`` and its processor, saved.
+* ``tiny_embeddings_split`` (session): ``.npy`` rows and the split they belong to, for the ``embeddings`` family;
+  ``build_tiny("embeddings")`` binds the adapter to that split's content.
 * ``tiny_options`` (session): per adapter family, the ``create_adapter`` options of a tiny instance.
 * ``build_tiny`` (session): ``build_tiny(family, **overrides)`` builds a fresh tiny adapter (seeded, eval mode).
 * ``tiny_adapter`` (session): ``tiny_adapter(family)`` returns one cached instance per family; do not mutate it.
@@ -85,7 +90,116 @@ def tiny_text_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_options(tiny_text_folder: Path) -> dict[str, dict[str, Any]]:
+def tiny_blip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local folder with a tiny random ``BlipForImageTextRetrieval`` (hidden 32, 2 layers, 32 px images in 8 px
+    patches, 16-d ITC space) and its ``BlipProcessor`` (the WordPiece vocabulary above), as ``save_pretrained``
+    writes them."""
+    from transformers import BertTokenizerFast, BlipConfig, BlipForImageTextRetrieval, BlipImageProcessor, BlipProcessor
+
+    folder = tmp_path_factory.mktemp("tiny_blip")
+    vocab = _vocab()
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
+    special = {"pad_token_id": 0, "bos_token_id": vocab.index("[CLS]"), "sep_token_id": vocab.index("[SEP]")}
+    config = BlipConfig(
+        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 64, "eos_token_id": special["sep_token_id"],
+                     **special},
+        # The vision default initializer_range (1e-10) leaves every CLS token alike; 0.02 gives distinct images.
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8, "initializer_range": 0.02},
+        image_text_hidden_size=16,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    BlipForImageTextRetrieval(config).save_pretrained(str(folder))
+    BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer).save_pretrained(str(folder))
+    return folder
+
+
+def _tiny_dual_encoder(folder: Path, family: str) -> Path:
+    """Save a tiny random transformers CLIP or SigLIP (hidden 32, 2 layers, 32 px images in 8 px patches) with a
+    processor around the WordPiece tokenizer above into ``folder``."""
+    import transformers as tf
+
+    vocab = _vocab()
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = tf.BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
+    ids = {"pad_token_id": 0, "bos_token_id": vocab.index("[CLS]"), "eos_token_id": vocab.index("[SEP]")}
+    text = {"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "max_position_embeddings": 24, **ids}  # fmt: skip
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 8}  # fmt: skip
+    torch.manual_seed(0)
+    if family == "clip":
+        tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(
+            str(folder)
+        )
+        image_processor = tf.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+        tf.CLIPProcessor(image_processor, tokenizer).save_pretrained(str(folder))
+    else:
+        tf.SiglipModel(tf.SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(str(folder))
+        tf.SiglipProcessor(tf.SiglipImageProcessor(size={"height": 32, "width": 32}), tokenizer).save_pretrained(
+            str(folder)
+        )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local folder with a tiny random transformers ``CLIPModel`` (16-d joint space) and its ``CLIPProcessor``."""
+    return _tiny_dual_encoder(tmp_path_factory.mktemp("tiny_hf_clip"), "clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local folder with a tiny random transformers ``SiglipModel`` and its ``SiglipProcessor``."""
+    return _tiny_dual_encoder(tmp_path_factory.mktemp("tiny_siglip"), "siglip")
+
+
+def _registry_test_images() -> list[Image.Image]:
+    """The images of the ``rgb_images`` fixture (same seed and sizes), for adapters that must know them up front."""
+    rng = np.random.default_rng(0)
+    sizes = [(64, 48), (40, 90), (120, 120)]
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
+
+
+@pytest.fixture(scope="session")
+def tiny_embeddings_split(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Any]:
+    """Options of a tiny ``embeddings`` adapter and the split its rows belong to.
+
+    Stored rows can only encode content they were computed on, so the split holds exactly what the registry-wide
+    tests in test_adapters.py encode: the ``rgb_images`` images and its ``CAPTIONS`` plus ``LONG_CAPTION``.
+    """
+    from test_adapters import CAPTIONS, LONG_CAPTION
+
+    from bench.data.base import RetrievalSplit
+
+    folder = tmp_path_factory.mktemp("tiny_embeddings")
+    paths = []
+    for i, im in enumerate(_registry_test_images()):
+        paths.append(folder / f"img{i}.png")  # PNG is lossless: the decoded pixels (and content keys) are the same
+        im.save(paths[-1])
+    captions = [*CAPTIONS, LONG_CAPTION]
+    split = RetrievalSplit(dataset="tiny", split="test", image_paths=paths, image_ids=[p.stem for p in paths],
+                           captions=captions, caption_to_image=np.array([0, 1, 2, 0]))  # fmt: skip
+    rng = np.random.default_rng(0)
+    np.save(folder / "image_emb.npy", rng.normal(size=(len(paths), 10)).astype(np.float32))
+    np.save(folder / "text_emb.npy", rng.normal(size=(len(captions), 6)).astype(np.float32))
+    options = {
+        "image_emb": str(folder / "image_emb.npy"),
+        "text_emb": str(folder / "text_emb.npy"),
+        "projection_dim": 12,
+    }
+    return options, split
+
+
+@pytest.fixture(scope="session")
+def tiny_options(
+    tiny_text_folder: Path,
+    tiny_blip_folder: Path,
+    tiny_embeddings_split: tuple[dict[str, Any], Any],
+    tiny_hf_clip_folder: Path,
+) -> dict[str, dict[str, Any]]:
     """``create_adapter`` options of a tiny instance of every built-in family (keys: family names)."""
     text = str(tiny_text_folder)
     return {
@@ -98,11 +212,16 @@ def tiny_options(tiny_text_folder: Path) -> dict[str, dict[str, Any]]:
         },
         "towers": {"image_model": TINY_TIMM, "image_weights": "random", "text_model": text},
         "clip": {"checkpoint": TINY_CLIP_ARCH, "pretrained": "random", "model_config": str(TINY_CLIP_CONFIG)},
+        "blip": {"checkpoint": str(tiny_blip_folder)},
+        "embeddings": tiny_embeddings_split[0],
+        "hf_clip": {"checkpoint": str(tiny_hf_clip_folder)},
     }
 
 
 @pytest.fixture(scope="session")
-def build_tiny(tiny_options: dict[str, dict[str, Any]]) -> Callable[..., Any]:
+def build_tiny(
+    tiny_options: dict[str, dict[str, Any]], tiny_embeddings_split: tuple[dict[str, Any], Any]
+) -> Callable[..., Any]:
     """``build_tiny(family, **overrides)``: a fresh tiny adapter through the registry, seeded and in eval mode."""
     from bench.registry import create_adapter
 
@@ -110,7 +229,10 @@ def build_tiny(tiny_options: dict[str, dict[str, Any]]) -> Callable[..., Any]:
         if family not in tiny_options:
             pytest.fail(f"adapter family {family!r} has no tiny builder: add it to tiny_options in tests/conftest.py")
         torch.manual_seed(seed)
-        return create_adapter(family, {**tiny_options[family], **overrides}).eval()
+        adapter = create_adapter(family, {**tiny_options[family], **overrides}).eval()
+        if family == "embeddings":
+            adapter.bind(tiny_embeddings_split[1])  # stored rows encode only the content they were computed on
+        return adapter
 
     return build
 
