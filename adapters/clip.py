@@ -86,8 +86,8 @@ class Clip(AdapterBase):
             if tag in (None, "random") and not name.startswith("hf-hub:"):
                 raise
             raise WeightsUnavailableError(
-                f"weights unavailable: {checkpoint} ({type(e).__name__}: {str(e)[:200]}); open_clip tags and hf-hub "
-                "names need network, or pass pretrained = a local checkpoint path"
+                f"weights unavailable: {checkpoint} ({type(e).__name__}); open_clip tags and hf-hub names need "
+                "network, or pass pretrained = a local checkpoint path"
             ) from None
         tokenizer = open_clip.get_tokenizer(name)
         return cls(model.eval(), preprocess, tokenizer, f"open_clip:{name}:{tag}")
