@@ -26,8 +26,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from adapters._whole import WholeModelAdapter
 from bench.errors import ConfigError, WeightsUnavailableError
-from bench.protocol import AdapterBase, Features
+from bench.protocol import Features
 from bench.registry import register_adapter
 
 __all__ = ["Blip"]
@@ -80,7 +81,7 @@ def _load(checkpoint: str) -> tuple[nn.Module, Any]:
 
 
 @register_adapter("blip")
-class Blip(AdapterBase):
+class Blip(WholeModelAdapter):
     """A transformers ``BlipForImageTextRetrieval`` behind the adapter interface, with ITM pair scoring.
 
     Args:
@@ -132,15 +133,6 @@ class Blip(AdapterBase):
         m = self.backbone
         out = m.text_encoder(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
         return {"emb": m.text_proj(out.last_hidden_state[:, 0, :])}
-
-    def embed_image(self, feats: Features) -> torch.Tensor:
-        return feats["emb"]
-
-    def embed_text(self, feats: Features) -> torch.Tensor:
-        return feats["emb"]
-
-    def backbone_key(self) -> str:
-        return self._key
 
     # Pair scoring (bench.rerank)
 

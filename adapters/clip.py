@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from adapters._whole import WholeModelAdapter
 from bench.errors import ConfigError, WeightsUnavailableError
-from bench.protocol import AdapterBase, Features
+from bench.protocol import Features
 from bench.registry import register_adapter
 
 __all__ = ["Clip"]
@@ -39,7 +40,7 @@ def parse_checkpoint(checkpoint: str, pretrained: str | None) -> tuple[str, str 
 
 
 @register_adapter("clip")
-class Clip(AdapterBase):
+class Clip(WholeModelAdapter):
     """An open_clip model behind the adapter interface.
 
     Args:
@@ -104,12 +105,3 @@ class Clip(AdapterBase):
 
     def text_features(self, tokens: Features) -> Features:
         return {"emb": self.backbone.encode_text(tokens["input_ids"])}
-
-    def embed_image(self, feats: Features) -> torch.Tensor:
-        return feats["emb"]
-
-    def embed_text(self, feats: Features) -> torch.Tensor:
-        return feats["emb"]
-
-    def backbone_key(self) -> str:
-        return self._key

@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from adapters._whole import WholeModelAdapter
 from bench.errors import ConfigError, WeightsUnavailableError
-from bench.protocol import AdapterBase, Features
+from bench.protocol import Features
 from bench.registry import register_adapter
 
 __all__ = ["HFClip"]
@@ -76,7 +77,7 @@ def _load(checkpoint: str) -> tuple[nn.Module, Any]:
 
 
 @register_adapter("hf_clip")
-class HFClip(AdapterBase):
+class HFClip(WholeModelAdapter):
     """A transformers ``CLIPModel`` or ``SiglipModel`` behind the adapter interface.
 
     Args:
@@ -130,12 +131,3 @@ class HFClip(AdapterBase):
 
     def text_features(self, tokens: Features) -> Features:
         return {"emb": _pooled(self.backbone.get_text_features(**tokens))}
-
-    def embed_image(self, feats: Features) -> torch.Tensor:
-        return feats["emb"]
-
-    def embed_text(self, feats: Features) -> torch.Tensor:
-        return feats["emb"]
-
-    def backbone_key(self) -> str:
-        return self._key
