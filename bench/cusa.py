@@ -66,6 +66,9 @@ class Head(nn.Module):
         return self.proj(self.ln(x))
 
 
+_TAUS = ("tau_con", "tau_csa", "tau_usa_img", "tau_usa_txt")
+
+
 def _tau(init: float) -> nn.Parameter:
     return nn.Parameter(torch.tensor(float(init)))
 
@@ -86,12 +89,13 @@ class CusaObjective(Objective):
         triplet: Use this triplet loss as the contrastive term instead of InfoNCE (VSE∞'s base loss).
         teachers: The teacher models.
         tau_con: Initial contrastive temperature (clamped to the reference range).
+        tau_student: Initial CSA and USA student temperatures (the paper's 0.45).
     """
 
     def __init__(
         self, dim: int, *, alpha: float, beta: float, cross_heads: bool = True, head_init: str = "identity",
         tau_teacher: float = 1.0, con_reduction: str = "mean", triplet: TripletLoss | None = None,
-        teachers: TeacherSpec | None = None, tau_con: float = TAU_CON[0],
+        teachers: TeacherSpec | None = None, tau_con: float = TAU_CON[0], tau_student: float = TAU_CSA[0],
     ) -> None:  # fmt: skip
         super().__init__()
         if con_reduction not in ("sum", "mean"):
@@ -101,8 +105,11 @@ class CusaObjective(Objective):
             nn.ModuleDict({"image": Head(dim, head_init), "text": Head(dim, head_init)}) if cross_heads else None
         )
         self.uni = nn.ModuleDict({"image": Head(dim, head_init), "text": Head(dim, head_init)}) if beta else None
-        self.tau_con, self.tau_csa = _tau(min(max(tau_con, TAU_CON[1]), TAU_CON[2])), _tau(TAU_CSA[0])
-        self.tau_usa_img, self.tau_usa_txt = _tau(TAU_USA[0]), _tau(TAU_USA[0])
+        self.tau_con = _tau(min(max(tau_con, TAU_CON[1]), TAU_CON[2]))
+        self.tau_csa = _tau(min(max(tau_student, TAU_CSA[1]), TAU_CSA[2]))
+        self.tau_usa_img = _tau(min(max(tau_student, TAU_USA[1]), TAU_USA[2]))
+        self.tau_usa_txt = _tau(min(max(tau_student, TAU_USA[1]), TAU_USA[2]))
+        self.tau_student, self.tau_con_init = tau_student, float(self.tau_con.detach())
         self.triplet = triplet
         self.teachers = teachers
         self._teacher_img: np.ndarray | None = None
@@ -173,7 +180,9 @@ class CusaObjective(Objective):
             "alpha": self.alpha, "beta": self.beta, "cross_heads": self.cross is not None,
             "uni_heads": self.uni is not None, "tau_teacher": self.tau_teacher, "con_reduction": self.con_reduction,
             "contrastive_term": "triplet" if self.triplet is not None else "infonce",
-            "tau_init": {"con": TAU_CON, "csa": TAU_CSA, "usa": TAU_USA},
+            "tau_init": {"con": self.tau_con_init, "student": self.tau_student},
+            "tau_final": {n: round(float(getattr(self, n).detach()), 4) for n in _TAUS},
+            "tau_ranges": {"con": TAU_CON[1:], "csa": TAU_CSA[1:], "usa": TAU_USA[1:]},
             "teachers": spec_dict(self.teachers) if self.teachers else None,
         }  # fmt: skip
 
@@ -191,7 +200,7 @@ class _SoftLabelMethod(Method):
     def objective(
         self, adapter: Any, cfg: TrainConfig, *, alpha: float | None = None, beta: float | None = None,
         cross_heads: bool = True, head_init: str = "identity", tau_teacher: float = 1.0,
-        con_reduction: str = "mean", teachers: TeacherSpec | None = None,
+        con_reduction: str = "mean", tau_student: float = 0.45, teachers: TeacherSpec | None = None,
     ) -> CusaObjective:  # fmt: skip
         alpha = self.default_alpha if alpha is None else float(alpha)
         beta = self.default_beta if beta is None else float(beta)
@@ -203,7 +212,7 @@ class _SoftLabelMethod(Method):
         return CusaObjective(
             adapter.embed_dim, alpha=alpha, beta=beta, cross_heads=cross_heads, head_init=head_init,
             tau_teacher=tau_teacher, con_reduction=con_reduction, triplet=triplet, teachers=teachers,
-            tau_con=getattr(adapter, "init_temperature", None) or cfg.temperature,
+            tau_con=getattr(adapter, "init_temperature", None) or cfg.temperature, tau_student=tau_student,
         )  # fmt: skip
 
 

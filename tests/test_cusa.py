@@ -172,3 +172,11 @@ def test_teacher_cache_reuses_valid_rows_and_never_uses_stale_or_corrupt_ones(tm
         load_or_build(folder, {"model": "m", "data": "fp2"}, ["a", "b", "z"], compute, rebuild=False)
     with pytest.raises(TeacherCacheError, match="all zeros"):
         load_or_build(tmp_path / "z", key, ids, lambda: np.zeros((3, 4), np.float32))
+
+
+def test_student_temperature_init_is_a_setting_and_recorded() -> None:
+    obj = CusaObjective(8, alpha=0.1, beta=0.5, tau_student=0.3, tau_con=0.5)
+    assert obj.tau_csa.item() == pytest.approx(0.3) and obj.tau_usa_txt.item() == pytest.approx(0.3)
+    assert obj.tau_con.item() == pytest.approx(TAU_CON[2])  # clamped into the reference range at init
+    desc = obj.describe()
+    assert desc["tau_init"]["student"] == 0.3 and desc["alpha"] == 0.1 and desc["beta"] == 0.5
