@@ -29,6 +29,7 @@ TIE_RULE = (
 )
 
 _BYTES_PER_SCORE = 4  # the strip score matrix is float32
+_COUNT_COLS = 2048  # columns per block when counting scores at or above a query's best positive
 
 
 def _strip_rows(n_gallery: int, memory_mb: float) -> int:
@@ -205,12 +206,19 @@ def retrieval_ranks(
             best = torch.full((height,), -math.inf, device=device).scatter_reduce(
                 0, local, pos_scores, reduce="amax", include_self=True
             )
-            n_at_or_above = (scores >= best[:, None]).sum(dim=1)
+            # Count in column blocks: a whole-strip comparison would allocate a bool strip plus an int64 copy
+            # (9 bytes per score, over twice the budget) before summing.
+            n_at_or_above = torch.zeros(height, dtype=torch.int64, device=device)
+            threshold = best[:, None]
+            for c0 in range(0, n_g, _COUNT_COLS):
+                n_at_or_above += (scores[:, c0 : c0 + _COUNT_COLS] >= threshold).sum(dim=1)
             # Positives counted above are exactly those equal to best; they are not competitors.
             n_pos_at_best = torch.zeros(height, dtype=torch.int64, device=device).index_add_(
                 0, local, (pos_scores >= best[local]).to(torch.int64)
             )
             ranks[start:stop] = n_at_or_above - n_pos_at_best
+            # Free this strip before the next one is allocated, so at most one strip is alive at a time.
+            del scores, pos_scores, n_at_or_above
     return ranks.cpu().numpy()
 
 
