@@ -7,8 +7,6 @@ A module-scoped run of towers × zeroshot over a tiny valid ``flat_json`` datase
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -18,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from tiny_grid import run_main, snapshot
 
-from bench.cli import main
 from bench.results import read_record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # towers are the packaged offline weights; never the hub
@@ -86,19 +84,6 @@ adapter = "towers"
 """
     )
     return path
-
-
-def run_main(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
-    return rc, out.getvalue(), err.getvalue()
-
-
-def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    return {
-        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
-    }
 
 
 def one_error_line(err: str) -> str:

@@ -6,7 +6,6 @@ towers on CPU) is shared by the tests; tests that write results work on a copy o
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_grid import EPOCHS, result_path, run_main, snapshot, write_config
 
 from bench.cli import main
 from bench.metrics import TIE_RULE
@@ -24,63 +24,8 @@ from bench.results import config_hash, read_record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the models below are the packaged offline weights; never the hub
 
-EPOCHS = 2
 GROUPS = ("i2t", "t2i", "rsum", "t2t", "i2i")
 CELLS = [("vse_infty", "zeroshot"), ("vse_infty", "contrastive"), ("towers", "zeroshot")]
-
-
-def write_config(path: Path, *, results: Path, work: Path) -> Path:
-    """A tiny but real grid: 48/12/24 synthetic images (64 px, resized by the 224 transform), 2 epochs on CPU."""
-    path.write_text(
-        f"""
-[paths]
-results_dir = {json.dumps(str(results))}
-work_dir = {json.dumps(str(work))}
-
-[grid]
-models = ["vse_infty", "towers"]
-datasets = ["synthetic"]
-methods = ["zeroshot", "contrastive"]
-seeds = [0]
-
-[train]
-epochs = {EPOCHS}
-batch_size = 16
-lr = 5e-4
-device = "cpu"
-
-[eval]
-batch_size = 32
-
-[models.vse_infty]
-adapter = "vse_infty"
-embed_dim = 256
-
-[models.towers]
-adapter = "towers"
-methods = ["zeroshot"]
-
-[datasets.synthetic]
-format = "synthetic"
-seed = 0
-n_train = 48
-n_val = 12
-n_test = 24
-image_size = 64
-"""
-    )
-    return path
-
-
-def result_path(results: Path, model: str, method: str, seed: int = 0) -> Path:
-    return results / "runs" / model / "synthetic" / "test" / f"{method}-seed{seed}.json"
-
-
-def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    """Every file under ``folder``: its bytes and mtime."""
-    return {
-        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
-    }
 
 
 def parse_markdown(text: str) -> dict[tuple[str, str], dict[str, str]]:
@@ -94,13 +39,6 @@ def parse_markdown(text: str) -> dict[tuple[str, str], dict[str, str]]:
         row = dict(zip(header, cells, strict=True))
         rows[(row["Model"], row["Method"])] = row
     return rows
-
-
-def run_main(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
-    return rc, out.getvalue(), err.getvalue()
 
 
 def bench_lines(err: str) -> list[str]:

@@ -6,9 +6,6 @@ shared; tests that write results work on a copy of its results folder (same work
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import logging
 import os
 import shutil
@@ -18,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_grid import N_TEST, result_path, run_main, write_config
 
-from bench.cli import main
 from bench.config import load_config
 from bench.data.base import RetrievalSplit
 from bench.data.synthetic import N_CAPTIONS
@@ -27,63 +24,6 @@ from bench.results import read_record
 from bench.runner import expand_grid
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the models below are the packaged offline weights; never the hub
-
-EPOCHS = 2
-N_TEST = 24
-
-
-def write_config(path: Path, *, results: Path, work: Path) -> Path:
-    """A tiny but real grid: 48/12/24 synthetic images (64 px, resized by the 224 transform), 2 epochs on CPU."""
-    path.write_text(
-        f"""
-[paths]
-results_dir = {json.dumps(str(results))}
-work_dir = {json.dumps(str(work))}
-
-[grid]
-models = ["vse_infty", "towers"]
-datasets = ["synthetic"]
-methods = ["zeroshot", "contrastive"]
-seeds = [0]
-
-[train]
-epochs = {EPOCHS}
-batch_size = 16
-lr = 5e-4
-device = "cpu"
-
-[eval]
-batch_size = 32
-
-[models.vse_infty]
-adapter = "vse_infty"
-embed_dim = 256
-
-[models.towers]
-adapter = "towers"
-methods = ["zeroshot"]
-
-[datasets.synthetic]
-format = "synthetic"
-seed = 0
-n_train = 48
-n_val = 12
-n_test = {N_TEST}
-image_size = 64
-"""
-    )
-    return path
-
-
-def result_path(results: Path, model: str, method: str, seed: int = 0) -> Path:
-    return results / "runs" / model / "synthetic" / "test" / f"{method}-seed{seed}.json"
-
-
-def run_main(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
-    return rc, out.getvalue(), err.getvalue()
 
 
 def summary(err: str) -> str:
