@@ -20,56 +20,29 @@ only re-ranking reads them, and fine-tuning the ITC path would give them no grad
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from adapters._hf import ProcessorTransform, hf_source, loading_errors
 from adapters._whole import WholeModelAdapter
-from bench.errors import ConfigError, WeightsUnavailableError
+from bench.errors import ConfigError
 from bench.protocol import Features
 from bench.registry import register_adapter
 
 __all__ = ["Blip"]
 
 
-class _BlipTransform:
-    """The processor's eval transform for one PIL image (a class, not a lambda, so DataLoader workers can pickle it)."""
-
-    def __init__(self, image_processor: Any) -> None:
-        self.image_processor = image_processor
-
-    def __call__(self, image: Any) -> torch.Tensor:
-        return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
-
-
-def _looks_like_path(checkpoint: str) -> bool:
-    # Hub names are "org/name"; anything else that is not an existing folder is a path that is missing.
-    return checkpoint.startswith(("/", ".", "~")) or checkpoint.count("/") > 1
-
-
 def _load(checkpoint: str) -> tuple[nn.Module, Any]:
     """``(model, processor)`` from a local folder or a hub name; errors name the checkpoint."""
     from transformers import BlipForImageTextRetrieval, BlipProcessor
 
-    folder = Path(checkpoint).expanduser()
-    local = folder.is_dir()
-    if not local and _looks_like_path(checkpoint):
-        raise WeightsUnavailableError(f"weights unavailable: {checkpoint}; checkpoint folder {folder} not found")
-    source = str(folder) if local else checkpoint
-    try:
+    source, folder = hf_source(checkpoint)
+    hint = "BlipForImageTextRetrieval.save_pretrained and its BlipProcessor"
+    with loading_errors(checkpoint, folder, "BLIP retrieval", hint):
         model, info = BlipForImageTextRetrieval.from_pretrained(source, output_loading_info=True, dtype=torch.float32)
         processor = BlipProcessor.from_pretrained(source)
-    except Exception as e:  # offline hub access and broken folders fail with many exception types
-        if local:
-            raise ConfigError(
-                f"{folder}: not a BLIP retrieval checkpoint folder ({type(e).__name__}: {str(e)[:200]})"
-            ) from None
-        raise WeightsUnavailableError(
-            f"weights unavailable: {checkpoint} ({type(e).__name__}); hub names need network or a cached copy, or "
-            "pass checkpoint = a local folder holding BlipForImageTextRetrieval.save_pretrained and its BlipProcessor"
-        ) from None
     missing = sorted(info.get("missing_keys") or [])
     if missing:
         # A captioning or VQA checkpoint loads with random ITM/ITC heads: refuse rather than score noise.
@@ -117,7 +90,7 @@ class Blip(WholeModelAdapter):
         return cls(model.eval(), processor, f"hf-blip:{checkpoint}:max_length={max_length}", max_length)
 
     def image_transform(self) -> Callable[[Any], torch.Tensor]:
-        return _BlipTransform(self._processor.image_processor)
+        return ProcessorTransform(self._processor.image_processor)
 
     def tokenize(self, texts: Sequence[str]) -> Features:
         enc = self._processor.tokenizer(

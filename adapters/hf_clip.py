@@ -14,30 +14,20 @@ context), and the attention mask is passed only where the tokenizer produces one
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from adapters._hf import ProcessorTransform, hf_source, loading_errors
 from adapters._whole import WholeModelAdapter
-from bench.errors import ConfigError, WeightsUnavailableError
+from bench.errors import ConfigError
 from bench.protocol import Features
 from bench.registry import register_adapter
 
 __all__ = ["HFClip"]
 
 _FAMILIES = ("clip", "siglip")
-
-
-class _Transform:
-    """The processor's eval transform for one PIL image (a class so DataLoader workers can pickle it)."""
-
-    def __init__(self, image_processor: Any) -> None:
-        self.image_processor = image_processor
-
-    def __call__(self, image: Any) -> torch.Tensor:
-        return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
 
 
 def _pooled(out: Any) -> torch.Tensor:
@@ -48,12 +38,8 @@ def _pooled(out: Any) -> torch.Tensor:
 def _load(checkpoint: str) -> tuple[nn.Module, Any]:
     from transformers import AutoConfig, AutoModel, AutoProcessor
 
-    folder = Path(checkpoint).expanduser()
-    local = folder.is_dir()
-    if not local and (checkpoint.startswith(("/", ".", "~")) or checkpoint.count("/") > 1):
-        raise WeightsUnavailableError(f"weights unavailable: {checkpoint}; checkpoint folder {folder} not found")
-    source = str(folder) if local else checkpoint
-    try:
+    source, folder = hf_source(checkpoint)
+    with loading_errors(checkpoint, folder, "CLIP/SigLIP", "the model and its processor (save_pretrained)"):
         config = AutoConfig.from_pretrained(source)
         if config.model_type not in _FAMILIES:
             raise ConfigError(
@@ -62,17 +48,6 @@ def _load(checkpoint: str) -> tuple[nn.Module, Any]:
             )
         model = AutoModel.from_pretrained(source, dtype=torch.float32)
         processor = AutoProcessor.from_pretrained(source)
-    except ConfigError:
-        raise
-    except Exception as e:  # offline hub access and broken folders fail with many exception types
-        if local:
-            raise ConfigError(
-                f"{folder}: not a CLIP/SigLIP checkpoint folder ({type(e).__name__}: {str(e)[:200]})"
-            ) from None
-        raise WeightsUnavailableError(
-            f"weights unavailable: {checkpoint} ({type(e).__name__}); hub names need network or a cached copy, or "
-            "pass checkpoint = a local folder holding the model and its processor (save_pretrained)"
-        ) from None
     return model, processor
 
 
@@ -118,7 +93,7 @@ class HFClip(WholeModelAdapter):
         )
 
     def image_transform(self) -> Callable[[Any], torch.Tensor]:
-        return _Transform(self._processor.image_processor)
+        return ProcessorTransform(self._processor.image_processor)
 
     def tokenize(self, texts: Sequence[str]) -> Features:
         padding = "max_length" if self.family == "siglip" else "longest"

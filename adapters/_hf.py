@@ -1,0 +1,57 @@
+"""Loading pieces shared by the transformers-based families (``blip``, ``hf_clip``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.errors import ConfigError, WeightsUnavailableError
+
+__all__ = ["ProcessorTransform", "hf_source", "loading_errors"]
+
+
+class ProcessorTransform:
+    """A processor's eval transform for one PIL image (a class, not a lambda, so DataLoader workers can pickle it)."""
+
+    def __init__(self, image_processor: Any) -> None:
+        self.image_processor = image_processor
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+
+def hf_source(checkpoint: str) -> tuple[str, Path | None]:
+    """What to pass to ``from_pretrained``, and the local folder when ``checkpoint`` is one.
+
+    Raises:
+        WeightsUnavailableError: ``checkpoint`` looks like a path (hub names are ``org/name``) but is no folder.
+    """
+    folder = Path(checkpoint).expanduser()
+    if folder.is_dir():
+        return str(folder), folder
+    if checkpoint.startswith(("/", ".", "~")) or checkpoint.count("/") > 1:
+        raise WeightsUnavailableError(f"weights unavailable: {checkpoint}; checkpoint folder {folder} not found")
+    return checkpoint, None
+
+
+@contextlib.contextmanager
+def loading_errors(checkpoint: str, folder: Path | None, what: str, hub_hint: str) -> Iterator[None]:
+    """Turn a failed ``from_pretrained`` into one clear error: a bad local folder is a :class:`ConfigError`, a hub
+    name that cannot be fetched is a :class:`WeightsUnavailableError`; a :class:`ConfigError` passes through."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as e:  # offline hub access and broken folders fail with many exception types
+        if folder is not None:
+            raise ConfigError(
+                f"{folder}: not a {what} checkpoint folder ({type(e).__name__}: {str(e)[:200]})"
+            ) from None
+        raise WeightsUnavailableError(
+            f"weights unavailable: {checkpoint} ({type(e).__name__}); hub names need network or a cached copy, or "
+            f"pass checkpoint = a local folder holding {hub_hint}"
+        ) from None
