@@ -9,7 +9,9 @@
 
 ``model_config`` adds a folder or JSON file of extra architectures (``open_clip.add_model_config``), which is how the
 tests register a tiny random CLIP. The towers are the backbone; the head is empty, so fine-tuning CLIP means
-training the towers (``train.freeze_backbone = false``).
+training the towers (``train.freeze_backbone = false``). SigLIP architectures (``"ViT-B-16-SigLIP/webli"``; a model
+with a ``logit_bias``) fine-tune with the sigmoid base loss under ``[train] loss = "auto"``, from their own logit
+scale and bias.
 """
 
 from __future__ import annotations
@@ -39,9 +41,20 @@ def parse_checkpoint(checkpoint: str, pretrained: str | None) -> tuple[str, str 
     return arch, (tag or pretrained)
 
 
+def _embed_dim(model: nn.Module) -> int:
+    """The joint space size: CLIP holds the text projection itself, CustomTextCLIP (SigLIP, transformers text
+    towers) in its text tower, which records ``output_dim``."""
+    proj = getattr(model, "text_projection", None)
+    if isinstance(proj, nn.Linear):
+        return int(proj.out_features)
+    if proj is not None:
+        return int(proj.shape[-1])
+    return int(model.text.output_dim)
+
+
 @register_adapter("clip")
 class Clip(WholeModelAdapter):
-    """An open_clip model behind the adapter interface.
+    """An open_clip model behind the adapter interface (CLIP, or SigLIP with the sigmoid base loss).
 
     Args:
         model: An ``open_clip.CLIP`` (or CustomTextCLIP / SigLIP) model.
@@ -57,10 +70,15 @@ class Clip(WholeModelAdapter):
         self.backbone = model
         self.head = nn.Module()
         self._preprocess, self._tokenizer, self._key = preprocess, tokenizer, key
-        self.embed_dim = int(getattr(model, "embed_dim", 0) or model.text_projection.shape[-1])
+        self.embed_dim = _embed_dim(model)
         # Fine-tuning starts from the model's own temperature rather than a fresh one.
         if hasattr(model, "logit_scale"):
             self.init_temperature = float(1.0 / model.logit_scale.exp().item())
+        # SigLIP models (a logit bias: trained with the sigmoid loss) fine-tune with it under [train] loss = "auto",
+        # starting from their own scale and bias.
+        if getattr(model, "logit_bias", None) is not None:
+            self.default_loss = "sigmoid"
+            self.init_logit_bias = float(model.logit_bias.detach().reshape(-1)[0])
 
     @classmethod
     def build(cls, *, checkpoint: str, pretrained: str | None = None, model_config: str | None = None) -> Clip:
@@ -90,7 +108,13 @@ class Clip(WholeModelAdapter):
                 f"weights unavailable: {checkpoint} ({type(e).__name__}); open_clip tags and hf-hub names need "
                 "network, or pass pretrained = a local checkpoint path"
             ) from None
-        tokenizer = open_clip.get_tokenizer(name)
+        try:
+            tokenizer = open_clip.get_tokenizer(name)
+        except Exception as e:  # SigLIP-family tokenizers come from the hub; offline that fails with many types
+            raise WeightsUnavailableError(
+                f"weights unavailable: {checkpoint} tokenizer ({type(e).__name__}); SigLIP-family open_clip tokenizers "
+                "are fetched from the Hugging Face hub: needs network or a cached copy"
+            ) from None
         return cls(model.eval(), preprocess, tokenizer, f"open_clip:{name}:{tag}")
 
     def image_transform(self) -> Callable[[Any], torch.Tensor]:

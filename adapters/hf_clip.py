@@ -9,6 +9,9 @@ Captions are tokenised as each family was trained: CLIP pads to the longest capt
 end-of-text token, so padding never changes a row); SigLIP pads to its full context (it pools the last position, and
 the reference usage is ``padding="max_length"``). Both truncate at ``max_length`` (default: the text tower's
 context), and the attention mask is passed only where the tokenizer produces one.
+
+Fine-tuning with ``[train] loss = "auto"`` uses each family's own base loss: InfoNCE for CLIP, the sigmoid loss for
+SigLIP, starting from the checkpoint's ``logit_scale`` and ``logit_bias``.
 """
 
 from __future__ import annotations
@@ -77,6 +80,10 @@ class HFClip(WholeModelAdapter):
         # Fine-tuning starts from the model's own temperature rather than a fresh one.
         if hasattr(model, "logit_scale"):
             self.init_temperature = float(1.0 / model.logit_scale.detach().exp().item())
+        # SigLIP fine-tunes with its own sigmoid loss under [train] loss = "auto", from its own scale and bias.
+        if getattr(model, "logit_bias", None) is not None:
+            self.default_loss = "sigmoid"
+            self.init_logit_bias = float(model.logit_bias.detach().reshape(-1)[0])
 
     @classmethod
     def build(cls, *, checkpoint: str, max_length: int | None = None) -> HFClip:

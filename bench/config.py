@@ -62,7 +62,7 @@ class TrainConfig:
     grad_clip: float = 2.0  # max gradient norm (0 = off); VSE∞ clips at 2
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     freeze_backbone: bool | str = "auto"  # "auto": freeze and cache backbone features on CPU, train end to end on GPU
-    loss: str = "auto"  # "auto" (the adapter's base loss), "infonce" or "triplet"
+    loss: str = "auto"  # "auto" (the adapter's base loss), "infonce", "triplet" or "sigmoid" (SigLIP)
     margin: float = 0.2  # triplet margin
     max_violation: bool = True  # triplet on the hardest negative (VSE++), else the sum over negatives
     temperature: float = 0.05  # initial InfoNCE temperature (learnable); CLIP adapters start from their own

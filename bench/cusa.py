@@ -16,6 +16,7 @@ training step and no gradient reaches them. The four methods of the paper's abla
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,11 @@ from torch import nn
 from bench.config import TrainConfig
 from bench.data.base import RetrievalSplit
 from bench.errors import ConfigError
-from bench.losses import TripletLoss, cusa_loss
+from bench.losses import SIGLIP_INIT, SigmoidLoss, TripletLoss, cusa_loss
 from bench.methods import Method, Objective, register_method
 from bench.teachers import TeacherSpec, spec_dict, teacher_features
 
-__all__ = ["CusaObjective", "Head"]
+__all__ = ["BASE_LOSSES", "CusaObjective", "Head", "sigmoid_init"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 TAU_CON = (0.05, 0.01, 0.10)
 TAU_CSA = (0.45, 0.10, 0.99)
 TAU_USA = (0.45, 0.10, 1.00)
+# [train] loss values: the contrastive term of the objective ("auto": the adapter's default_loss).
+BASE_LOSSES = ("infonce", "triplet", "sigmoid")
 
 
 class Head(nn.Module):
@@ -87,6 +90,8 @@ class CusaObjective(Objective):
             batch size N, which is what gives the soft-label terms their weight) or ``sum`` (standard InfoNCE; α and
             β would need re-tuning).
         triplet: Use this triplet loss as the contrastive term instead of InfoNCE (VSE∞'s base loss).
+        sigmoid: Use this sigmoid loss as the contrastive term instead of InfoNCE (SigLIP's base loss); its logit
+            scale and bias are parameters of the objective. ``con_reduction`` and ``tau_con`` apply to InfoNCE only.
         teachers: The teacher models.
         tau_con: Initial contrastive temperature (clamped to the reference range).
         tau_student: Initial CSA and USA student temperatures (the paper's 0.45).
@@ -95,7 +100,8 @@ class CusaObjective(Objective):
     def __init__(
         self, dim: int, *, alpha: float, beta: float, cross_heads: bool = True, head_init: str = "identity",
         tau_teacher: float = 1.0, con_reduction: str = "mean", triplet: TripletLoss | None = None,
-        teachers: TeacherSpec | None = None, tau_con: float = TAU_CON[0], tau_student: float = TAU_CSA[0],
+        sigmoid: SigmoidLoss | None = None, teachers: TeacherSpec | None = None, tau_con: float = TAU_CON[0],
+        tau_student: float = TAU_CSA[0],
     ) -> None:  # fmt: skip
         super().__init__()
         if con_reduction not in ("sum", "mean"):
@@ -110,7 +116,9 @@ class CusaObjective(Objective):
         self.tau_usa_img = _tau(min(max(tau_student, TAU_USA[1]), TAU_USA[2]))
         self.tau_usa_txt = _tau(min(max(tau_student, TAU_USA[1]), TAU_USA[2]))
         self.tau_student, self.tau_con_init = tau_student, float(self.tau_con.detach())
-        self.triplet = triplet
+        if triplet is not None and sigmoid is not None:
+            raise ConfigError("CusaObjective takes one base loss: triplet or sigmoid, not both")
+        self.triplet, self.sigmoid = triplet, sigmoid
         self.teachers = teachers
         self._teacher_img: np.ndarray | None = None
         self._teacher_txt: np.ndarray | None = None
@@ -166,12 +174,17 @@ class CusaObjective(Objective):
         )  # fmt: skip
         if self.triplet is not None:
             out["contrastive"] = self.triplet(img, txt, batch["image_index"])["triplet_loss"]
+        elif self.sigmoid is not None:  # the soft-label terms are the same whatever the base loss
+            out["contrastive"] = self.sigmoid(img, txt, batch["image_index"])["sigmoid_loss"]
         terms = {"contrastive_loss": out["contrastive"]}
         if self.alpha:
             terms["csa_loss"] = out["csa"]
         if self.beta:
             terms["usa_loss"] = out["usa"]
         terms["tau_con"] = self.tau_con.detach()
+        if self.sigmoid is not None:  # logged, not optimised (no _loss suffix)
+            terms["logit_scale"] = self.sigmoid.logit_scale.detach()
+            terms["logit_bias"] = self.sigmoid.logit_bias.detach()
         return terms
 
     def describe(self) -> dict[str, Any]:
@@ -179,12 +192,40 @@ class CusaObjective(Objective):
         return {
             "alpha": self.alpha, "beta": self.beta, "cross_heads": self.cross is not None,
             "uni_heads": self.uni is not None, "tau_teacher": self.tau_teacher, "con_reduction": self.con_reduction,
-            "contrastive_term": "triplet" if self.triplet is not None else "infonce",
+            "contrastive_term": self.base_loss,
             "tau_init": {"con": self.tau_con_init, "student": self.tau_student},
             "tau_final": {n: round(float(getattr(self, n).detach()), 4) for n in _TAUS},
             "tau_ranges": {"con": TAU_CON[1:], "csa": TAU_CSA[1:], "usa": TAU_USA[1:]},
             "teachers": spec_dict(self.teachers) if self.teachers else None,
+            **({"sigmoid": self._sigmoid_state()} if self.sigmoid is not None else {}),
         }  # fmt: skip
+
+    @property
+    def base_loss(self) -> str:
+        """Name of the contrastive term: ``infonce``, ``triplet`` or ``sigmoid``."""
+        return "triplet" if self.triplet is not None else "sigmoid" if self.sigmoid is not None else "infonce"
+
+    def _sigmoid_state(self) -> dict[str, Any]:
+        assert self.sigmoid is not None
+        scale, bias = self.sigmoid.init
+        final = self.sigmoid.logit_scale.detach(), self.sigmoid.logit_bias.detach()
+        return {
+            "init": {"logit_scale": round(scale, 4), "logit_bias": round(bias, 4)},
+            "final": {"logit_scale": round(float(final[0]), 4), "logit_bias": round(float(final[1]), 4)},
+        }
+
+
+def sigmoid_init(adapter: Any) -> tuple[float, float]:
+    """Initial ``(logit_scale, logit_bias)`` of the sigmoid loss for ``adapter``.
+
+    A model trained with the sigmoid loss (it has a logit bias: open_clip SigLIP, transformers ``SiglipModel``) starts
+    from its own pair, so fine-tuning continues its calibration; any other model starts from SigLIP's ``(log 10, -10)``
+    (a CLIP temperature alone is not a sigmoid calibration).
+    """
+    bias, temperature = getattr(adapter, "init_logit_bias", None), getattr(adapter, "init_temperature", None)
+    if bias is None or temperature is None:
+        return SIGLIP_INIT
+    return math.log(1.0 / float(temperature)), float(bias)
 
 
 class _SoftLabelMethod(Method):
@@ -205,20 +246,22 @@ class _SoftLabelMethod(Method):
         alpha = self.default_alpha if alpha is None else float(alpha)
         beta = self.default_beta if beta is None else float(beta)
         loss = adapter.default_loss if cfg.loss == "auto" else cfg.loss
-        if loss not in ("infonce", "triplet"):
-            raise ConfigError(f"[train] loss: unknown loss {loss!r}; valid: auto, infonce, triplet")
+        if loss not in BASE_LOSSES:
+            raise ConfigError(f"[train] loss: unknown loss {loss!r}; valid: auto, {', '.join(BASE_LOSSES)}")
         triplet = TripletLoss(cfg.margin, cfg.max_violation) if loss == "triplet" else None
+        sigmoid = SigmoidLoss(*sigmoid_init(adapter)) if loss == "sigmoid" else None
         teachers = teachers or TeacherSpec()
         return CusaObjective(
             adapter.embed_dim, alpha=alpha, beta=beta, cross_heads=cross_heads, head_init=head_init,
-            tau_teacher=tau_teacher, con_reduction=con_reduction, triplet=triplet, teachers=teachers,
+            tau_teacher=tau_teacher, con_reduction=con_reduction, triplet=triplet, sigmoid=sigmoid, teachers=teachers,
             tau_con=getattr(adapter, "init_temperature", None) or cfg.temperature, tau_student=tau_student,
         )  # fmt: skip
 
 
 @register_method("contrastive")
 class Contrastive(_SoftLabelMethod):
-    """The adapter's base loss (InfoNCE, or VSE∞'s triplet loss) on its embeddings, through cross heads by default."""
+    """The base loss (InfoNCE, VSE∞'s triplet or SigLIP's sigmoid loss) on the adapter's embeddings, through cross
+    heads by default."""
 
 
 @register_method("csa")

@@ -1,6 +1,6 @@
 """Base retrieval losses. Each is an ``nn.Module`` returning a dict of ``*_loss`` terms that the trainer sums.
 
-Both handle the image repeats of a caption-sampled batch: captions of the same image are positives of each other's
+Each handles the image repeats of a caption-sampled batch: captions of the same image are positives of each other's
 image (``image_index`` equal), never negatives.
 """
 
@@ -12,7 +12,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["InfoNCELoss", "TripletLoss", "cusa_loss", "kl_rows", "multi_positive_targets"]
+__all__ = [
+    "SIGLIP_INIT",
+    "InfoNCELoss",
+    "SigmoidLoss",
+    "TripletLoss",
+    "cusa_loss",
+    "kl_rows",
+    "multi_positive_targets",
+]
+
+# (log t, b) at the start of SigLIP training: t = 10, b = -10 (Zhai et al. 2023, Sec. 3.3; open_clip's SigLIP configs).
+SIGLIP_INIT = (math.log(10.0), -10.0)
 
 
 def multi_positive_targets(image_index: torch.Tensor) -> torch.Tensor:
@@ -66,6 +77,34 @@ class TripletLoss(nn.Module):
         if self.max_violation:
             return {"triplet_loss": cost_t.max(1)[0].sum() + cost_i.max(0)[0].sum()}
         return {"triplet_loss": cost_t.sum() + cost_i.sum()}
+
+
+class SigmoidLoss(nn.Module):
+    """SigLIP's pairwise sigmoid loss with a learnable logit scale and bias (Zhai et al., ICCV 2023).
+
+    Every (image row, caption) pair of the batch is its own binary problem on the logit ``t·cos + b``: label +1 for
+    pairs of the same image (the diagonal and, in a caption-sampled batch, the other captions of a repeated image),
+    -1 otherwise. The loss is ``-Σ_ij log σ(label_ij · logit_ij) / N`` over the N×N pairs, divided by the N image
+    rows as in open_clip's ``SigLipLoss`` (which it equals when every image is distinct). ``t = exp(logit_scale)`` is
+    not clamped: SigLIP checkpoints end above CLIP's cap of 100.
+
+    Args:
+        logit_scale: Initial ``log t`` (the paper's ``log 10``; a SigLIP checkpoint's own value when fine-tuning it).
+        logit_bias: Initial ``b`` (the paper's -10, which keeps the many negatives from dominating the first steps).
+    """
+
+    def __init__(self, logit_scale: float = SIGLIP_INIT[0], logit_bias: float = SIGLIP_INIT[1]) -> None:
+        super().__init__()
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
+        self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias)))
+        self.init = (float(logit_scale), float(logit_bias))
+
+    def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, image_index: torch.Tensor) -> dict:
+        """Loss of a batch of N pairs: ``image_emb [N, D]``, ``text_emb [N, D]``, ``image_index [N]``."""
+        img, txt = F.normalize(image_emb.float(), dim=-1), F.normalize(text_emb.float(), dim=-1)
+        logits = self.logit_scale.exp() * img @ txt.t() + self.logit_bias  # [N_img_rows, N_txt]
+        labels = 2.0 * (image_index[:, None] == image_index[None, :]).float() - 1.0  # +1 same image, -1 otherwise
+        return {"sigmoid_loss": -F.logsigmoid(labels * logits).sum() / img.shape[0]}
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ class Adapter(Protocol):
     name: ClassVar[str]
     embed_dim: int
     joint_space: bool  # False: image and text live in different spaces (uni-modal towers), i2t/t2i are "n/a"
-    default_loss: ClassVar[str]
+    default_loss: str  # what [train] loss = "auto" picks: "infonce", "triplet" or "sigmoid"
 
     def image_transform(self) -> Callable[[Any], torch.Tensor]: ...
     def tokenize(self, texts: Sequence[str]) -> Features: ...
@@ -54,7 +54,9 @@ class AdapterBase(nn.Module):
     """
 
     name: ClassVar[str] = ""
-    default_loss: ClassVar[str] = "infonce"
+    # The base loss of [train] loss = "auto"; a family sets it on the class, and an instance may refine it (the
+    # clip and hf_clip families pick "sigmoid" for SigLIP checkpoints).
+    default_loss: str = "infonce"
     joint_space: bool = True
     embed_dim: int = 0
 

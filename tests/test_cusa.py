@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from bench.cusa import TAU_CON, TAU_CSA, CusaObjective
+from bench.config import TrainConfig
+from bench.cusa import TAU_CON, TAU_CSA, CusaObjective, sigmoid_init
 from bench.data.base import RetrievalSplit
-from bench.losses import cusa_loss
+from bench.errors import ConfigError
+from bench.losses import SIGLIP_INIT, SigmoidLoss, cusa_loss
+from bench.methods import get_method
 from bench.teachers import TeacherCacheError, load_or_build
 
 
@@ -180,3 +183,74 @@ def test_student_temperature_init_is_a_setting_and_recorded() -> None:
     assert obj.tau_con.item() == pytest.approx(TAU_CON[2])  # clamped into the reference range at init
     desc = obj.describe()
     assert desc["tau_init"]["student"] == 0.3 and desc["alpha"] == 0.1 and desc["beta"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "alpha,beta", [(0.0, 0.0), (0.1, 0.0), (0.0, 0.5), (0.1, 0.5)], ids=["con", "csa", "usa", "cusa"]
+)
+def test_sigmoid_base_loss_composes_with_soft_labels(alpha: float, beta: float) -> None:
+    """With the sigmoid base loss the contrastive term is SigLIP's on the cross views; CSA and USA are unchanged."""
+    rng = np.random.default_rng(5)
+    teacher_img, teacher_txt = rng.normal(size=(10, 7)).astype(np.float32), rng.normal(size=(12, 9)).astype(np.float32)
+    objectives = {}
+    for base in ("infonce", "sigmoid"):
+        torch.manual_seed(0)  # the same head weights for both
+        sigmoid = SigmoidLoss(1.5, -2.0) if base == "sigmoid" else None
+        obj = CusaObjective(16, alpha=alpha, beta=beta, head_init="normal", sigmoid=sigmoid)
+        obj._teacher_img, obj._teacher_txt = teacher_img, teacher_txt
+        objectives[base] = obj
+    g = torch.Generator().manual_seed(6)
+    batch = {"image_emb": torch.randn(8, 16, generator=g), "text_emb": torch.randn(8, 16, generator=g),
+             "image_index": torch.tensor([0, 1, 1, 3, 4, 4, 4, 7]), "caption_index": torch.arange(8)}  # fmt: skip
+    ref, got = objectives["infonce"](batch), objectives["sigmoid"](batch)
+    assert set(ref) == set(got) - {"logit_scale", "logit_bias"}
+    for key in ("csa_loss", "usa_loss"):
+        if key in ref:
+            torch.testing.assert_close(got[key], ref[key])
+    img, txt = objectives["sigmoid"].views(batch["image_emb"], batch["text_emb"])["cross"]
+    want = SigmoidLoss(1.5, -2.0)(img, txt, batch["image_index"])["sigmoid_loss"]
+    torch.testing.assert_close(got["contrastive_loss"], want)
+    assert not torch.allclose(got["contrastive_loss"], ref["contrastive_loss"])
+    sum(v for k, v in got.items() if k.endswith("_loss")).backward()
+    sig = objectives["sigmoid"].sigmoid
+    assert sig is not None and sig.logit_scale.grad is not None and sig.logit_bias.grad is not None
+    names = {n for n, _ in objectives["sigmoid"].named_parameters()}
+    assert {"sigmoid.logit_scale", "sigmoid.logit_bias"} <= names  # optimised with the objective
+    desc = objectives["sigmoid"].describe()
+    assert desc["contrastive_term"] == "sigmoid" and desc["sigmoid"]["init"] == {"logit_scale": 1.5, "logit_bias": -2.0}
+    plain = objectives["infonce"].describe()
+    assert plain["contrastive_term"] == "infonce" and "sigmoid" not in plain
+
+
+class _Stub:
+    """The attributes a method reads from an adapter."""
+
+    def __init__(self, default_loss: str, **attrs: float) -> None:
+        self.default_loss, self.embed_dim = default_loss, 8
+        self.__dict__.update(attrs)
+
+
+@pytest.mark.parametrize("method", ["contrastive", "csa", "usa", "cusa"])
+def test_loss_auto_follows_the_adapter_and_sigmoid_starts_from_its_calibration(method: str) -> None:
+    m = get_method(method)
+    siglip = _Stub("sigmoid", init_temperature=0.05, init_logit_bias=-12.5)
+    obj = m.objective(siglip, TrainConfig(loss="auto"))
+    assert obj.base_loss == "sigmoid" and obj.sigmoid is not None
+    assert obj.sigmoid.logit_scale.item() == pytest.approx(math.log(20.0))
+    assert obj.sigmoid.logit_bias.item() == pytest.approx(-12.5)
+    assert m.objective(_Stub("triplet"), TrainConfig(loss="auto")).base_loss == "triplet"
+    assert m.objective(_Stub("infonce"), TrainConfig(loss="auto")).base_loss == "infonce"
+    assert m.objective(siglip, TrainConfig(loss="infonce")).base_loss == "infonce"  # an explicit loss wins
+    # A model without a logit bias (CLIP) asked for the sigmoid loss starts from SigLIP's (log 10, -10).
+    clip_like = m.objective(_Stub("infonce", init_temperature=0.01), TrainConfig(loss="sigmoid"))
+    assert (clip_like.sigmoid.logit_scale.item(), clip_like.sigmoid.logit_bias.item()) == pytest.approx(SIGLIP_INIT)
+    with pytest.raises(ConfigError, match="valid: auto, infonce, triplet, sigmoid"):
+        m.objective(siglip, TrainConfig(loss="hinge"))
+
+
+def test_sigmoid_init_reads_only_a_full_calibration() -> None:
+    assert sigmoid_init(_Stub("sigmoid", init_temperature=0.1, init_logit_bias=-3.0)) == pytest.approx(
+        (math.log(10.0), -3.0)
+    )
+    assert sigmoid_init(_Stub("infonce", init_temperature=0.1)) == SIGLIP_INIT
+    assert sigmoid_init(_Stub("infonce")) == SIGLIP_INIT

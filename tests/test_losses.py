@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.losses import InfoNCELoss, TripletLoss, multi_positive_targets
+from bench.losses import SIGLIP_INIT, InfoNCELoss, SigmoidLoss, TripletLoss, multi_positive_targets
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -63,6 +63,18 @@ def _triplet_loops(img: torch.Tensor, txt: torch.Tensor, index: list[int], margi
             if costs:
                 total += max(costs) if max_violation else sum(costs)
     return total
+
+
+def _sigmoid_loops(img: torch.Tensor, txt: torch.Tensor, index: list[int], scale: float, bias: float) -> float:
+    """SigLIP, pair by pair: -log σ(±(t·cos + b)), + for every pair of the same image, summed, over N image rows."""
+    s = _cos(img, txt)
+    n = len(index)
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            z = (1.0 if index[i] == index[j] else -1.0) * (scale * s[i][j] + bias)
+            total += math.log1p(math.exp(-z))  # -log σ(z)
+    return total / n
 
 
 def test_multi_positive_targets() -> None:
@@ -151,8 +163,58 @@ def test_triplet_is_zero_when_all_margins_hold() -> None:
     assert out.item() == pytest.approx(0.5 * 2 * (len(REPEATED) ** 2 - n_pos))  # cost 1.5 + 0 - 1 per negative pair
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sigmoid_equals_open_clip_siglip_loss(seed: int) -> None:
+    """One positive per row (distinct images), single process: the same value as open_clip's ``SigLipLoss`` on the
+    normalised features with the same scale and bias, and the same gradients."""
+    from open_clip.loss import SigLipLoss
+
+    img, txt, idx = _batch(DISTINCT, seed=seed)
+    img, txt = img.float().requires_grad_(True), txt.float().requires_grad_(True)
+    ours = SigmoidLoss(logit_scale=math.log(7.0) + seed, logit_bias=-3.0 - seed)
+    got = ours(img, txt, idx)["sigmoid_loss"]
+    scale, bias = ours.logit_scale.detach().clone().requires_grad_(True), ours.logit_bias.detach().clone()
+    bias.requires_grad_(True)
+    want = SigLipLoss()(F.normalize(img, dim=-1), F.normalize(txt, dim=-1), scale.exp(), bias)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    got.backward()
+    g_ours = (img.grad.clone(), txt.grad.clone(), ours.logit_scale.grad.clone(), ours.logit_bias.grad.clone())
+    img.grad = txt.grad = None
+    want.backward()
+    for a, b in zip(g_ours, (img.grad, txt.grad, scale.grad, bias.grad), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("index", [REPEATED, DISTINCT], ids=["repeated", "distinct"])
+def test_sigmoid_equals_loop_implementation(index: list[int]) -> None:
+    """With repeated images every same-image pair is a positive (label +1), not only the diagonal."""
+    img, txt, idx = _batch(index, seed=5)
+    loss = SigmoidLoss(logit_scale=math.log(12.0), logit_bias=-4.0)(img, txt, idx)
+    assert set(loss) == {"sigmoid_loss"}
+    expected = _sigmoid_loops(img, txt, index, 12.0, -4.0)
+    assert loss["sigmoid_loss"].item() == pytest.approx(expected, rel=1e-5)
+    if index is REPEATED:  # the one-positive reading of the same batch is a different number
+        naive = _sigmoid_loops(img, txt, list(range(len(index))), 12.0, -4.0)
+        assert abs(naive - expected) > 1e-3
+
+
+def test_sigmoid_defaults_are_siglip_init_and_learned() -> None:
+    loss = SigmoidLoss()
+    assert loss.logit_scale.exp().item() == pytest.approx(10.0) and loss.logit_bias.item() == pytest.approx(-10.0)
+    assert SIGLIP_INIT == (pytest.approx(math.log(10.0)), -10.0)
+    assert loss.logit_scale.requires_grad and loss.logit_bias.requires_grad
+    img, txt, idx = _batch(REPEATED, seed=6)
+    with torch.no_grad():
+        loss.logit_scale.fill_(math.log(300.0))  # not capped, unlike CLIP's temperature
+    assert loss(img, txt, idx)["sigmoid_loss"].item() == pytest.approx(
+        _sigmoid_loops(img, txt, REPEATED, 300.0, -10.0), rel=1e-5
+    )
+
+
 @pytest.mark.parametrize(
-    "make", [lambda: InfoNCELoss(0.05), lambda: TripletLoss(0.2, True), lambda: TripletLoss(0.2, False)]
+    "make",
+    [lambda: InfoNCELoss(0.05), lambda: TripletLoss(0.2, True), lambda: TripletLoss(0.2, False), SigmoidLoss],
+    ids=["infonce", "triplet-max", "triplet-sum", "sigmoid"],
 )
 def test_gradients_are_finite(make) -> None:
     img, txt, idx = _batch(REPEATED, seed=4)
