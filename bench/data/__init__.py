@@ -11,6 +11,11 @@ A loader is a function ``fn(root: Path, split: str, **options) -> RetrievalSplit
 :func:`register_format`. Its keyword parameters are the format's options, so an unknown key is caught before
 loading. Two keyword parameters are context, not options, and are passed only when the loader declares them:
 ``name`` (the dataset name to stamp on the split) and ``work_dir`` (where generated data may be cached).
+
+A format serves one *task*: ``itr`` (image-text retrieval, a :class:`RetrievalSplit`), ``image_retrieval``
+(image-to-image retrieval, an :class:`~bench.data.image_sets.ImageRetrievalSplit`) or ``sts`` (sentence-pair
+similarity, an :class:`~bench.data.sts.STSSplit`). The uni-modal tasks are eval-only; their dataset tables may also
+hold ``train_on``, the ITR dataset a trained method fine-tunes on before the model is scored on them.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ __all__ = [
     "RetrievalSplit",
     "coco_1k_folds",
     "format_options",
+    "format_task",
     "list_formats",
     "load_image",
     "load_split",
@@ -41,15 +47,20 @@ log = logging.getLogger(__name__)
 Loader = Callable[..., RetrievalSplit]
 
 _FORMATS: dict[str, Loader] = {}
+_TASKS: dict[str, str] = {}
+TASKS = ("itr", "image_retrieval", "sts")
+# Keys of an eval-only (uni-modal) dataset table that steer the grid rather than the loader.
+EVAL_ONLY_KEYS = ("train_on",)
 # Keyword parameters a loader may declare to receive context from load_split; they are never user options.
 _CONTEXT_PARAMS = ("name", "work_dir")
 
 
-def register_format(name: str) -> Callable[[Loader], Loader]:
+def register_format(name: str, *, task: str = "itr") -> Callable[[Loader], Loader]:
     """Register a loader function under a format name.
 
     Args:
         name: The value of ``format`` in a dataset table.
+        task: What the loader's splits are for: ``itr``, ``image_retrieval`` or ``sts`` (see the module docstring).
 
     Returns:
         A decorator that registers the function and returns it unchanged.
@@ -58,6 +69,8 @@ def register_format(name: str) -> Callable[[Loader], Loader]:
         ValueError: ``name`` is already registered.
         TypeError: the function does not take ``root`` and ``split`` as its first two parameters.
     """
+    if task not in TASKS:
+        raise ValueError(f"format {name!r}: unknown task {task!r}; valid: {', '.join(TASKS)}")
 
     def deco(fn: Loader) -> Loader:
         if name in _FORMATS:
@@ -66,6 +79,7 @@ def register_format(name: str) -> Callable[[Loader], Loader]:
         if params[:2] != ["root", "split"]:
             raise TypeError(f"loader {fn.__qualname__} must take (root, split, ...), takes ({', '.join(params)})")
         _FORMATS[name] = fn
+        _TASKS[name] = task
         return fn
 
     return deco
@@ -90,7 +104,18 @@ def format_options(fmt: str) -> list[str]:
         UnknownNameError: ``fmt`` is not registered.
     """
     params = inspect.signature(_loader(fmt)).parameters
-    return sorted(p for p in params if p != "split" and p not in _CONTEXT_PARAMS)
+    extra = EVAL_ONLY_KEYS if _TASKS[fmt] != "itr" else ()
+    return sorted([*(p for p in params if p != "split" and p not in _CONTEXT_PARAMS), *extra])
+
+
+def format_task(fmt: str) -> str:
+    """The task of format ``fmt``: ``itr``, ``image_retrieval`` or ``sts``.
+
+    Raises:
+        UnknownNameError: ``fmt`` is not registered.
+    """
+    _loader(fmt)
+    return _TASKS[fmt]
 
 
 def _resolve_root(value: Any, dataset: str) -> Path:
@@ -118,7 +143,7 @@ def _check_type(dataset: str, key: str, value: Any, default: Any) -> None:
         )
 
 
-def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path) -> RetrievalSplit:
+def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path) -> Any:
     """Load one split of a configured dataset.
 
     Args:
@@ -129,7 +154,8 @@ def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path
         work_dir: Where generated data (the synthetic images) is cached.
 
     Returns:
-        The loaded split.
+        The loaded split: a :class:`RetrievalSplit` for ITR formats, the task's split type for uni-modal ones
+        (see :func:`format_task`).
 
     Raises:
         UnknownNameError: the format is not registered.
@@ -163,6 +189,9 @@ def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path
         if key in options and key != "root":
             _check_type(name, key, options[key], p.default)
 
+    for key in EVAL_ONLY_KEYS:
+        if key not in params:
+            options.pop(key, None)  # grid keys, checked by the cell that reads them
     root = options.pop("root", None)
     if root is not None:
         root = _resolve_root(root, name)
@@ -175,11 +204,16 @@ def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path
     out = loader(root, split, **options)
     if out.dataset != name:
         out = replace(out, dataset=name)
-    log.info("dataset %s/%s: %d images, %d captions", name, split, out.n_images, out.n_captions)
+    if isinstance(out, RetrievalSplit):
+        log.info("dataset %s/%s: %d images, %d captions", name, split, out.n_images, out.n_captions)
+    else:
+        log.info("dataset %s/%s: %s", name, split, out)
     return out
 
 
 # Import last: the loader modules register themselves through register_format defined above.
 from bench.data import formats as formats  # noqa: E402
+from bench.data import image_sets as image_sets  # noqa: E402
+from bench.data import sts as sts  # noqa: E402
 from bench.data import synthetic as synthetic  # noqa: E402
 from bench.data.formats import coco_1k_folds  # noqa: E402
