@@ -7,7 +7,9 @@ Module names follow the official code (``image_encoder.fc``, ``image_encoder.gpo
 key map onto the authors' checkpoints stays one table.
 
 The offline default pairs the packaged EfficientNet-Lite0 (7x7x1280 grid) with all-MiniLM-L6-v2 (384-d tokens); the
-paper setting is ``image_backbone = "resnext101_32x8d.fb_wsl_ig1b_ft_in1k"``, ``text_backbone = "bert-base-uncased"``.
+paper setting is ``image_backbone = "resnext101_32x8d.fb_wsl_ig1b_ft_in1k"``,
+``text_backbone = "google-bert/bert-base-uncased"``. ``checkpoint = "/path/model_best.pth"`` loads the authors' released
+(or any official-code) grid checkpoint; the key map is in :mod:`adapters._vse_official`.
 """
 
 from __future__ import annotations
@@ -104,18 +106,44 @@ class VSEInfty(TowerPairAdapter):
     def build(
         cls,
         *,
-        image_backbone: str = "tf_efficientnet_lite0",
+        image_backbone: str | None = None,
         image_weights: str = "auto",
-        text_backbone: str = "all-MiniLM-L6-v2",
+        text_backbone: str | None = None,
         text_weights: str = "auto",
         max_length: int | None = None,
-        embed_dim: int = 1024,
-        image_mlp: bool = False,
+        embed_dim: int | None = None,
+        image_mlp: bool | None = None,
+        checkpoint: str | None = None,
+        allow_pickle: bool = False,
     ) -> VSEInfty:
-        """Build from timm / transformers names (see :func:`adapters._towers.build_timm_tower`)."""
-        image = build_timm_tower(image_backbone, image_weights)
-        text = build_text_tower(text_backbone, max_length, text_weights)
-        return cls(image, text, embed_dim, image_mlp)
+        """Build from timm / transformers names, or from an official VSE∞ checkpoint.
+
+        Args:
+            image_backbone: timm name (default ``tf_efficientnet_lite0``; with ``checkpoint``, the architecture of
+                its ``backbone_source``).
+            image_weights: See :func:`adapters._towers.build_timm_tower` (leave unset with ``checkpoint``).
+            text_backbone: Text encoder name or folder (default ``all-MiniLM-L6-v2``; with ``checkpoint``,
+                ``google-bert/bert-base-uncased``, whose config and tokenizer are needed, not its weights).
+            text_weights: See :func:`adapters._towers.build_text_tower` (leave unset with ``checkpoint``).
+            max_length: Caption truncation in tokens.
+            embed_dim: Joint space size (default 1024; with ``checkpoint``, its ``embed_size``).
+            image_mlp: The residual MLP branch of ``precomp_enc_type = "basic"`` (default off).
+            checkpoint: Path of a ``model_best.pth`` saved by woodfrog/vse_infty's ``train.py``
+                (see :mod:`adapters._vse_official`).
+            allow_pickle: Load a checkpoint that pickles more than tensors and its argparse options with
+                ``weights_only=False``. Only for files you trust.
+        """
+        if checkpoint is not None:
+            from adapters._vse_official import build_from_official
+
+            return build_from_official(
+                cls, checkpoint, image_backbone=image_backbone, image_weights=image_weights,
+                text_backbone=text_backbone, text_weights=text_weights, max_length=max_length, embed_dim=embed_dim,
+                image_mlp=image_mlp, allow_pickle=allow_pickle,
+            )  # fmt: skip
+        image = build_timm_tower(image_backbone or "tf_efficientnet_lite0", image_weights)
+        text = build_text_tower(text_backbone or "all-MiniLM-L6-v2", max_length, text_weights)
+        return cls(image, text, 1024 if embed_dim is None else embed_dim, bool(image_mlp))
 
     def embed_image(self, feats: Features) -> torch.Tensor:
         return self.head["image"](feats["grid"])

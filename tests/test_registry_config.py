@@ -136,7 +136,8 @@ def test_adapter_options_follow_build_signatures() -> None:
         expected = {k: p.default for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
         assert adapter_options(name) == expected and expected, name
     assert adapter_options("clip")["checkpoint"] is inspect.Parameter.empty
-    assert adapter_options("vse_infty")["embed_dim"] == 1024
+    assert adapter_options("vse_infty")["embed_dim"] is None  # 1024, or an official checkpoint's embed_size
+    assert adapter_options("vse_infty")["checkpoint"] is None
 
 
 # ---------------------------------------------------------------------------------------------------------------
