@@ -30,6 +30,7 @@ from bench.metrics import TIE_RULE
 from bench.registry import adapter_options, create_adapter
 from bench.results import SCHEMA, config_hash
 from bench.train import fit, load_state, seed_everything
+from bench.unimodal import UnimodalScorer, dataset_task, train_dataset
 
 __all__ = ["Cell", "cell_config", "model_spec", "run_cell"]
 
@@ -101,6 +102,9 @@ def cell_config(cfg: BenchConfig, cell: Cell) -> dict[str, Any]:
     }
     if method.trains:
         out["train"] = {k: v for k, v in vars(train_config(cfg, cell.model)).items() if k not in {"num_workers"}}
+        if dataset_task(cfg, cell.dataset) != "itr":  # eval-only: trained on the table's train_on dataset
+            name = train_dataset(cfg, cell.dataset)
+            out["train_dataset"] = {"name": name, **cfg.datasets[name]}
     if method.uses_teachers(cfg.methods.get(cell.method, {})):
         out["teachers"] = dataclasses.asdict(cfg.teachers)
     return out
@@ -191,6 +195,9 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str
     freeze = resolve_freeze(tcfg.freeze_backbone, device) if method.trains else True
     work = Path(cfg.paths.work_dir)
     dspec = cfg.datasets[cell.dataset]
+    task = dataset_task(cfg, cell.dataset)
+    # Uni-modal sets are eval-only: a trained method fine-tunes on their train_on dataset, as that dataset's cell does.
+    train_name = train_dataset(cfg, cell.dataset) if method.trains else cell.dataset
     test = load_split(cell.dataset, dspec, cell.split, work_dir=work)  # data errors surface before any training
 
     seed_everything(cell.seed)
@@ -211,17 +218,27 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str
             progress=progress,
         )
 
-    test_feats = feats(test)
-    # COCO: the 5K test also reports the 1K protocol, the mean over five folds of 1,000 consecutive images.
-    folds = None
-    if dspec.get("format", cell.dataset) == "coco" and test.n_images == 5000:
-        folds = [np.arange(k * 1000, (k + 1) * 1000) for k in range(5)]
-
     def finish(metrics: dict[str, Any]) -> dict[str, Any]:
         per_fold = metrics.pop("folds", None)
         if per_fold:
             record.setdefault("extra_metrics", {})[f"{cell.split}_1k"] = fold_mean(per_fold)
         return metrics
+
+    score: Any  # score(objective=None, last=False) -> the metrics block of the test split
+    if task == "itr":
+        test_feats = feats(test)
+        # COCO: the 5K test also reports the 1K protocol, the mean over five folds of 1,000 consecutive images.
+        folds = None
+        if dspec.get("format", cell.dataset) == "coco" and test.n_images == 5000:
+            folds = [np.arange(k * 1000, (k + 1) * 1000) for k in range(5)]
+
+        def score(objective: Any = None, *, last: bool = False) -> dict[str, Any]:
+            m = evaluate(adapter, test, cfg.eval, device=device, objective=objective, features=test_feats,
+                         folds=None if last else folds, progress=progress)  # fmt: skip
+            return m if last else finish(m)
+    else:
+        score = uni = UnimodalScorer(adapter, test, cfg.eval, device=device, frozen=freeze, cache_dir=cache,
+                                     num_workers=tcfg.num_workers, progress=progress)  # fmt: skip
 
     record: dict[str, Any] = {
         "schema": SCHEMA,
@@ -234,14 +251,12 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str
         "seed": cell.seed,
     }
     if not method.trains:
-        record["metrics"] = finish(
-            evaluate(adapter, test, cfg.eval, device=device, features=test_feats, folds=folds, progress=progress)
-        )
+        record["metrics"] = score()
         record.update(metrics_last=None, selected_epoch=None, history=[], trained_parts=[], frozen_backbone=True)
     else:
-        train = load_split(cell.dataset, dspec, "train", work_dir=work)
+        train = load_split(train_name, cfg.datasets[train_name], "train", work_dir=work)
         try:
-            val = load_split(cell.dataset, dspec, "val", work_dir=work)
+            val = load_split(train_name, cfg.datasets[train_name], "val", work_dir=work)
             val_source = "val"
         except SplitNotFoundError:
             train, val = holdout(train, tcfg.val_fraction)
@@ -271,22 +286,9 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str
             validate=validate,
             progress=progress,
         )
-        last = evaluate(
-            adapter, test, cfg.eval, device=device, objective=objective, features=test_feats, progress=progress
-        )
+        last = score(objective, last=True)
         load_state(adapter, objective, result.best_state or result.last_state, freeze)
-        record["metrics"] = finish(
-            evaluate(
-                adapter,
-                test,
-                cfg.eval,
-                device=device,
-                objective=objective,
-                features=test_feats,
-                folds=folds,
-                progress=progress,
-            )
-        )
+        record["metrics"] = score(objective)
         record.update(
             metrics_last=last,
             selected_epoch=result.selected_epoch,
@@ -297,6 +299,8 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str
             method_settings=objective.describe() if hasattr(objective, "describe") else {},
             frozen_backbone=freeze,
         )
+    if task != "itr":  # which embedding was scored (uni heads, joint, towers) and what the model was trained on
+        record.update(task=task, embedding=uni.embedding, train_dataset=train_name if method.trains else None)
     record.update(
         config=snapshot,
         config_hash=config_hash(snapshot),

@@ -14,6 +14,8 @@ Conventions shared by every format:
   of the table have a value there.
 * A record whose ``status`` is ``"unavailable"`` or ``"failed"`` becomes a row of ``–`` explained by its ``reason``
   (a Note column in Markdown, a footnote in LaTeX, a ``note`` column in CSV).
+* Uni-modal records (image retrieval, STS) add columns to the ITR rows of their model and method, per uni-modal
+  dataset (see :mod:`bench.unimodal_tables`); a row without that dataset shows ``–``.
 
 The LaTeX fragment needs only ``\\usepackage{booktabs}``; ``standalone=True`` adds a preamble (article, geometry,
 booktabs) that compiles with pdflatex.
@@ -34,6 +36,15 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.errors import BenchError, UnknownNameError
+from bench.unimodal_tables import (
+    UniColumn,
+    is_unimodal,
+    orphan_cells,
+    train_dataset_of,
+    uni_column,
+    unimodal_columns,
+    unimodal_rows,
+)
 
 __all__ = ["FORMATS", "TableError", "UnknownFormatError", "collect", "plot_recall_at_k", "render"]
 
@@ -140,7 +151,7 @@ def _aggregate(key: tuple[str, str, str, str], recs: list[Mapping[str, Any]]) ->
     bad = [r for r in recs if r.get("status") in PROBLEM_STATUSES]
     ok = [r for r in recs if r.get("status") not in PROBLEM_STATUSES]
     row: dict[str, Any] = dict(zip(_KEY_COLUMNS, key, strict=True))
-    row["status"] = "ok" if ok else str(bad[0]["status"])
+    row["status"] = "ok" if ok or not bad else str(bad[0]["status"])  # no records: a row of uni-modal columns only
     row["seeds"] = len(ok)
     parsed = [_record_values(r) for r in ok]
     for col in _METRIC_COLUMNS:
@@ -176,14 +187,23 @@ def collect(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         the problem status), ``seeds`` (successful seeds), each metric (``i2t_r1`` ... ``rsum`` ... ``i2i_r10``) as
         the mean over seeds with a ``<metric>_std`` sample std (NaN for one seed), boolean ``<group>_na`` columns
         (the group is null, i.e. n/a, in every seed) and ``note`` (why a seed or the whole cell is missing). Rows
-        follow first appearance of dataset/split, then model, then method, with ``zeroshot`` first.
+        follow first appearance of dataset/split, then model, then method, with ``zeroshot`` first. Uni-modal
+        records add ``uni|<task>|<dataset>|<metric>`` columns (and ``_std``) to the rows they join.
 
     Raises:
         TableError: A record lacks one of its cell keys.
     """
     cells: dict[tuple[str, str, str, str], list[Mapping[str, Any]]] = {}
+    uni: list[Mapping[str, Any]] = []
     for rec in records:
-        cells.setdefault(_cell_key(rec), []).append(rec)
+        if is_unimodal(rec):
+            _cell_key(rec)
+            uni.append(rec)
+        else:
+            cells.setdefault(_cell_key(rec), []).append(rec)
+    uni_rows, uni_cols = unimodal_rows(uni)
+    for key in orphan_cells(uni_rows, list(cells)):
+        cells.setdefault(key, [])
     # Insertion order of `cells` is first appearance, so the ranks below are too.
     group_rank: dict[tuple[str, ...], int] = {}
     model_rank: dict[tuple[str, ...], int] = {}
@@ -197,7 +217,19 @@ def collect(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         return group_rank[c[:2]], model_rank[c[:3]], c[3] != ZEROSHOT, method_rank[(c[0], c[1], c[3])]
 
     rows = [_aggregate(key, cells[key]) for key in sorted(cells, key=rank)]
-    return pd.DataFrame(rows, columns=_frame_columns()).astype({"seeds": int})
+    df = pd.DataFrame(rows, columns=_frame_columns()).astype({"seeds": int})
+    return unimodal_columns(df, uni_cols, uni_rows) if uni_cols else df
+
+
+def _uni_columns(df: pd.DataFrame, *, shown_only: bool) -> list[UniColumn]:
+    """The uni-modal columns of ``df`` that hold a number (and are shown in Markdown/LaTeX, with ``shown_only``)."""
+    out = []
+    for name in df.columns:
+        if name.startswith("uni|") and not name.endswith("_std"):
+            col = uni_column(name)
+            if (col.shown or not shown_only) and df[name].notna().any():
+                out.append(col)
+    return out
 
 
 def _with_delta(df: pd.DataFrame, baseline: str) -> pd.DataFrame:
@@ -293,6 +325,15 @@ class _Table:
     notes: list[str]
     any_na: bool
     any_bold: bool
+    uni: list[UniColumn]
+
+
+def _number(r: pd.Series, col: str, bold: bool, style: _Style) -> str:
+    text = f"{r[col]:.1f}"
+    text = style.bold(text) if bold else text
+    if not pd.isna(r[f"{col}_std"]):
+        text += style.std(f"{r[f'{col}_std']:.1f}")
+    return text
 
 
 def _format_table(sub: pd.DataFrame, style: _Style, *, delta: bool) -> _Table:
@@ -300,7 +341,9 @@ def _format_table(sub: pd.DataFrame, style: _Style, *, delta: bool) -> _Table:
     show_seeds = bool((sub["seeds"] > 1).any())
     # A ΔRSUM column with no number (no baseline run on this dataset) would only be noise.
     show_delta = delta and "rsum" in groups and bool(sub["delta_rsum"].notna().any())
-    best = {c: _best_rows(sub.loc[sub["status"] == "ok", c]) for g in groups for c in _group_columns(g)}
+    uni = _uni_columns(sub, shown_only=True)
+    cols = [c for g in groups for c in _group_columns(g)] + [c.name for c in uni]
+    best = {c: _best_rows(sub.loc[sub["status"] == "ok", c]) for c in cols}
 
     headers = ["Model", "Method", *(["Seeds"] if show_seeds else [])]
     for group, md_label, _, ks in _GROUPS:
@@ -309,6 +352,7 @@ def _format_table(sub: pd.DataFrame, style: _Style, *, delta: bool) -> _Table:
         headers += [f"{md_label} {_K_LABEL[k]}" for k in ks] or [md_label]
         if group == "rsum" and show_delta:
             headers.append("ΔRSUM")
+    headers += [f"{c.dataset} {c.label}" for c in uni]
 
     rows: list[list[str]] = []
     any_na = False
@@ -327,13 +371,12 @@ def _format_table(sub: pd.DataFrame, style: _Style, *, delta: bool) -> _Table:
                 elif pd.isna(r[c]):
                     cells.append(style.dash)
                 else:
-                    text = f"{r[c]:.1f}"
-                    text = style.bold(text) if idx in best[c] else text
-                    if not pd.isna(r[f"{c}_std"]):
-                        text += style.std(f"{r[f'{c}_std']:.1f}")
-                    cells.append(text)
+                    cells.append(_number(r, c, idx in best[c], style))
             if group == "rsum" and show_delta:
                 cells.append(_format_delta(r["delta_rsum"], style))
+        for c in uni:
+            missing = problem or pd.isna(r[c.name])
+            cells.append(style.dash if missing else _number(r, c.name, idx in best[c.name], style))
         rows.append(cells)
     return _Table(
         dataset=str(sub["dataset"].iloc[0]),
@@ -347,6 +390,7 @@ def _format_table(sub: pd.DataFrame, style: _Style, *, delta: bool) -> _Table:
         notes=[str(n) for n in sub["note"]],
         any_na=any_na,
         any_bold=any(best.values()),
+        uni=uni,
     )
 
 
@@ -394,6 +438,16 @@ def _render_csv(df: pd.DataFrame) -> str:
         if group == "rsum" and "delta_rsum" in out:
             out["delta_rsum"] = out["delta_rsum"].round(6)
             keep.append("delta_rsum")
+    for col in _uni_columns(df, shown_only=False):
+        # Uni-modal columns are named <dataset>_<metric> in CSV (e.g. cub_r1, stsb_rho_mean, stsb_rho_sts-test).
+        name = (
+            f"{col.dataset}_{col.name.rsplit('|', 1)[1]}"
+            if col.task != "sts"
+            else f"{col.dataset}_rho_" + (col.name.rsplit("|", 1)[1])
+        )
+        out[name] = out[col.name].round(6)
+        out[f"{name}_std"] = out[f"{col.name}_std"].round(6)
+        keep += [name, f"{name}_std"]
     return out[[*keep, "note"]].to_csv(index=False, lineterminator="\n")
 
 
@@ -426,6 +480,13 @@ def _latex_table(t: _Table) -> str:
             top.append("")
             bottom.append(r"$\Delta$RSUM")
             col += 1
+    for dataset in dict.fromkeys(c.dataset for c in t.uni):
+        subs = [c.tex for c in t.uni if c.dataset == dataset]
+        spec += "r" * len(subs)
+        top.append(rf"\multicolumn{{{len(subs)}}}{{c}}{{{_latex_escape(dataset)}}}")
+        rules.append(rf"\cmidrule(lr){{{col}-{col + len(subs) - 1}}}")
+        bottom += subs
+        col += len(subs)
 
     marks: dict[str, str] = {}  # note -> footnote letter, so equal reasons share one footnote
     body = []
@@ -443,6 +504,7 @@ def _latex_table(t: _Table) -> str:
         + (r", mean $\pm$ sample std over seeds" if t.show_seeds else "")
         + ("; best per column in bold" if t.any_bold else "")
         + ("; n/a: the model has no joint image-text space" if t.any_na else "")
+        + (r"; uni-modal sets: image retrieval R@1 and mAP@R, STS Spearman $\rho\times100$" if t.uni else "")
         + "."
     )
     label = "tab:itr-" + _LATEX_LABEL_RE.sub("-", f"{t.dataset}-{t.split}").strip("-").lower()
@@ -513,9 +575,12 @@ def render(
     records = list(records)
     if dataset is not None:
         known = sorted({str(r.get("dataset")) for r in records})
-        records = [r for r in records if str(r.get("dataset")) == dataset]
-        if not records:
+        matched = [r for r in records if str(r.get("dataset")) == dataset]
+        if not matched:
             raise TableError(f"no records for dataset {dataset!r}; datasets present: {', '.join(known) or '(none)'}")
+        if not any(is_unimodal(r) for r in matched):  # an ITR table keeps the uni-modal columns of its rows
+            matched += [r for r in records if is_unimodal(r) and train_dataset_of(r) in (dataset, None)]
+        records = matched
     if not records:
         raise TableError("no records to tabulate")
     if standalone and fmt != "latex":
