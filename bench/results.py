@@ -23,7 +23,22 @@ A cell is (model, dataset, split, method, seed). Its file lives at
       "created": "2026-11-27T02:00:00+00:00"
     }
 
-All recall values are in percent.
+A uni-modal cell (an eval-only image-retrieval or STS dataset, see :mod:`bench.unimodal`) has the same layout with
+other metric blocks and three more keys::
+
+    {
+      ...,
+      "task": "image_retrieval" | "sts",
+      "embedding": "uni_heads" | "joint" | "towers",   # what was scored: a method's uni heads, the joint space,
+                                                       # or the towers' own features (no joint space)
+      "train_dataset": "coco" | null,   # the ITR dataset a trained method fine-tuned on (the table's train_on)
+      "metrics": {"i2i": {"r1": .., "r2": .., "r4": .., "r8": .., "map_at_r": .., "r_precision": ..,
+                          "n_queries": 5924}},           # image retrieval, the query itself excluded
+               | {"sts": {"sts-test": 76.2, "mean": 76.2}}   # STS: Spearman x 100 per file and their mean
+    }
+
+Its ``config`` also holds ``train_dataset`` (that dataset's table) for trained methods. All recall values, mAP@R and
+Spearman coefficients are in percent.
 """
 
 from __future__ import annotations

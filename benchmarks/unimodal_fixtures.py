@@ -10,11 +10,14 @@ No uni-modal benchmark can be downloaded here, so this writes stand-ins that the
 * STS sets (STS-B ``sts-{dev,test}.csv``, SICK-R ``SICK.txt``, plain TSV) from :data:`PAIRS`, sentence pairs written by
   hand with gold scores on the STS 0-5 scale.
 
-Class ids follow each set's retrieval split: the first ``n_train_classes`` classes get the train ids (CUB 1.., Cars
-1..) and the rest the test ids (CUB 101.., Cars 99..), so the loaders' split rules are exercised as published.
+Class ids follow each set's retrieval split: the ``n_train_classes`` smallest classes get the train ids (CUB 1..,
+Cars 1..) and the rest the test ids (CUB 101.., Cars 99..), so the loaders' split rules are exercised as published.
 
     python benchmarks/unimodal_fixtures.py [--coco ../shared/data/coco-sample] [--out work_dir/unimodal]
-        [--max-per-class 12]
+        [--splits test] [--min-per-class 3] [--max-per-class N]
+
+The command line uses only the photos of coco-sample's ``test.json`` by default, so a model fine-tuned on its
+``train.json`` (``configs/unimodal.toml``) is scored on photos it never saw.
 """
 
 from __future__ import annotations
@@ -101,18 +104,25 @@ PAIRS: list[tuple[str, str, float]] = [
 SICK_SETS = ("TRAIN", "TRIAL", "TEST")
 
 
-def coco_classes(coco: Path = COCO, max_per_class: int | None = None, min_per_class: int = 4) -> dict[str, list[Path]]:
+def coco_classes(
+    coco: Path = COCO,
+    max_per_class: int | None = None,
+    min_per_class: int = 4,
+    splits: tuple[str, ...] = ("train", "test"),
+) -> dict[str, list[Path]]:
     """Photos of coco-sample grouped by the one COCO object at least 3 of their captions name.
 
     Args:
         coco: The coco-sample folder.
         max_per_class: Keep at most this many photos per class (the first by file name).
         min_per_class: Drop classes with fewer photos.
+        splits: The coco-sample files whose photos to use (``("test",)`` keeps them apart from the train photos a
+            model may be fine-tuned on).
 
     Returns:
         Class name -> photo paths, classes largest first (then by name), photos sorted by name.
     """
-    rows = json.loads((coco / "train.json").read_text()) + json.loads((coco / "test.json").read_text())
+    rows = [r for s in splits for r in json.loads((coco / f"{s}.json").read_text())]
     captions: dict[str, list[str]] = defaultdict(list)
     for r in rows:
         captions[r["image_path"]].append(r["caption"].lower())
@@ -141,8 +151,9 @@ def _link(src: Path, dst: Path) -> None:
 
 
 def _split_classes(classes: dict[str, list[Path]], n_train: int) -> tuple[list[str], list[str]]:
+    # The smallest classes train, so the test split keeps the larger ones.
     names = list(classes)
-    return names[:n_train], names[n_train:]
+    return names[len(names) - n_train :], names[: len(names) - n_train]
 
 
 def build_cub(root: Path, classes: dict[str, list[Path]], n_train_classes: int = 2) -> Path:
@@ -285,11 +296,8 @@ def build_sts_tsv(root: Path, pairs: list[tuple[str, str, float]] = PAIRS) -> Pa
     return root
 
 
-def build_all(
-    out: Path, coco: Path = COCO, *, max_per_class: int | None = None, n_train_classes: int = 2
-) -> dict[str, Path]:
+def build_all(out: Path, classes: dict[str, list[Path]], *, n_train_classes: int = 2) -> dict[str, Path]:
     """Every fixture under ``out``; returns dataset name -> root (the keys match ``configs/unimodal.toml``)."""
-    classes = coco_classes(coco, max_per_class)
     return {
         "cub": build_cub(out / "CUB_200_2011", classes, n_train_classes),
         "cars196": build_cars196(out / "cars196", classes, n_train_classes, mat=_has_scipy()),
@@ -313,12 +321,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--coco", type=Path, default=COCO, help="the coco-sample folder")
     parser.add_argument("--out", type=Path, default=Path("work_dir/unimodal"), help="where to write the fixtures")
+    parser.add_argument("--splits", default="test", help="coco-sample files to take photos from (default: test)")
+    parser.add_argument("--min-per-class", type=int, default=3, help="drop classes with fewer photos")
     parser.add_argument("--max-per-class", type=int, default=None, help="photos per class (default: all)")
     args = parser.parse_args()
     if not (args.coco / "train.json").is_file():
         raise SystemExit(f"{args.coco}: coco-sample not found (pass --coco)")
-    roots = build_all(args.out, args.coco, max_per_class=args.max_per_class)
-    classes = coco_classes(args.coco, args.max_per_class)
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    classes = coco_classes(args.coco, args.max_per_class, args.min_per_class, splits)
+    roots = build_all(args.out, classes)
     print(f"{sum(len(v) for v in classes.values())} photos in {len(classes)} classes: "
           + ", ".join(f"{c} {len(v)}" for c, v in classes.items()))  # fmt: skip
     for name, root in roots.items():

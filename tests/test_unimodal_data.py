@@ -86,7 +86,7 @@ def test_cars196_reads_classes_99_to_196_as_test(tmp_path: Path, classes: dict[s
     fx.build_cars196(tmp_path, classes, n_train_classes=2, mat=mat)
     test = _load("cars196", tmp_path)
     assert sorted(set(test.labels.tolist())) == [99, 100, 101, 102] and test.n_images == 16
-    assert test.image_ids[0] == "car_ims/000009.jpg"
+    assert test.image_ids[0] == "car_ims/000001.jpg"
     assert sorted(set(_load("cars196", tmp_path, "train").labels.tolist())) == [1, 2]
 
 
@@ -94,7 +94,7 @@ def test_cars196_reads_classes_99_to_196_as_test(tmp_path: Path, classes: dict[s
 def test_sop_reads_ebay_test(tmp_path: Path, classes: dict[str, list[Path]]) -> None:
     fx.build_sop(tmp_path / "Stanford_Online_Products", classes, n_train_classes=2)
     test = _load("sop", tmp_path / "Stanford_Online_Products")
-    assert test.n_images == 16 and sorted(set(test.labels.tolist())) == [3, 4, 5, 6]
+    assert test.n_images == 16 and sorted(set(test.labels.tolist())) == [1, 2, 3, 4]
     assert _load("sop", tmp_path, "train").n_images == 8  # the parent folder works too
 
 
