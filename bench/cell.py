@@ -22,6 +22,7 @@ import bench
 from bench.config import BenchConfig, TrainConfig, _build_section
 from bench.data import load_split
 from bench.data.base import RetrievalSplit
+from bench.distributed import current as current_dist
 from bench.errors import ConfigError, SplitNotFoundError, UnknownNameError
 from bench.evaluate import evaluate, fold_mean, metric_value
 from bench.features import cached_features
@@ -181,8 +182,13 @@ def _device_name(device: torch.device) -> str:
     return f"cpu:{platform.machine()}x{os.cpu_count()} threads={torch.get_num_threads()}"
 
 
-def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Run one cell and return its result record (not yet written)."""
+def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True, checkpoint: Path | None = None) -> dict[str, Any]:
+    """Run one cell and return its result record (not yet written).
+
+    ``checkpoint`` is where training saves its state after each epoch and resumes from (see :func:`bench.train.fit`).
+    Under ``torch.distributed`` every rank trains; only rank 0 evaluates on the test split and returns a record
+    with ``status`` ``"ok"`` (the others return ``status`` ``"worker"``, not to be written).
+    """
     t0 = time.perf_counter()
     snapshot = cell_config(cfg, cell)
     tcfg = train_config(cfg, cell.model)
@@ -285,13 +291,17 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> dict[str
             train_features=train_feats,
             validate=validate,
             progress=progress,
+            checkpoint=checkpoint,
         )
+        if not current_dist().is_main:
+            return {**record, "status": "worker"}
         last = score(objective, last=True)
         load_state(adapter, objective, result.best_state or result.last_state, freeze)
         record["metrics"] = score(objective)
         record.update(
             metrics_last=last,
             selected_epoch=result.selected_epoch,
+            resumed_from_epoch=result.resumed_from_epoch,
             selected_on=val_source,
             select_metric=tcfg.select_metric,
             history=result.history,

@@ -22,6 +22,7 @@ __all__ = [
     "BenchConfig",
     "EvalConfig",
     "GridConfig",
+    "LauncherConfig",
     "PathsConfig",
     "TeachersConfig",
     "TrainConfig",
@@ -96,6 +97,29 @@ class TeachersConfig:
 
 
 @dataclass(frozen=True)
+class LauncherConfig:
+    """Where grid cells run: ``local`` (this process), ``debug`` (submitit, in process) or ``slurm`` (job array).
+
+    The other keys are SLURM resources of each cell's job (submitit ``AutoExecutor`` parameters).
+    """
+
+    name: str = "local"  # "local", "debug" or "slurm"
+    folder: str = ""  # submitit job files and logs ("" = <work_dir>/jobs)
+    partition: str = ""  # sbatch --partition ("" = the cluster's default)
+    gpus_per_node: int = 0  # GPUs per cell; more than one trains data-parallel, one task per GPU
+    cpus_per_task: int = 2  # sbatch --cpus-per-task
+    mem_gb: float = 16.0  # memory per node in GB
+    timeout_min: int = 240  # wall time per job; a job that reaches it checkpoints and is requeued
+    max_requeues: int = 3  # requeues after timeout before a job fails (preemptions do not count)
+    array_parallelism: int = 64  # cells of one array running at once
+    account: str = ""  # sbatch --account
+    qos: str = ""  # sbatch --qos
+    constraint: str = ""  # sbatch --constraint
+    setup: list[str] = field(default_factory=list)  # shell lines run before each job ("module load cuda", ...)
+    sbatch: dict[str, Any] = field(default_factory=dict)  # any further sbatch options, e.g. {exclusive = true}
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     """The whole configuration."""
 
@@ -104,6 +128,7 @@ class BenchConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     teachers: TeachersConfig = field(default_factory=TeachersConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> {"adapter": family, **build options}
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> {"format": ..., **loader options}
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # method name -> options
@@ -122,6 +147,7 @@ _SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "eval": EvalConfig,
     "teachers": TeachersConfig,
+    "launcher": LauncherConfig,
 }
 _FREE_TABLES = ("models", "datasets", "methods")
 
@@ -135,6 +161,10 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         (item,) = typing.get_args(tp)
         return [_check_type(v, item, where) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return dict(value)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             try:

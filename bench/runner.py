@@ -10,15 +10,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from bench.cell import Cell, cell_config, model_spec, run_cell
+from bench.cell import Cell, cell_config, model_spec
 from bench.config import BenchConfig
 from bench.data import format_options
-from bench.errors import BenchError, ConfigError, UnknownNameError, WeightsUnavailableError
+from bench.errors import ConfigError, UnknownNameError
+from bench.execute import Outcome, execute_cell
 from bench.methods import get_method
 from bench.registry import adapter_options
-from bench.results import SCHEMA, cell_path, config_hash, read_record, write_record
 
 __all__ = ["GridReport", "expand_grid", "run_grid"]
 
@@ -34,6 +33,18 @@ class GridReport:
     unavailable: list[tuple[Cell, str]] = field(default_factory=list)
     failed: list[tuple[Cell, str]] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
+
+    def add(self, out: Outcome) -> None:
+        """File one cell's outcome."""
+        self.paths.append(out.path)
+        if out.status == "ran":
+            self.ran.append(out.cell)
+        elif out.status == "skipped":
+            self.skipped.append(out.cell)
+        elif out.status == "unavailable":
+            self.unavailable.append((out.cell, out.reason))
+        elif out.status == "failed":
+            self.failed.append((out.cell, out.reason))
 
     @property
     def ok(self) -> bool:
@@ -106,62 +117,15 @@ def _check_dataset(cfg: BenchConfig, dataset: str) -> None:
             raise ConfigError(f"{cfg.source}: [datasets.{dataset}] unknown key {key!r}; valid keys: {', '.join(valid)}")
 
 
-def _is_done(path: Path, expected_hash: str) -> bool:
-    if not path.is_file():
-        return False
-    try:
-        rec = read_record(path)
-    except (OSError, ValueError):
-        return False
-    return rec.get("status") == "ok" and rec.get("config_hash") == expected_hash
-
-
 def run_grid(cfg: BenchConfig, cells: list[Cell], *, force: bool = False, progress: bool = True) -> GridReport:
-    """Run ``cells`` in this process and write each result; returns what ran, what was skipped, what failed."""
+    """Run ``cells`` in this process, one after another, and write each result (the ``local`` launcher)."""
     report = GridReport()
-    results = Path(cfg.paths.results_dir)
     for i, cell in enumerate(cells, 1):
-        path = cell_path(results, cell.model, cell.dataset, cell.split, cell.method, cell.seed)
-        report.paths.append(path)
-        snapshot = cell_config(cfg, cell)
-        if not force and _is_done(path, config_hash(snapshot)):
-            log.info("[%d/%d] %s: done, skipped (%s)", i, len(cells), cell.label, path)
-            report.skipped.append(cell)
-            continue
-        log.info("[%d/%d] %s: running", i, len(cells), cell.label)
-        try:
-            record = run_cell(cell, cfg, progress=progress)
-        except WeightsUnavailableError as e:
-            log.warning("%s: %s", cell.label, e)
-            write_record(path, _status_record(cell, snapshot, "unavailable", str(e)))
-            report.unavailable.append((cell, str(e)))
-            continue
-        except BenchError as e:
-            log.error("%s: %s", cell.label, e)
-            report.failed.append((cell, str(e)))
-            continue
-        except Exception as e:  # one broken cell must not lose the rest of the grid
-            log.exception("%s failed", cell.label)
-            report.failed.append((cell, f"{type(e).__name__}: {e}"))
-            continue
-        write_record(path, record)
-        report.ran.append(cell)
-        log.info("[%d/%d] %s: wrote %s (%.1f s)", i, len(cells), cell.label, path, record["wall_time_s"])
+        log.info("[%d/%d] %s", i, len(cells), cell.label)
+        out = execute_cell(cfg, cell, force=force, progress=progress)
+        report.add(out)
+        if out.status == "skipped":
+            log.info("[%d/%d] %s: done, skipped (%s)", i, len(cells), cell.label, out.path)
+        elif out.status == "ran":
+            log.info("[%d/%d] %s: wrote %s (%.1f s)", i, len(cells), cell.label, out.path, out.wall_time_s)
     return report
-
-
-def _status_record(cell: Cell, snapshot: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA,
-        "status": status,
-        "reason": reason,
-        "model": cell.model,
-        "adapter": snapshot["model"].get("adapter"),
-        "dataset": cell.dataset,
-        "split": cell.split,
-        "method": cell.method,
-        "seed": cell.seed,
-        "metrics": None,
-        "config": snapshot,
-        "config_hash": config_hash(snapshot),
-    }

@@ -1,5 +1,10 @@
 """Fine-tuning loop: AdamW, warm-up + cosine schedule, gradient accumulation, AMP on GPU, selection on val.
 
+With a ``checkpoint`` path the loop saves its whole state after every epoch (trainable weights, objective, optimizer,
+scheduler, epoch, NumPy/torch RNG states, history, best state so far) and resumes from it when the file exists, so a
+preempted or requeued job ends with the same weights and metrics as an uninterrupted run; at most the epoch in
+flight is repeated. Under ``torch.distributed`` the same loop trains data-parallel (:mod:`bench.distributed`).
+
 Two data paths share one loop. With a frozen backbone the batches are rows of the cached stage-1 features and only the
 heads run (minutes on a CPU); otherwise images and captions go through the whole adapter. A batch is a draw of
 captions; each brings its image, so an image can appear twice and the losses treat same-image pairs as positives.
@@ -9,9 +14,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,11 +28,12 @@ from tqdm.auto import tqdm
 
 from bench.config import TrainConfig
 from bench.data.base import RetrievalSplit
+from bench.distributed import DistEnv, current, gather_rows, reduce_grads, shard
 from bench.errors import ConfigError
 from bench.features import FeatureSet, _to, iter_image_batches
 from bench.methods import Objective
 
-__all__ = ["FitResult", "fit", "seed_everything"]
+__all__ = ["FitResult", "fit", "load_state", "seed_everything"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,7 @@ class FitResult:
     best_val: float = float("-inf")
     best_state: dict[str, Any] | None = None  # trainable module + objective at the selected epoch (CPU copies)
     last_state: dict[str, Any] | None = None  # the same after the last epoch
+    resumed_from_epoch: int = 0  # epochs restored from a checkpoint (0: trained from scratch)
 
 
 def _cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -66,8 +75,9 @@ def _feature_batches(
 ) -> Iterator[tuple[dict, dict, torch.Tensor, torch.Tensor]]:
     img_feats, txt_feats = feats
     c2i = torch.from_numpy(split.caption_to_image)
+    env = current()
     for s in range(0, len(order), batch_size):
-        caps = torch.from_numpy(order[s : s + batch_size])
+        caps = torch.from_numpy(shard(order[s : s + batch_size], env))
         imgs = c2i[caps]
         yield (
             _to({k: v[imgs] for k, v in img_feats.items()}, device, torch.float32),
@@ -89,21 +99,26 @@ def fit(
     train_features: tuple[FeatureSet, FeatureSet] | None,
     validate: Callable[[], float],
     progress: bool = True,
+    checkpoint: Path | None = None,
 ) -> FitResult:
     """Train ``adapter``'s trainable module and ``objective`` on ``train``; keep the state best on ``validate()``.
 
     On return the adapter and objective still hold the last epoch's weights; ``FitResult.best_state`` holds the
-    selected (best-on-val) ones, for :func:`load_state`.
+    selected (best-on-val) ones, for :func:`load_state`. With ``checkpoint``, the state after each epoch is saved
+    there (by rank 0) and a run that finds the file resumes after its epoch.
 
     Raises:
         ConfigError: nothing is trainable (e.g. frozen CLIP towers with no head).
     """
+    env = current()
     module = adapter.trainable_module(freeze_backbone)
-    params = [p for p in list(module.parameters()) + list(objective.parameters()) if p.requires_grad]
-    if not any(p.requires_grad for p in module.parameters()):
+    module_params = [p for p in module.parameters() if p.requires_grad]
+    objective_params = [p for p in objective.parameters() if p.requires_grad]
+    params = module_params + objective_params
+    if not params:  # a frozen adapter still trains when the method brings heads (CUSA's cross/uni heads)
         raise ConfigError(
-            f"adapter {adapter.name!r} has nothing to train with train.freeze_backbone={freeze_backbone}; "
-            "set train.freeze_backbone=false or give the adapter a trainable head"
+            f"adapter {adapter.name!r} has nothing to train with train.freeze_backbone={freeze_backbone} and "
+            "method adds no heads; set train.freeze_backbone=false or give the adapter a trainable head"
         )
     if freeze_backbone:
         for p in adapter.backbone.parameters():
@@ -119,8 +134,12 @@ def fit(
     use_amp = cfg.amp and device.type == "cuda"
     rng = np.random.default_rng(seed)
     result = FitResult(selected_epoch=0)
+    first = 1
+    if checkpoint is not None and Path(checkpoint).is_file():
+        first = _restore(Path(checkpoint), module, objective, opt, sched, rng, result) + 1
+        log.info("resuming %s after epoch %d of %d", checkpoint, first - 1, cfg.epochs)
 
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(first, cfg.epochs + 1):
         t0 = time.perf_counter()
         adapter.train()
         if freeze_backbone:
@@ -134,7 +153,7 @@ def fit(
             batches,
             total=math.ceil(len(order) / cfg.batch_size),
             desc=f"epoch {epoch}/{cfg.epochs}",
-            disable=not progress,
+            disable=not progress or not env.is_main,
             leave=False,
         )
         for i, (img_in, txt_in, image_index, caption_index) in enumerate(bar):
@@ -143,15 +162,13 @@ def fit(
                     img_emb, txt_emb = adapter.embed_image(img_in), adapter.embed_text(txt_in)
                 else:
                     img_emb, txt_emb = adapter.encode_image(img_in), adapter.encode_text(txt_in)
-                terms = objective(
-                    {"image_emb": img_emb, "text_emb": txt_emb, "image_index": image_index,
-                     "caption_index": caption_index}
-                )  # fmt: skip
+                terms = objective(_global_batch(img_emb, txt_emb, image_index, caption_index, env))
             loss = sum(v for k, v in terms.items() if k.endswith("_loss"))  # other keys are logged, not optimised
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {epoch} batch {i}: loss is {loss.item()}")
             (loss / cfg.grad_accum).backward()
             if (i + 1) % cfg.grad_accum == 0 or (i + 1) * cfg.batch_size >= len(order):
+                reduce_grads(module_params, objective_params, env)
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
@@ -173,8 +190,78 @@ def fit(
         if val > result.best_val:
             result.best_val, result.selected_epoch = val, epoch
             result.best_state = _snapshot(module, objective)
+        if checkpoint is not None and env.is_main:
+            _save(Path(checkpoint), epoch, module, objective, opt, sched, rng, result)
     result.last_state = _snapshot(module, objective)
     return result
+
+
+def _global_batch(
+    img_emb: torch.Tensor, txt_emb: torch.Tensor, image_index: torch.Tensor, caption_index: torch.Tensor, env: DistEnv
+) -> dict[str, torch.Tensor]:
+    # Every rank sees the whole global batch; only its own rows carry gradient (see bench.distributed).
+    return {
+        "image_emb": gather_rows(img_emb, env),
+        "text_emb": gather_rows(txt_emb, env),
+        "image_index": gather_rows(image_index, env),
+        "caption_index": gather_rows(caption_index, env),
+    }
+
+
+def _save(
+    path: Path,
+    epoch: int,
+    module: nn.Module,
+    objective: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    rng: np.random.Generator,
+    result: FitResult,
+) -> None:
+    state = {
+        "epoch": epoch,
+        "module": module.state_dict(),
+        "objective": objective.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "numpy_rng": rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "history": result.history,
+        "best_val": result.best_val,
+        "selected_epoch": result.selected_epoch,
+        "best_state": result.best_state,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a job killed mid-save leaves the previous checkpoint intact
+
+
+def _restore(
+    path: Path,
+    module: nn.Module,
+    objective: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    rng: np.random.Generator,
+    result: FitResult,
+) -> int:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    module.load_state_dict(state["module"])
+    objective.load_state_dict(state["objective"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    rng.bit_generator.state = state["numpy_rng"]
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    result.history = list(state["history"])
+    result.best_val = float(state["best_val"])
+    result.selected_epoch = int(state["selected_epoch"])
+    result.best_state = state["best_state"]
+    result.resumed_from_epoch = int(state["epoch"])
+    return result.resumed_from_epoch
 
 
 def _snapshot(module: nn.Module, objective: nn.Module) -> dict[str, Any]:
@@ -205,8 +292,9 @@ def _batches(
         return
     caps = list(train.captions)
     transform = adapter.image_transform()
+    env = current()
     for s in range(0, len(order), cfg.batch_size):
-        idx = order[s : s + cfg.batch_size]
+        idx = shard(order[s : s + cfg.batch_size], env)
         img_rows = train.caption_to_image[idx]
         images = torch.cat(list(iter_image_batches(train, transform, len(idx), cfg.num_workers, rows=img_rows)))
         tokens = _to(adapter.tokenize([caps[j] for j in idx]), device)
