@@ -1,4 +1,4 @@
-"""The ``bench`` command: ``list``, ``run``, ``table`` and ``score``.
+"""The ``bench`` command: ``list``, ``run``, ``status``, ``table`` and ``score``.
 
 ``main(argv)`` is a plain function, so tests call it as ``main(["run", ...])``. Errors from user input print one line
 (``bench: error: ...``) and exit 2; a grid with failed cells exits 1 after writing every cell that finished.
@@ -70,13 +70,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Run a grid locally and print its table."""
-    from bench.results import read_record
-    from bench.runner import expand_grid, run_grid
-    from bench.tables import render
+def _grid(args: argparse.Namespace, cfg):  # -> list[Cell]
+    from bench.runner import expand_grid
 
-    cfg = _load(args)
     cells = expand_grid(
         cfg,
         models=_csv(args.models) if args.models else None,
@@ -89,7 +85,23 @@ def cmd_run(args: argparse.Namespace) -> int:
             "the grid has no cells: no model runs any of the requested methods (see each model's "
             "'methods' key in the config)"
         )
+    return cells
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a grid (in this process, or through submitit) and print its table."""
+    from bench.launch import check_launcher
+
+    cfg = _load(args)
+    cells = _grid(args, cfg)
+    launcher = check_launcher(cfg, args.launcher)
     print(f"bench: {len(cells)} cell(s); results in {cfg.paths.results_dir}/runs", file=sys.stderr)
+    if launcher != "local":
+        return _run_submitit(args, cfg, cells, launcher)
+    from bench.results import read_record
+    from bench.runner import run_grid
+    from bench.tables import render
+
     report = run_grid(cfg, cells, force=args.force, progress=not args.quiet)
     records = [read_record(p) for p in report.paths if p.is_file()]
     if records and not args.no_table:
@@ -105,6 +117,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     nothing_ran = not report.ran and not report.skipped
     return 1 if report.failed or nothing_ran else 0
+
+
+def _run_submitit(args: argparse.Namespace, cfg, cells: list, launcher: str) -> int:
+    import dataclasses
+
+    from bench.launch import grid_status, submit_grid, wait_for
+
+    cfg = dataclasses.replace(cfg, launcher=dataclasses.replace(cfg.launcher, name=launcher))
+    sub = submit_grid(cfg, cells, force=args.force)
+    ids = sorted({str(j.job_id).split("_")[0] for _, j in sub.jobs})
+    print(
+        f"bench: submitted {len(sub.jobs)} cell(s) to {launcher} (job {', '.join(ids) or '-'}); "
+        f"{len(sub.done)} done, {len(sub.active)} already queued or running",
+        file=sys.stderr,
+    )
+    if not (args.wait or launcher == "debug"):
+        print("bench: `bench status` shows progress; `bench run` again submits only what is missing", file=sys.stderr)
+        return 0
+    wait_for(sub, progress=not args.quiet)
+    rows = grid_status(cfg, cells)
+    _print_status(rows)
+    return 0 if all(r.state in ("done", "unavailable") for r in rows) else 1
+
+
+def _print_status(rows: list) -> None:
+    from collections import Counter
+
+    from tabulate import tabulate
+
+    table = [(r.cell.model, r.cell.dataset, r.cell.method, r.cell.seed, r.state, r.job_id or "", r.detail)
+             for r in rows]  # fmt: skip
+    print(tabulate(table, headers=["model", "dataset", "method", "seed", "state", "job", "detail"]))
+    counts = Counter(r.state for r in rows)
+    print("bench: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), file=sys.stderr)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show every cell of a grid: done, queued, running, failed (log and last error line), cancelled, missing."""
+    from bench.launch import grid_status
+
+    cfg = _load(args)
+    rows = grid_status(cfg, _grid(args, cfg))
+    _print_status(rows)
+    return 0 if all(r.state in ("done", "unavailable") for r in rows) else 1
 
 
 def cmd_table(args: argparse.Namespace) -> int:
@@ -150,7 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run cells that already have a result")
     p.add_argument("--no-table", action="store_true", help="do not print the table at the end")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--launcher", choices=["local", "debug", "slurm"], help="where cells run (default: [launcher] name)")
+    p.add_argument("--wait", action="store_true", help="slurm: wait for the jobs, with a progress bar over cells")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="state of every cell of a grid (done, queued, running, failed, cancelled)")
+    _common(p)
+    p.add_argument("--models", help="comma-separated model ids, family:checkpoint, or 'all'")
+    p.add_argument("--datasets", help="comma-separated dataset ids, or 'all'")
+    p.add_argument("--methods", help="comma-separated methods")
+    p.add_argument("--seeds", help="comma-separated integer seeds")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("table", help="render stored results as a table")
     _common(p)

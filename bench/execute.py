@@ -2,7 +2,8 @@
 
 Whatever happens, the cell leaves one record file: ``ok`` with metrics, ``unavailable`` (weights cannot be had) or
 ``failed`` (the error, its last line and the job's log path), written atomically. A finished cell's training
-checkpoint is removed once its record is on disk; an interrupted one keeps it, and the next run resumes from it.
+checkpoint (``<results_dir>/checkpoints/...``) is removed once its record is on disk; an interrupted one keeps it,
+and the next run resumes from it.
 """
 
 from __future__ import annotations
@@ -41,9 +42,12 @@ def record_path(cfg: BenchConfig, cell: Cell) -> Path:
 
 
 def checkpoint_path(cfg: BenchConfig, cell: Cell, chash: str) -> Path:
-    """Where ``cell``'s training checkpoint lives; the config hash in the name keeps a changed config from resuming."""
+    """Where ``cell``'s training checkpoint lives while it runs: beside the results it will produce (two grids that
+    share a ``work_dir`` but not a results folder never resume from each other); the config hash in the name keeps a
+    changed config from resuming."""
     name = f"{safe_name(cell.method)}-seed{cell.seed}-{chash}.pt"
-    return Path(cfg.paths.work_dir) / "checkpoints" / safe_name(cell.model) / safe_name(cell.dataset) / name
+    parts = (safe_name(cell.model), safe_name(cell.dataset), safe_name(cell.split))
+    return Path(cfg.paths.results_dir).joinpath("checkpoints", *parts, name)
 
 
 def is_done(path: Path, expected_hash: str) -> bool:

@@ -181,8 +181,13 @@ def load_or_build(
         np.save(tmp / "features.npy", feats.astype(np.float16))
         (tmp / "index.json").write_text(json.dumps({"key": key, "ids": ids, "shape": list(feats.shape)}))
         if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not folder.exists():
+                raise
+            log.info("%s: written meanwhile by a concurrent job; using that copy", folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,154 @@
+"""End to end on a real SLURM cluster (``.ci/run`` starts a single-node one with ``.ci/slurm-local.sh``).
+
+A 6-cell grid runs as one job array: every result lands, a cell that raises is reported as failed with its error,
+a cancelled cell is reported as cancelled, and a job requeued mid-training (``scontrol requeue``) resumes from its
+epoch checkpoint and ends with the same metrics as an uninterrupted job of the same seed.
+
+Skipped unless ``sinfo`` answers (no cluster here); CI always has one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from tiny_grid import run_main, write_config
+
+from bench.cell import Cell, cell_config
+from bench.config import apply_overrides, load_config
+from bench.execute import checkpoint_path, record_path
+from bench.launch import cell_status
+from bench.results import config_hash, read_record
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # inherited by the jobs (sbatch --export=ALL)
+
+
+def _cluster_up() -> bool:
+    if not shutil.which("sinfo"):
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.skipif(not _cluster_up(), reason="no SLURM cluster answers `sinfo` (.ci/run starts one)"),
+]
+
+LAUNCHER = """
+[launcher]
+name = "slurm"
+cpus_per_task = 1
+mem_gb = 2
+timeout_min = 20
+"""
+
+
+def _config(root: Path, *, extra: str = "", results: str = "results") -> Path:
+    path = write_config(root / f"{results}.toml", results=root / results, work=root / "work")
+    path.write_text(path.read_text() + LAUNCHER + extra)
+    return path
+
+
+def _wait(cond, what: str, timeout: float = 300.0, poll: float = 0.5) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(poll)
+
+
+def _marker(cfg, cell: Cell) -> dict:
+    return json.loads(record_path(cfg, cell).with_suffix(".job").read_text())
+
+
+def _sacct_state(job_id: str) -> str:
+    out = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id], capture_output=True, text=True, timeout=30
+    ).stdout.split()
+    return out[0] if out else ""
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("slurm")
+
+
+def test_grid_runs_as_one_array_and_a_raising_cell_fails_alone(root: Path) -> None:
+    # 6 cells: vse_infty zeroshot + contrastive x 3 seeds, towers zeroshot, and a model whose backbone does not exist.
+    broken = '[models.broken]\nadapter = "vse_infty"\nimage_backbone = "no_such_timm_model"\nmethods = ["zeroshot"]\n'
+    config = _config(root, extra="\n" + broken)
+    argv = ["run", "--config", str(config), "--models", "vse_infty,towers,broken", "--seeds", "0,1,2", "-q"]
+    rc, out, err = run_main([*argv, "--launcher", "slurm", "--wait"])
+    assert rc == 1, err  # one failed cell
+    cfg = load_config(config)
+    cells = [Cell("vse_infty", "synthetic", "zeroshot", 0), Cell("towers", "synthetic", "zeroshot", 0)]
+    cells += [Cell("vse_infty", "synthetic", "contrastive", s) for s in (0, 1, 2)]
+    bad = Cell("broken", "synthetic", "zeroshot", 0)
+
+    array_ids = {_marker(cfg, c)["job_id"].split("_")[0] for c in [*cells, bad]}
+    assert len(array_ids) == 1, array_ids  # one sbatch: a job array of 6 elements
+    for c in cells:
+        rec = read_record(record_path(cfg, c))
+        assert rec["status"] == "ok" and rec["config_hash"] == config_hash(rec["config"]), c
+        assert cell_status(cfg, c).state == "done"
+    assert len({json.dumps(read_record(record_path(cfg, c))["metrics"]) for c in cells[2:]}) == 3  # seeds differ
+
+    st = cell_status(cfg, bad)
+    assert st.state == "failed", st
+    assert "no_such_timm_model" in st.detail and st.log and Path(st.log).is_file()
+    assert _sacct_state(_marker(cfg, bad)["job_id"]) == "FAILED"
+    assert "failed" in out and "no_such_timm_model" in out  # the status table printed by --wait
+
+    # Re-running submits nothing that is done; only the failed cell goes again (and fails again).
+    rc, _, err = run_main([*argv, "--launcher", "slurm"])
+    assert "submitted 1 cell(s)" in err and "5 done" in err, err
+
+
+def test_cancelled_cell_is_reported_as_cancelled(root: Path) -> None:
+    config = _config(root, results="cancel")
+    argv = ["run", "--config", str(config), "--models", "vse_infty", "--methods", "contrastive", "--seeds", "7"]
+    rc, _, err = run_main([*argv, "--set", "train.epochs=200", "-q", "--launcher", "slurm"])
+    assert rc == 0, err  # submitted, not waited for
+    cfg = load_config(config)
+    cell = Cell("vse_infty", "synthetic", "contrastive", 7)
+    job_id = _marker(cfg, cell)["job_id"]
+    subprocess.run(["scancel", job_id], check=True, timeout=30)
+    _wait(lambda: _sacct_state(job_id).startswith("CANCELLED"), "sacct to say CANCELLED")
+    st = cell_status(apply_overrides(cfg, ["train.epochs=200"]), cell)
+    assert st.state == "cancelled", st
+    rc, out, _ = run_main(["status", "--config", str(config), "--models", "vse_infty", "--methods", "contrastive",
+                           "--seeds", "7", "--set", "train.epochs=200"])  # fmt: skip
+    assert rc == 1 and "cancelled" in out
+
+
+def test_requeued_job_resumes_from_its_checkpoint_with_the_same_metrics(root: Path) -> None:
+    # Two jobs of the same cell, each with its own results folder: one is requeued mid-training, one is left alone.
+    epochs = ["--set", "train.epochs=6"]
+    cell = Cell("vse_infty", "synthetic", "contrastive", 3)
+    configs = {name: _config(root, results=name) for name in ("requeued", "uninterrupted")}
+    for config in configs.values():
+        argv = ["run", "--config", str(config), "--models", "vse_infty", "--methods", "contrastive", "--seeds", "3"]
+        rc, _, err = run_main([*argv, *epochs, "-q", "--launcher", "slurm"])
+        assert rc == 0, err
+    cfg = apply_overrides(load_config(configs["requeued"]), ["train.epochs=6"])
+    ckpt = checkpoint_path(cfg, cell, config_hash(cell_config(cfg, cell)))
+    _wait(ckpt.is_file, f"the first epoch checkpoint {ckpt}")
+    job_id = _marker(cfg, cell)["job_id"]
+    subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
+
+    other = apply_overrides(load_config(configs["uninterrupted"]), ["train.epochs=6"])
+    for c in (cfg, other):
+        _wait(lambda c=c: record_path(c, cell).is_file(), f"{record_path(c, cell)}", timeout=600)
+    requeued, clean = read_record(record_path(cfg, cell)), read_record(record_path(other, cell))
+    assert requeued["resumed_from_epoch"] >= 1, "the requeued job did not resume from its checkpoint"
+    assert clean["resumed_from_epoch"] == 0
+    assert requeued["metrics"] == clean["metrics"]
+    assert requeued["selected_epoch"] == clean["selected_epoch"]
+    assert not ckpt.exists()
