@@ -60,8 +60,9 @@ def init_from_env(device: torch.device) -> DistEnv:
     if world <= 1 or (dist.is_available() and dist.is_initialized()):
         return current()
     backend = "nccl" if device.type == "cuda" else "gloo"
-    if device.type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":  # one visible GPU per task (submitit's export narrows CUDA_VISIBLE_DEVICES), else by rank
+        n = torch.cuda.device_count()
+        torch.cuda.set_device(0 if n == 1 else int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
     return current()
 
