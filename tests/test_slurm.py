@@ -49,6 +49,7 @@ pytestmark = [
 def test_cluster_answers() -> None:
     assert _cluster_up(), "BENCH_REQUIRE_SLURM=1 but `sinfo` does not answer"
 
+
 LAUNCHER = """
 [launcher]
 name = "slurm"
