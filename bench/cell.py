@@ -318,6 +318,7 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True, checkpoint:
         versions=_versions(),
         git_sha=_git_sha(),
         device=_device_name(device),
+        world_size=current_dist().world_size,  # processes that trained it (data-parallel ranks)
         wall_time_s=round(time.perf_counter() - t0, 2),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )

@@ -107,6 +107,7 @@ class LauncherConfig:
     folder: str = ""  # submitit job files and logs ("" = <work_dir>/jobs)
     partition: str = ""  # sbatch --partition ("" = the cluster's default)
     gpus_per_node: int = 0  # GPUs per cell; more than one trains data-parallel, one task per GPU
+    tasks_per_node: int = 0  # processes per cell (0 = one per GPU, at least 1); >1 without GPUs: gloo on CPU
     cpus_per_task: int = 2  # sbatch --cpus-per-task
     mem_gb: float = 16.0  # memory per node in GB
     timeout_min: int = 240  # wall time per job; a job that reaches it checkpoints and is requeued

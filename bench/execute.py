@@ -17,6 +17,7 @@ from typing import Any
 
 from bench.cell import Cell, cell_config, run_cell
 from bench.config import BenchConfig
+from bench.distributed import current as current_dist
 from bench.errors import BenchError, WeightsUnavailableError
 from bench.results import SCHEMA, cell_path, config_hash, read_record, safe_name, write_record
 
@@ -91,19 +92,22 @@ def execute_cell(cfg: BenchConfig, cell: Cell, *, force: bool = False, progress:
             reason = f"{type(e).__name__}: {e}"
         rec = status_record(cell, snapshot, "failed", reason)
         rec["traceback"] = traceback.format_exc(limit=20)
-        log_file = os.environ.get("BENCH_JOB_LOG")
-        if log_file:
-            rec["log"] = log_file
         if _has_ok_record(path):
             log.warning("%s: keeping the earlier ok result %s; this failure is not written over it", cell.label, path)
         else:
             write_record(path, rec)
         return Outcome(cell, "failed", path, reason)
-    if record.get("status") == "worker":
+    if record.get("status") == "worker" or not current_dist().is_main:  # rank 0 alone writes
         return Outcome(cell, "worker", path)
-    write_record(path, record)
+    write_record(path, {**record, **_job_fields()})
     ckpt.unlink(missing_ok=True)
     return Outcome(cell, "ran", path, wall_time_s=float(record.get("wall_time_s", 0.0)))
+
+
+def _job_fields() -> dict[str, str]:
+    # Set by bench.launch.CellJob inside a submitit job: which job wrote a record, and its log.
+    out = {"job_id": os.environ.get("BENCH_JOB_ID"), "log": os.environ.get("BENCH_JOB_LOG")}
+    return {k: v for k, v in out.items() if v}
 
 
 def status_record(cell: Cell, snapshot: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
@@ -121,4 +125,5 @@ def status_record(cell: Cell, snapshot: dict[str, Any], status: str, reason: str
         "metrics": None,
         "config": snapshot,
         "config_hash": config_hash(snapshot),
+        **_job_fields(),
     }

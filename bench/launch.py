@@ -75,6 +75,7 @@ class CellJob:
         os.chdir(self.cwd)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
         env = submitit.JobEnvironment()
+        os.environ["BENCH_JOB_ID"] = str(env.job_id)  # stamped on the record: which job wrote it
         if "SUBMITIT_FOLDER" in os.environ:  # unset under the debug executor
             os.environ["BENCH_JOB_LOG"] = str(env.paths.stderr)
         if env.num_tasks > 1:
@@ -114,7 +115,7 @@ def _executor_params(launcher: LauncherConfig) -> dict[str, Any]:
         "cpus_per_task": launcher.cpus_per_task,
         "mem_gb": launcher.mem_gb,
         "nodes": 1,
-        "tasks_per_node": max(1, gpus),  # one task per GPU: torch.distributed over submitit's tasks
+        "tasks_per_node": launcher.tasks_per_node or max(1, gpus),  # one task per GPU: torch.distributed over them
         "slurm_array_parallelism": launcher.array_parallelism,
     }
     if gpus:
@@ -253,6 +254,14 @@ def cell_status(cfg: BenchConfig, cell: Cell) -> CellStatus:
             rec = read_record(path)
         except (OSError, ValueError):
             rec = {}
+    if (
+        rec.get("config_hash") == chash
+        and rec.get("status") in ("failed", "unavailable")
+        and (not info or rec.get("job_id") == job_id)
+    ):  # written by the marker's job (or no job at all): final, whatever sacct still says
+        where = rec.get("log") or log_path
+        detail = f"{rec.get('reason', '')}" + (f"; log {where}" if where else "")
+        return CellStatus(cell, str(rec["status"]), job_id, detail, where)
     if info and info.get("cluster") == "slurm":
         state = _slurm_state(job_id, info["folder"])
         if state in _QUEUED:

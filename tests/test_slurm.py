@@ -138,20 +138,20 @@ def test_cancelled_cell_is_reported_as_cancelled(root: Path) -> None:
 
 def test_requeued_job_resumes_from_its_checkpoint_with_the_same_metrics(root: Path) -> None:
     # Two jobs of the same cell, each with its own results folder: one is requeued mid-training, one is left alone.
-    epochs = ["--set", "train.epochs=6"]
+    epochs = ["--set", "train.epochs=3"]
     cell = Cell("vse_infty", "synthetic", "contrastive", 3)
     configs = {name: _config(root, results=name) for name in ("requeued", "uninterrupted")}
     for config in configs.values():
         argv = ["run", "--config", str(config), "--models", "vse_infty", "--methods", "contrastive", "--seeds", "3"]
         rc, _, err = run_main([*argv, *epochs, "-q", "--launcher", "slurm"])
         assert rc == 0, err
-    cfg = apply_overrides(load_config(configs["requeued"]), ["train.epochs=6"])
+    cfg = apply_overrides(load_config(configs["requeued"]), ["train.epochs=3"])
     ckpt = checkpoint_path(cfg, cell, config_hash(cell_config(cfg, cell)))
     _wait(ckpt.is_file, f"the first epoch checkpoint {ckpt}")
     job_id = _marker(cfg, cell)["job_id"]
     subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
 
-    other = apply_overrides(load_config(configs["uninterrupted"]), ["train.epochs=6"])
+    other = apply_overrides(load_config(configs["uninterrupted"]), ["train.epochs=3"])
     for c in (cfg, other):
         _wait(lambda c=c: record_path(c, cell).is_file(), f"{record_path(c, cell)}", timeout=600)
     requeued, clean = read_record(record_path(cfg, cell)), read_record(record_path(other, cell))
@@ -160,3 +160,20 @@ def test_requeued_job_resumes_from_its_checkpoint_with_the_same_metrics(root: Pa
     assert requeued["metrics"] == clean["metrics"]
     assert requeued["selected_epoch"] == clean["selected_epoch"]
     assert not ckpt.exists()
+
+
+def test_two_task_job_trains_data_parallel_like_one_task(root: Path) -> None:
+    # tasks_per_node = 2 without GPUs: two gloo ranks over submitit's tasks; the same cell as the uninterrupted
+    # 1-task job of the requeue test (run first in this module), whose record is the reference.
+    config = _config(root, results="ddp", extra="tasks_per_node = 2\n")  # appended to [launcher]
+    argv = ["run", "--config", str(config), "--models", "vse_infty", "--methods", "contrastive", "--seeds", "3"]
+    rc, _, err = run_main([*argv, "--set", "train.epochs=3", "-q", "--launcher", "slurm", "--wait"])
+    assert rc == 0, err
+    cell = Cell("vse_infty", "synthetic", "contrastive", 3)
+    ddp = read_record(record_path(apply_overrides(load_config(config), ["train.epochs=3"]), cell))
+    ref = read_record(root / "uninterrupted" / "runs" / "vse_infty" / "synthetic" / "test" / "contrastive-seed3.json")
+    assert ddp["world_size"] == 2 and ref["world_size"] == 1
+    assert ddp["config_hash"] == ref["config_hash"]
+    for a, b in zip(ddp["history"], ref["history"], strict=True):  # same global batches: same losses
+        assert a["contrastive_loss"] == pytest.approx(b["contrastive_loss"], abs=1e-4)
+    assert ddp["metrics"]["rsum"] == pytest.approx(ref["metrics"]["rsum"], abs=1.0)
