@@ -11,12 +11,21 @@ import contextlib
 import logging
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
 import torch
 
-__all__ = ["TIE_RULE", "itr_metrics", "recall_summary", "retrieval_ranks"]
+__all__ = [
+    "TIE_RULE",
+    "RankedLists",
+    "itr_metrics",
+    "pessimistic_order_key",
+    "ranks_and_topk",
+    "recall_summary",
+    "retrieval_ranks",
+]
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +160,66 @@ def retrieval_ranks(
     Returns:
         int64 array [Nq] of ranks: 0 means the best positive beats every negative.
     """
+    return _scan(queries, gallery, positives, exclude=exclude, memory_mb=memory_mb, device=device, topk=0).ranks
+
+
+@dataclass(frozen=True)
+class RankedLists:
+    """What :func:`ranks_and_topk` returns, all on the scoring device except ``ranks``."""
+
+    ranks: np.ndarray  # int64 [Nq]: 0-based rank of the best positive (the same as retrieval_ranks)
+    indices: torch.Tensor | None  # int64 [Nq, k]: gallery rows in stage-one order (score, then negatives first)
+    scores: torch.Tensor | None  # float32 [Nq, k]: their scores
+    positive: torch.Tensor | None  # bool [Nq, k]: which of them are positives of the query
+
+
+def ranks_and_topk(
+    queries: ArrayLike,
+    gallery: ArrayLike,
+    positives: Positives,
+    k: int,
+    *,
+    exclude: ArrayLike | Sequence[int] | None = None,
+    memory_mb: float = 256.0,
+    device: torch.device | str | None = None,
+) -> RankedLists:
+    """:func:`retrieval_ranks` plus each query's top-``k`` gallery list, from the same pass over score strips.
+
+    The lists follow :func:`pessimistic_order_key` (higher score first; among equal scores, negatives before
+    positives), so a list is consistent with the ranks: a positive sits at position ``rank`` or later. Used for
+    two-stage re-ranking candidates and for list-based metrics (ECCV-style mAP@R, R-Precision). ``k`` is capped at
+    the gallery size. Strips are sized for the extra mask and sort key (about 13 bytes per score).
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return _scan(queries, gallery, positives, exclude=exclude, memory_mb=memory_mb, device=device, topk=k)
+
+
+def pessimistic_order_key(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """An int64 key whose descending order is the stage-one order: higher float32 score first, and among equal
+    scores negatives before positives.
+
+    Args:
+        scores: float32 scores (finite, or -inf for excluded items).
+        positive: bool mask of the same shape, True where the item is a positive of the row's query.
+    """
+    # Read as signed ints, float32 bits order the non-negative floats; flipping the magnitude bits of negative floats
+    # extends the order to all of them. Exact, unlike any epsilon. Adding 0.0 turns -0.0 into +0.0 (equal floats).
+    bits = (scores.float() + 0.0).contiguous().view(torch.int32).to(torch.int64)
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    return ordered * 2 + (~positive).to(torch.int64)
+
+
+def _scan(
+    queries: ArrayLike,
+    gallery: ArrayLike,
+    positives: Positives,
+    *,
+    exclude: ArrayLike | Sequence[int] | None,
+    memory_mb: float,
+    device: torch.device | str | None,
+    topk: int,
+) -> RankedLists:
     if device is None:
         device = queries.device if isinstance(queries, torch.Tensor) else torch.device("cpu")
     device = torch.device(device)
@@ -178,9 +247,14 @@ def retrieval_ranks(
             raise ValueError(f"query {bad}: gallery row {excl_np[bad]} is both excluded and a positive")
 
     ranks = torch.empty(n_q, dtype=torch.int64, device=device)
+    k = min(topk, n_g)
+    top_idx = torch.empty(n_q, k, dtype=torch.int64, device=device) if k else None
+    top_scores = torch.empty(n_q, k, dtype=torch.float32, device=device) if k else None
+    top_pos = torch.empty(n_q, k, dtype=torch.bool, device=device) if k else None
     if n_q == 0:
-        return ranks.cpu().numpy()
-    rows = _strip_rows(n_g, memory_mb)
+        return RankedLists(ranks.cpu().numpy(), top_idx, top_scores, top_pos)
+    # With top-k lists a strip also holds a bool mask and an int64 sort key: 13 bytes per score instead of 4.
+    rows = _strip_rows(n_g, memory_mb * 4 / 13 if k else memory_mb)
     log.debug("retrieval_ranks: %d queries x %d gallery, %d rows per strip on %s", n_q, n_g, rows, device)
 
     indptr = torch.from_numpy(indptr_np).to(device)
@@ -217,9 +291,19 @@ def retrieval_ranks(
                 0, local, (pos_scores >= best[local]).to(torch.int64)
             )
             ranks[start:stop] = n_at_or_above - n_pos_at_best
+            if k:
+                mask = torch.zeros(height, n_g, dtype=torch.bool, device=device)
+                mask[local, indices[p0:p1]] = True
+                top = pessimistic_order_key(scores, mask).topk(k, dim=1).indices
+                top_idx[start:stop], top_scores[start:stop], top_pos[start:stop] = (  # type: ignore[index]
+                    top,
+                    scores.gather(1, top),
+                    mask.gather(1, top),
+                )
+                del mask, top
             # Free this strip before the next one is allocated, so at most one strip is alive at a time.
             del scores, pos_scores, n_at_or_above
-    return ranks.cpu().numpy()
+    return RankedLists(ranks.cpu().numpy(), top_idx, top_scores, top_pos)
 
 
 def recall_summary(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:

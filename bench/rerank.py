@@ -36,9 +36,10 @@ import torch.nn.functional as F
 from bench.data.base import RetrievalSplit
 from bench.errors import ConfigError
 from bench.features import iter_image_batches
-from bench.metrics import _full_fp32_matmul, recall_summary
+from bench.metrics import pessimistic_order_key, ranks_and_topk, recall_summary
 
 __all__ = ["FUSIONS", "Reranked", "check_rerank", "pessimistic_order_key", "rerank_direction", "rerank_metrics"]
+# pessimistic_order_key lives in bench.metrics (the scorer orders its top-k lists by it); re-exported here.
 
 log = logging.getLogger(__name__)
 
@@ -59,59 +60,6 @@ def check_rerank(adapter: Any, k_test: int, fusion: str) -> None:
         )
     if not getattr(adapter, "joint_space", True):
         raise ConfigError(f"adapter {name!r} has no joint image-text space, so there is no ITC stage to re-rank")
-
-
-def pessimistic_order_key(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-    """An int64 key whose descending order is the stage-one order: higher float32 score first, and among equal
-    scores negatives before positives.
-
-    Args:
-        scores: float32 scores (finite).
-        positive: bool mask of the same shape, True where the item is a positive of the row's query.
-    """
-    # Read as signed ints, float32 bits order the non-negative floats; flipping the magnitude bits of negative floats
-    # extends the order to all of them. Exact, unlike any epsilon. Adding 0.0 turns -0.0 into +0.0 (equal floats).
-    bits = (scores.float() + 0.0).contiguous().view(torch.int32).to(torch.int64)
-    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    return ordered * 2 + (~positive).to(torch.int64)
-
-
-def _strip_rows(n_gallery: int, memory_mb: float) -> int:
-    # Scores, the positive mask and the int64 key: about 13 bytes per gallery item per query row.
-    return max(1, math.floor(memory_mb * 2**20 / (13 * max(n_gallery, 1))))
-
-
-def _candidates(
-    queries: torch.Tensor,
-    gallery: torch.Tensor,
-    positive_of: Any,
-    k: int,
-    memory_mb: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stage one for one direction.
-
-    Returns:
-        ``(cand [Nq, k] int64, cand_itc [Nq, k] float32, cand_pos [Nq, k] bool, stage1_rank [Nq] int64)``, all on
-        the queries' device; candidates in stage-one order.
-    """
-    n_q, n_g = queries.shape[0], gallery.shape[0]
-    dev = queries.device
-    cand = torch.empty(n_q, k, dtype=torch.int64, device=dev)
-    cand_itc = torch.empty(n_q, k, dtype=torch.float32, device=dev)
-    cand_pos = torch.empty(n_q, k, dtype=torch.bool, device=dev)
-    rank1 = torch.empty(n_q, dtype=torch.int64, device=dev)
-    rows = _strip_rows(n_g, memory_mb)
-    gallery_t = gallery.T
-    with _full_fp32_matmul():
-        for s in range(0, n_q, rows):
-            e = min(s + rows, n_q)
-            scores = queries[s:e] @ gallery_t
-            pos = positive_of(s, e)
-            top = pessimistic_order_key(scores, pos).topk(k, dim=1).indices
-            cand[s:e], cand_itc[s:e], cand_pos[s:e] = top, scores.gather(1, top), pos.gather(1, top)
-            best = scores.masked_fill(~pos, -math.inf).amax(dim=1)
-            rank1[s:e] = ((scores >= best[:, None]) & ~pos).sum(dim=1)
-    return cand, cand_itc, cand_pos, rank1
 
 
 def _image_groups(pair_img: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -210,20 +158,22 @@ def rerank_direction(
             f"{split.dataset}/{split.split} {split.n_images} and {split.n_captions}"
         )
     cost = {"pair_forwards": 0, "images_encoded": 0} if cost is None else cost
-    c2i = torch.from_numpy(split.caption_to_image).to(device)
+    c2i = split.caption_to_image
     if direction == "i2t":
         # Images without a caption have no positive and are skipped, as in bench.metrics.itr_metrics.
-        rows = np.flatnonzero(np.bincount(split.caption_to_image, minlength=split.n_images) > 0)
-        q_rows = torch.from_numpy(rows).to(device)
-        queries, gallery = img[q_rows], txt
-        positive_of = lambda s, e: c2i[None, :] == q_rows[s:e, None]  # noqa: E731
+        counts = np.bincount(c2i, minlength=split.n_images)
+        rows = np.flatnonzero(counts > 0)
+        queries, gallery = img[torch.from_numpy(rows).to(device)], txt
+        positives = (np.concatenate([[0], np.cumsum(counts[rows])]), np.argsort(c2i, kind="stable"))
     else:
         rows = np.arange(split.n_captions)
-        all_img = torch.arange(split.n_images, device=device)
         queries, gallery = txt, img
-        positive_of = lambda s, e: all_img[None, :] == c2i[s:e, None]  # noqa: E731
+        positives = (np.arange(split.n_captions + 1), c2i)
     k = min(k_test, gallery.shape[0])
-    cand, cand_itc, cand_pos, rank1 = _candidates(queries, gallery, positive_of, k, memory_mb)
+    # Stage one: ranks and candidate lists from one pass of the exact scorer.
+    stage1 = ranks_and_topk(queries, gallery, positives, k, memory_mb=memory_mb, device=device)
+    cand, cand_itc, cand_pos = stage1.indices, stage1.scores, stage1.positive
+    rank1 = torch.from_numpy(stage1.ranks).to(device)
     cand_np = cand.cpu().numpy().reshape(-1)
     q_np = np.repeat(rows, k)
     pair_img, pair_cap = (q_np, cand_np) if direction == "i2t" else (cand_np, q_np)
