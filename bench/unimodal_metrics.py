@@ -249,8 +249,9 @@ def sts_metrics(
         ``{<group>: rho, ..., "mean": rho}``. A group whose similarities are all equal (a collapsed model) has no
         ranking to correlate; it scores 0, never NaN, and a warning is logged.
     """
-    a = torch.nn.functional.normalize(_as_matrix(emb1, "emb1", None), dim=1)
-    b = torch.nn.functional.normalize(_as_matrix(emb2, "emb2", None), dim=1)
+    cpu = torch.device("cpu")  # a few thousand pairs: scored on the CPU, wherever the embeddings live
+    a = torch.nn.functional.normalize(_as_matrix(emb1, "emb1", cpu), dim=1)
+    b = torch.nn.functional.normalize(_as_matrix(emb2, "emb2", cpu), dim=1)
     if a.shape != b.shape:
         raise ValueError(f"emb1 has shape {tuple(a.shape)} but emb2 has {tuple(b.shape)}")
     sim = (a * b).sum(1).numpy().astype(np.float64)

@@ -119,7 +119,7 @@ def unimodal_rows(records: Iterable[Mapping[str, Any]]) -> tuple[dict[tuple[str,
     Returns:
         ``(rows, columns)``: ``rows[(model, method, train_dataset or None)]`` holds the mean (``<col>``) and sample
         std (``<col>_std``) of every column, ``seeds``, ``split`` and ``note`` (problems, one per dataset); columns
-        are :class:`UniColumn` in order of first appearance of their dataset.
+        are :class:`UniColumn`, image sets before STS sets, each in order of first appearance.
     """
     by_cell: dict[tuple[str, str, str | None], dict[str, dict[Any, Mapping[str, Any]]]] = {}
     labels: dict[tuple[str, str], tuple[str, str]] = {}  # (dataset, split) -> (label, task)
@@ -154,7 +154,9 @@ def unimodal_rows(records: Iterable[Mapping[str, Any]]) -> tuple[dict[tuple[str,
                 keys_seen.setdefault(label, set()).add(col.rsplit("|", 1)[1])
         row["note"] = "; ".join(dict.fromkeys(row["note"]))
         rows[key] = row
-    columns = [c for lab, task in dict.fromkeys(labels.values()) for c in _columns(task, lab, keys_seen.get(lab, ()))]
+    # Image sets first, then STS (the paper's Tables 10 and 11); datasets of a task in order of first appearance.
+    sets = sorted(dict.fromkeys(labels.values()), key=lambda lt: UNI_TASKS.index(lt[1]))
+    columns = [c for lab, task in sets for c in _columns(task, lab, keys_seen.get(lab, ()))]
     return rows, columns
 
 
