@@ -42,6 +42,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _grid_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", help="comma-separated model ids, family:checkpoint, or 'all'")
+    p.add_argument("--datasets", help="comma-separated dataset ids, or 'all'")
+    p.add_argument("--methods", help="comma-separated methods (zeroshot, contrastive, ...)")
+    p.add_argument("--seeds", help="comma-separated integer seeds")
+
+
 def _load(args: argparse.Namespace):  # -> BenchConfig
     from bench.config import apply_overrides, load_config
 
@@ -199,10 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a grid of models × datasets × methods × seeds")
     _common(p)
-    p.add_argument("--models", help="comma-separated model ids, family:checkpoint, or 'all'")
-    p.add_argument("--datasets", help="comma-separated dataset ids, or 'all'")
-    p.add_argument("--methods", help="comma-separated methods (zeroshot, contrastive, ...)")
-    p.add_argument("--seeds", help="comma-separated integer seeds")
+    _grid_args(p)
     p.add_argument("--force", action="store_true", help="re-run cells that already have a result")
     p.add_argument("--no-table", action="store_true", help="do not print the table at the end")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -212,10 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="state of every cell of a grid (done, queued, running, failed, cancelled)")
     _common(p)
-    p.add_argument("--models", help="comma-separated model ids, family:checkpoint, or 'all'")
-    p.add_argument("--datasets", help="comma-separated dataset ids, or 'all'")
-    p.add_argument("--methods", help="comma-separated methods")
-    p.add_argument("--seeds", help="comma-separated integer seeds")
+    _grid_args(p)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("table", help="render stored results as a table")
