@@ -41,12 +41,13 @@ _BYTES_PER_SCORE = 4  # the strip score matrix is float32
 _COUNT_COLS = 2048  # columns per block when counting scores at or above a query's best positive
 
 
-def _strip_rows(n_gallery: int, memory_mb: float) -> int:
-    """Rows per strip so that one float32 strip of scores, rows x n_gallery, fits in ``memory_mb`` MiB."""
+def _strip_rows(n_gallery: int, memory_mb: float, bytes_per_score: int = _BYTES_PER_SCORE) -> int:
+    """Rows per strip so that a strip of ``bytes_per_score`` bytes per score, rows x n_gallery, fits in
+    ``memory_mb`` MiB (4: the float32 scores alone; more when a pass keeps masks, keys or sort buffers alive)."""
     if not memory_mb > 0:
         raise ValueError(f"memory_mb must be > 0, got {memory_mb}")
     # The small epsilon keeps a budget computed as exactly k rows from rounding down to k - 1.
-    return max(1, math.floor(memory_mb * 2**20 / (_BYTES_PER_SCORE * max(n_gallery, 1)) + 1e-9))
+    return max(1, math.floor(memory_mb * 2**20 / (bytes_per_score * max(n_gallery, 1)) + 1e-9))
 
 
 def _strip_scores(q_strip: torch.Tensor, gallery_t: torch.Tensor) -> torch.Tensor:
@@ -254,7 +255,7 @@ def _scan(
     if n_q == 0:
         return RankedLists(ranks.cpu().numpy(), top_idx, top_scores, top_pos)
     # With top-k lists a strip also holds a bool mask and an int64 sort key: 13 bytes per score instead of 4.
-    rows = _strip_rows(n_g, memory_mb * 4 / 13 if k else memory_mb)
+    rows = _strip_rows(n_g, memory_mb, 13 if k else _BYTES_PER_SCORE)
     log.debug("retrieval_ranks: %d queries x %d gallery, %d rows per strip on %s", n_q, n_g, rows, device)
 
     indptr = torch.from_numpy(indptr_np).to(device)
