@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.metrics import ArrayLike, _as_index_array, _as_matrix, _full_fp32_matmul
+from bench.metrics import ArrayLike, _as_index_array, _as_matrix, _full_fp32_matmul, _strip_rows
 
 __all__ = ["image_retrieval_metrics", "label_retrieval", "spearman", "sts_metrics"]
 
@@ -34,12 +34,6 @@ log = logging.getLogger(__name__)
 # Bytes per score while a strip is alive: the float32 scores plus torch.sort's float32 values and int64 indices.
 _BYTES_PER_SCORE = 16
 KS = (1, 2, 4, 8)
-
-
-def _strip_rows(n_gallery: int, memory_mb: float) -> int:
-    if not memory_mb > 0:
-        raise ValueError(f"memory_mb must be > 0, got {memory_mb}")
-    return max(1, math.floor(memory_mb * 2**20 / (_BYTES_PER_SCORE * max(n_gallery, 1)) + 1e-9))
 
 
 def _strip_scores(q_strip: torch.Tensor, gallery_t: torch.Tensor) -> torch.Tensor:
@@ -109,7 +103,7 @@ def label_retrieval(
     if keep.size == 0:
         return out
 
-    rows = _strip_rows(n_g, memory_mb)
+    rows = _strip_rows(n_g, memory_mb, _BYTES_PER_SCORE)
     order_t = torch.from_numpy(order).to(device)
     gallery_t = g.T
     neg_inf = torch.tensor(-math.inf, device=device)
