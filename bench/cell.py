@@ -29,8 +29,8 @@ from bench.features import cached_features
 from bench.methods import get_method
 from bench.metrics import TIE_RULE
 from bench.registry import adapter_options, create_adapter
-from bench.results import SCHEMA, config_hash
-from bench.train import fit, load_state, seed_everything
+from bench.results import SCHEMA, config_hash, safe_name
+from bench.train import FitResult, fit, load_state, seed_everything
 from bench.unimodal import UnimodalScorer, dataset_task, train_dataset
 
 __all__ = ["Cell", "cell_config", "model_spec", "run_cell"]
@@ -109,6 +109,47 @@ def cell_config(cfg: BenchConfig, cell: Cell) -> dict[str, Any]:
     if method.uses_teachers(cfg.methods.get(cell.method, {})):
         out["teachers"] = dataclasses.asdict(cfg.teachers)
     return out
+
+
+def training_config(cfg: BenchConfig, cell: Cell, train_name: str) -> dict[str, Any]:
+    """What determines a trained method's weights: model, training dataset, method, seed, [train], teachers."""
+    method = get_method(cell.method)
+    out = {
+        "model": model_spec(cfg, cell.model),
+        "train_dataset": cfg.datasets[train_name],
+        "method": {"name": cell.method, **cfg.methods.get(cell.method, {})},
+        "seed": cell.seed,
+        "train": {k: v for k, v in vars(train_config(cfg, cell.model)).items() if k not in {"num_workers"}},
+    }
+    if method.uses_teachers(cfg.methods.get(cell.method, {})):
+        out["teachers"] = dataclasses.asdict(cfg.teachers)
+    return out
+
+
+def trained_path(cfg: BenchConfig, cell: Cell, train_name: str) -> Path:
+    """Where the trained heads of ``cell`` are stored, keyed by :func:`training_config`."""
+    key = config_hash(training_config(cfg, cell, train_name))
+    name = f"{safe_name(cell.method)}-seed{cell.seed}-{key}.pt"
+    return Path(cfg.paths.work_dir) / "trained" / safe_name(cell.model) / safe_name(train_name) / name
+
+
+def save_trained(path: Path, result: FitResult) -> None:
+    """Store a finished training (best and last states, history, selection) atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(dataclasses.asdict(result), tmp)
+    os.replace(tmp, path)
+
+
+def load_trained(path: Path) -> FitResult | None:
+    """A training stored by :func:`save_trained`, or None when absent or unreadable (then it is trained again)."""
+    if not path.is_file():
+        return None
+    try:
+        return FitResult(**torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as e:  # a truncated or foreign file: train again, never trust it
+        log.warning("%s: unreadable stored training (%s); training again", path, e)
+        return None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -280,19 +321,31 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True, checkpoint:
             )  # fmt: skip
             return metric_value(m, tcfg.select_metric)
 
-        result = fit(
-            adapter,
-            objective,
-            train,
-            tcfg,
-            device=device,
-            seed=cell.seed,
-            freeze_backbone=freeze,
-            train_features=train_feats,
-            validate=validate,
-            progress=progress,
-            checkpoint=checkpoint,
-        )
+        # A frozen-backbone training is stored under its training key (heads only: small), so the uni-modal cells
+        # that train on the same dataset with the same settings reuse it instead of training again. Image-text cells
+        # always train (so --force really re-trains) and refresh the store.
+        store = trained_path(cfg, cell, train_name) if freeze else None
+        result = load_trained(store) if store is not None and task != "itr" else None
+        if result is not None:
+            log.info("%s: reusing the training stored in %s", cell.label, store)
+            record["reused_training"] = str(store)
+            load_state(adapter, objective, result.last_state, freeze)
+        else:
+            result = fit(
+                adapter,
+                objective,
+                train,
+                tcfg,
+                device=device,
+                seed=cell.seed,
+                freeze_backbone=freeze,
+                train_features=train_feats,
+                validate=validate,
+                progress=progress,
+                checkpoint=checkpoint,
+            )
+            if store is not None and current_dist().is_main:
+                save_trained(store, result)
         if not current_dist().is_main:
             return {**record, "status": "worker"}
         last = score(objective, last=True)

@@ -141,6 +141,8 @@ def test_trained_uni_modal_cell_trains_exactly_as_the_itr_cell(grid: tuple[Path,
         rec = _record(root, "vse_infty", dataset, "usa")
         assert history(rec) == history(itr) and rec["selected_epoch"] == itr["selected_epoch"]
         assert rec["trained_parts"] == itr["trained_parts"] and rec["metrics_last"] is not None
+    # the stored training (frozen backbone: heads only) is reused rather than trained again per uni-modal set
+    assert any("reused_training" in _record(root, "vse_infty", d, "usa") for d in ("cub", "stsb"))
 
 
 def test_real_towers_beat_chance(grid: tuple[Path, int, str, str]) -> None:
