@@ -186,3 +186,32 @@ def test_cusa_methods_train_blip_itc_path(
     metrics = evaluate(adapter, split, EvalConfig(batch_size=4), device=CPU, objective=objective, progress=False)
     assert 0 <= metrics["i2t"]["r1"] <= 100 and 0 <= metrics["t2i"]["r1"] <= 100
     assert metrics["rsum"] is not None and math.isfinite(metrics["rsum"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A frozen whole-model adapter trains only what the method adds (CUSA's cross heads); without heads it refuses.
+
+
+def test_frozen_clip_trains_the_method_heads_and_refuses_when_there_are_none(
+    split: RetrievalSplit, build_tiny: Any
+) -> None:
+    from bench.errors import ConfigError
+    from bench.features import cached_features
+
+    adapter = build_tiny("clip")
+    feats = cached_features(adapter, split, None, device=CPU, progress=False)
+    before = _snapshot(adapter)
+    cfg = _cfg(freeze_backbone=True, loss="infonce")
+    objective = get_method("contrastive").objective(adapter, cfg, cross_heads=True, head_init="normal")
+    heads = _snapshot(objective)
+    fit(adapter, objective, split, cfg, device=CPU, seed=0, freeze_backbone=True, train_features=feats,
+        validate=lambda: 0.0, progress=False)  # fmt: skip
+    assert not _changed(before, adapter)  # the frozen CLIP is untouched
+    assert {n for n in _changed(heads, objective) if n.startswith("cross.")}  # the cross heads learned
+
+    bare = get_method("contrastive").objective(adapter, cfg, cross_heads=False)
+    for p in bare.parameters():
+        p.requires_grad_(False)  # no heads and a fixed temperature: nothing at all to train
+    with pytest.raises(ConfigError, match="nothing to train"):
+        fit(adapter, bare, split, cfg, device=CPU, seed=0, freeze_backbone=True, train_features=feats,
+            validate=lambda: 0.0, progress=False)  # fmt: skip
