@@ -127,6 +127,9 @@ def test_cancelled_cell_is_reported_as_cancelled(root: Path) -> None:
     cfg = load_config(config)
     cell = Cell("vse_infty", "synthetic", "contrastive", 7)
     job_id = _marker(cfg, cell)["job_id"]
+    # `bench run` again while it is queued or running (the submitter was killed, say): nothing is submitted twice
+    rc, _, err = run_main([*argv, "--set", "train.epochs=200", "-q", "--launcher", "slurm"])
+    assert rc == 0 and "submitted 0 cell(s)" in err and "1 already queued or running" in err, err
     subprocess.run(["scancel", job_id], check=True, timeout=30)
     _wait(lambda: _sacct_state(job_id).startswith("CANCELLED"), "sacct to say CANCELLED")
     st = cell_status(apply_overrides(cfg, ["train.epochs=200"]), cell)
