@@ -147,8 +147,18 @@ class Env:
             )
         )
 
-    def assert_untouched(self) -> None:
-        assert snapshot(self.results) == self.before, "result files were added, removed or rewritten"
+    def assert_untouched(self, failed: tuple[str, ...] = ()) -> None:
+        """No finished result added, removed or rewritten; the only new files are the ``failed`` records of the
+        datasets named (a failed cell leaves a record that says why, never over an ``ok`` one)."""
+        after = snapshot(self.results)
+        assert {name: after.get(name) for name in self.before} == self.before, "a finished result was rewritten"
+        expected = sorted(str(result_file(self.results, d).relative_to(self.results)) for d in failed)
+        assert sorted(set(after) - set(self.before)) == expected
+        for d in failed:
+            assert read_record(result_file(self.results, d))["status"] == "failed"
+
+    def failed_reason(self, dataset: str) -> str:
+        return read_record(result_file(self.results, dataset))["reason"]
 
 
 @pytest.fixture
@@ -177,7 +187,8 @@ def test_missing_image_fails_its_cell_naming_the_file(env: Env) -> None:
     line = one_failure(err)
     assert "bad/test" in line and str(missing) in line and "test.json" in line
     assert "0 ran, 1 skipped" in err
-    env.assert_untouched()
+    env.assert_untouched(failed=("bad",))
+    assert str(missing) in env.failed_reason("bad")
 
 
 def test_unreadable_jpeg_fails_its_cell_and_the_rest_of_the_grid_completes(env: Env) -> None:
@@ -190,15 +201,17 @@ def test_unreadable_jpeg_fails_its_cell_and_the_rest_of_the_grid_completes(env: 
     line = one_failure(err)
     assert "bad/test" in line and str(broken) in line
     assert "1 ran, 1 skipped" in err
-    assert not result_file(env.results, "bad").exists()
+    assert str(broken) in env.failed_reason("bad")
     done = read_record(result_file(env.results, "other"))
     assert done["status"] == "ok"
     # `other` holds the same images and captions as `good`, so the completed cell scores exactly the same.
     assert done["metrics"] == read_record(result_file(env.results, "good"))["metrics"]
-    assert "### other (test)" in out and "### good (test)" in out and "### bad" not in out
+    assert "### other (test)" in out and "### good (test)" in out
+    assert "failed: " in out.split("### bad (test)")[1].split("###")[0]  # the bad dataset's row says why
     after = snapshot(env.results)
     assert {name: after.get(name) for name in env.before} == env.before, "a finished result was rewritten"
-    assert sorted(set(after) - set(env.before)) == [str(result_file(env.results, "other").relative_to(env.results))]
+    new = sorted(set(after) - set(env.before))
+    assert new == sorted(str(result_file(env.results, d).relative_to(env.results)) for d in ("bad", "other"))
 
 
 def test_unreadable_jpeg_with_loader_workers_is_still_one_line(env: Env) -> None:
@@ -210,7 +223,7 @@ def test_unreadable_jpeg_with_loader_workers_is_still_one_line(env: Env) -> None
     assert rc == 1
     line = one_failure(err)
     assert str(broken) in line
-    env.assert_untouched()
+    env.assert_untouched(failed=("bad",))
 
 
 @pytest.mark.parametrize("caption", ["", "   \t "], ids=["empty", "blank"])
@@ -221,7 +234,7 @@ def test_empty_caption_names_file_row_and_field(env: Env, caption: str) -> None:
     assert rc == 1
     line = one_failure(err)
     assert "test.json" in line and "row 3" in line and "'caption'" in line
-    env.assert_untouched()
+    env.assert_untouched(failed=("bad",))
 
 
 # ---------------------------------------------------------------------------------------------------------------
