@@ -218,10 +218,26 @@ def _slurm_state(job_id: str, folder: str) -> str:
     from submitit.slurm.slurm import SlurmJob
 
     try:
-        return str(SlurmJob(folder=folder, job_id=job_id).state).split()[0].upper()
-    except Exception as e:  # sacct unreachable: say so rather than guess
-        log.warning("cannot read the state of job %s: %s", job_id, e)
-        return "UNKNOWN"
+        state = str(SlurmJob(folder=folder, job_id=job_id).state).split()[0].upper()
+    except Exception as e:  # sacct unreachable: ask squeue below
+        log.warning("cannot read the state of job %s from sacct: %s", job_id, e)
+        state = "UNKNOWN"
+    if state == "UNKNOWN":
+        # Right after sbatch, accounting lags by about a second; squeue already knows the job.
+        state = _squeue_state(job_id) or state
+    return state
+
+
+def _squeue_state(job_id: str) -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[0].upper() if out else None
 
 
 def _last_error_line(path: str | None) -> str:

@@ -127,10 +127,13 @@ def test_cancelled_cell_is_reported_as_cancelled(root: Path) -> None:
     cfg = load_config(config)
     cell = Cell("vse_infty", "synthetic", "contrastive", 7)
     job_id = _marker(cfg, cell)["job_id"]
-    # `bench run` again while it is queued or running (the submitter was killed, say): nothing is submitted twice
-    rc, _, err = run_main([*argv, "--set", "train.epochs=200", "-q", "--launcher", "slurm"])
-    assert rc == 0 and "submitted 0 cell(s)" in err and "1 already queued or running" in err, err
-    subprocess.run(["scancel", job_id], check=True, timeout=30)
+    try:
+        # `bench run` again while it is queued or running (the submitter was killed, say): nothing is submitted twice
+        rc, _, err = run_main([*argv, "--set", "train.epochs=200", "-q", "--launcher", "slurm"])
+        assert rc == 0 and "submitted 0 cell(s)" in err and "1 already queued or running" in err, err
+    finally:  # never leave a 200-epoch job holding the cluster's CPUs
+        subprocess.run(["scancel", job_id], check=True, timeout=30)
+        subprocess.run(["scancel", _marker(cfg, cell)["job_id"]], check=False, timeout=30)
     _wait(lambda: _sacct_state(job_id).startswith("CANCELLED"), "sacct to say CANCELLED")
     st = cell_status(apply_overrides(cfg, ["train.epochs=200"]), cell)
     assert st.state == "cancelled", st
@@ -150,7 +153,7 @@ def test_requeued_job_resumes_from_its_checkpoint_with_the_same_metrics(root: Pa
         assert rc == 0, err
     cfg = apply_overrides(load_config(configs["requeued"]), ["train.epochs=3"])
     ckpt = checkpoint_path(cfg, cell, config_hash(cell_config(cfg, cell)))
-    _wait(ckpt.is_file, f"the first epoch checkpoint {ckpt}")
+    _wait(ckpt.is_file, f"the first epoch checkpoint {ckpt}", timeout=600)
     job_id = _marker(cfg, cell)["job_id"]
     subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
 
