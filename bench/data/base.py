@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from bench.errors import DataError
 
-__all__ = ["RetrievalSplit", "load_image"]
+__all__ = ["RetrievalSplit", "load_image", "text_rows"]
 
 
 def load_image(path: Path):  # -> PIL.Image.Image (PIL imported lazily)
@@ -26,6 +26,22 @@ def load_image(path: Path):  # -> PIL.Image.Image (PIL imported lazily)
         raise DataError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot decode image ({e})") from None
+
+
+def text_rows(path: Path, what: str, sep: str | None = None) -> Iterator[tuple[int, list[str]]]:
+    """(1-based line number, fields split on ``sep``, whitespace by default) of each non-blank line of a UTF-8 list
+    file; :class:`DataError` naming the file and ``what`` it is when it is missing or unreadable."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read {what} ({e.strerror})") from None
+    for i, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            yield i, line.split(sep)
 
 
 @dataclass(frozen=True)

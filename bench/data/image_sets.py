@@ -35,7 +35,7 @@ from typing import ClassVar
 import numpy as np
 
 from bench.data import register_format
-from bench.data.base import RetrievalSplit
+from bench.data.base import RetrievalSplit, text_rows
 from bench.errors import DataError, SplitNotFoundError
 
 __all__ = ["ImageRetrievalSplit", "load_cars196", "load_cub", "load_inshop", "load_sop"]
@@ -120,21 +120,6 @@ class ImageRetrievalSplit:
 # helpers
 
 
-def _lines(path: Path, what: str) -> Iterator[tuple[int, list[str]]]:
-    """(1-based line number, whitespace-split fields) of each non-blank line; DataError if the file is missing."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: {what} not found") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read {what} ({e.strerror})") from None
-    for i, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            yield i, line.split()
-
-
 def _int(value: str, path: Path, line: int, name: str) -> int:
     try:
         return int(value)
@@ -176,7 +161,7 @@ def _dataset_root(root: Path, marker: str, sub: str) -> Path:
 
 def _cub_classes(path: Path) -> dict[int, str]:
     classes: dict[int, str] = {}
-    for line, parts in _lines(path, "class list (classes.txt)"):
+    for line, parts in text_rows(path, "class list (classes.txt)"):
         _fields(parts, 2, path, line, "class_id, name")
         cid = _int(parts[0], path, line, "class_id")
         if cid in classes:
@@ -205,7 +190,7 @@ def load_cub(root: Path, split: str, *, name: str = "cub", n_classes: int = 200)
     classes = _cub_classes(root / "classes.txt")
     labels_file = root / "image_class_labels.txt"
     label_of: dict[str, tuple[int, int]] = {}
-    for line, parts in _lines(labels_file, "label list (image_class_labels.txt)"):
+    for line, parts in text_rows(labels_file, "label list (image_class_labels.txt)"):
         _fields(parts, 2, labels_file, line, "image_id, class_id")
         cid = _int(parts[1], labels_file, line, "class_id")
         if cid not in classes:
@@ -213,7 +198,7 @@ def load_cub(root: Path, split: str, *, name: str = "cub", n_classes: int = 200)
         label_of[parts[0]] = (cid, line)
     images_file = root / "images.txt"
     paths, ids, labels = [], [], []
-    for line, parts in _lines(images_file, "image list (images.txt)"):
+    for line, parts in text_rows(images_file, "image list (images.txt)"):
         _fields(parts, 2, images_file, line, "image_id, path")
         if parts[0] not in label_of:
             raise DataError(f"{images_file.name} line {line}: image_id {parts[0]} has no class in {labels_file.name}")
@@ -326,7 +311,7 @@ def load_sop(root: Path, split: str, *, name: str = "sop") -> ImageRetrievalSpli
     path = root / f"Ebay_{split}.txt"
     paths, ids, labels = [], [], []
     super_of: dict[int, tuple[int, int]] = {}
-    for line, parts in _lines(path, f"image list (Ebay_{split}.txt)"):
+    for line, parts in text_rows(path, f"image list (Ebay_{split}.txt)"):
         if line == 1 and parts[:2] == ["image_id", "class_id"]:
             continue
         _fields(parts, 4, path, line, "image_id, class_id, super_class_id, path")
@@ -371,7 +356,7 @@ def load_inshop(root: Path, split: str, *, name: str = "inshop") -> ImageRetriev
     if split not in wanted:
         raise SplitNotFoundError(f"{root}: unknown split {split!r}; available splits: train, test")
     rows: list[tuple[int, str, str, str]] = []
-    for line, parts in _lines(path, "partition list (list_eval_partition.txt)"):
+    for line, parts in text_rows(path, "partition list (list_eval_partition.txt)"):
         if line <= 2 and (len(parts) == 1 or parts[:2] == ["image_name", "item_id"]):
             continue  # the image count and the header
         _fields(parts, 3, path, line, "image_name, item_id, evaluation_status")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -29,6 +29,7 @@ from typing import ClassVar
 import numpy as np
 
 from bench.data import register_format
+from bench.data.base import text_rows
 from bench.errors import ConfigError, DataError, SplitNotFoundError
 
 __all__ = ["STSSplit", "load_sick", "load_sts_tsv", "load_stsb"]
@@ -93,21 +94,6 @@ class STSSplit:
 # helpers
 
 
-def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(1-based line number, tab-separated fields) of each non-blank line; no quoting (STS-B quotes are text)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: sentence-pair file not found") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read sentence-pair file ({e.strerror})") from None
-    for i, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            yield i, line.split("\t")
-
-
 def _score(value: str, path: Path, line: int, name: str) -> float:
     try:
         score = float(value)
@@ -169,7 +155,7 @@ def load_stsb(root: Path, split: str, *, name: str = "stsb") -> STSSplit:
         hint = f"available splits: {', '.join(available)}" if available else "no sts-*.csv files there"
         raise SplitNotFoundError(f"{path}: sentence-pair file for split {split!r} not found; {hint}")
     pairs = _Pairs()
-    for line, parts in _rows(path):
+    for line, parts in text_rows(path, "sentence-pair file", "\t"):
         if len(parts) < len(_STSB_FIELDS):
             raise DataError(
                 f"{path.name} line {line}: expected {len(_STSB_FIELDS)} tab-separated fields "
@@ -219,7 +205,7 @@ def load_sick(root: Path, split: str, *, name: str = "sick", file: str | None = 
     pairs = _Pairs()
     header: list[str] | None = None
     col: dict[str, int] = {}
-    for line, parts in _rows(path):
+    for line, parts in text_rows(path, "sentence-pair file", "\t"):
         if header is None:
             header = [p.strip() for p in parts]
             missing = [c for c in ("sentence_A", "sentence_B", "relatedness_score") if c not in header]
@@ -286,7 +272,7 @@ def load_sts_tsv(
     pairs = _Pairs()
     for path in paths:
         n_before = len(pairs.s1)
-        for line, parts in _rows(path):
+        for line, parts in text_rows(path, "sentence-pair file", "\t"):
             if len(parts) < 3:
                 raise DataError(f"{path.name} line {line}: expected 3 tab-separated fields (sentence1, sentence2, "
                                 f"score), got {len(parts)}")  # fmt: skip
