@@ -91,6 +91,21 @@ def _as_matrix(x: ArrayLike, name: str, device: torch.device | None) -> torch.Te
     return t
 
 
+def _query_gallery(
+    queries: ArrayLike, gallery: ArrayLike, device: torch.device | str | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.device]:
+    """Checked float32 query and gallery matrices on one device (default: the queries' device if a tensor, else
+    CPU), with the same dimension."""
+    if device is None:
+        device = queries.device if isinstance(queries, torch.Tensor) else torch.device("cpu")
+    device = torch.device(device)
+    q = _as_matrix(queries, "queries", device)
+    g = _as_matrix(gallery, "gallery", device)
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"queries have dimension {q.shape[1]} but gallery has {g.shape[1]}")
+    return q, g, device
+
+
 def _as_index_array(x: Any, name: str) -> np.ndarray:
     a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if a.size == 0:
@@ -221,13 +236,7 @@ def _scan(
     device: torch.device | str | None,
     topk: int,
 ) -> RankedLists:
-    if device is None:
-        device = queries.device if isinstance(queries, torch.Tensor) else torch.device("cpu")
-    device = torch.device(device)
-    q = _as_matrix(queries, "queries", device)
-    g = _as_matrix(gallery, "gallery", device)
-    if q.shape[1] != g.shape[1]:
-        raise ValueError(f"queries have dimension {q.shape[1]} but gallery has {g.shape[1]}")
+    q, g, device = _query_gallery(queries, gallery, device)
     n_q, n_g = q.shape[0], g.shape[0]
     if n_g == 0 and n_q > 0:
         raise ValueError("gallery is empty")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.metrics import ArrayLike, _as_index_array, _as_matrix, _full_fp32_matmul, _strip_rows
+from bench.metrics import ArrayLike, _as_index_array, _as_matrix, _full_fp32_matmul, _query_gallery, _strip_rows
 
 __all__ = ["image_retrieval_metrics", "label_retrieval", "spearman", "sts_metrics"]
 
@@ -67,13 +67,7 @@ def label_retrieval(
         each one's best positive, "ap_at_r": AP@R in [0, 1], "r_precision": R-Precision in [0, 1], "n_positives":
         R}``.
     """
-    if device is None:
-        device = queries.device if isinstance(queries, torch.Tensor) else torch.device("cpu")
-    device = torch.device(device)
-    q = _as_matrix(queries, "queries", device)
-    g = _as_matrix(gallery, "gallery", device)
-    if q.shape[1] != g.shape[1]:
-        raise ValueError(f"queries have dimension {q.shape[1]} but gallery has {g.shape[1]}")
+    q, g, device = _query_gallery(queries, gallery, device)
     n_q, n_g = q.shape[0], g.shape[0]
     ql = _as_index_array(query_labels, "query_labels").reshape(-1)
     gl = _as_index_array(gallery_labels, "gallery_labels").reshape(-1)
