@@ -25,7 +25,7 @@ from bench.data.base import RetrievalSplit
 from bench.distributed import current as current_dist
 from bench.errors import ConfigError, SplitNotFoundError, UnknownNameError
 from bench.evaluate import evaluate, fold_mean, metric_value
-from bench.features import cached_features
+from bench.features import _atomic_save, cached_features
 from bench.methods import get_method
 from bench.metrics import TIE_RULE
 from bench.registry import adapter_options, create_adapter
@@ -135,10 +135,7 @@ def trained_path(cfg: BenchConfig, cell: Cell, train_name: str) -> Path:
 
 def save_trained(path: Path, result: FitResult) -> None:
     """Store a finished training (best and last states, history, selection) atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(dataclasses.asdict(result), tmp)
-    os.replace(tmp, path)
+    _atomic_save(dataclasses.asdict(result), path)
 
 
 def load_trained(path: Path) -> FitResult | None:

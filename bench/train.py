@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from bench.config import TrainConfig
 from bench.data.base import RetrievalSplit
 from bench.distributed import DistEnv, current, gather_rows, reduce_grads, shard
 from bench.errors import ConfigError
-from bench.features import FeatureSet, _to, iter_image_batches
+from bench.features import FeatureSet, _atomic_save, _to, iter_image_batches
 from bench.methods import Objective
 
 __all__ = ["FitResult", "fit", "load_state", "seed_everything"]
@@ -232,10 +231,7 @@ def _save(
         "selected_epoch": result.selected_epoch,
         "best_state": result.best_state,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a job killed mid-save leaves the previous checkpoint intact
+    _atomic_save(state, path)  # a job killed mid-save leaves the previous checkpoint intact
 
 
 def _restore(
