@@ -270,14 +270,10 @@ def cell_status(cfg: BenchConfig, cell: Cell) -> CellStatus:
             rec = read_record(path)
         except (OSError, ValueError):
             rec = {}
-    if (
-        rec.get("config_hash") == chash
-        and rec.get("status") in ("failed", "unavailable")
-        and (not info or rec.get("job_id") == job_id)
-    ):  # written by the marker's job (or no job at all): final, whatever sacct still says
-        where = rec.get("log") or log_path
-        detail = f"{rec.get('reason', '')}" + (f"; log {where}" if where else "")
-        return CellStatus(cell, str(rec["status"]), job_id, detail, where)
+    final = rec.get("config_hash") == chash and rec.get("status") in ("failed", "unavailable")
+    if final and (not info or rec.get("job_id") == job_id):
+        # written by the marker's job (or no job at all): final, whatever sacct still says
+        return _record_status(cell, rec, job_id, log_path)
     if info and info.get("cluster") == "slurm":
         state = _slurm_state(job_id, info["folder"])
         if state in _QUEUED:
@@ -289,13 +285,17 @@ def cell_status(cfg: BenchConfig, cell: Cell) -> CellStatus:
         if state in _FAILED and rec.get("config_hash") != chash:
             return CellStatus(cell, "failed", job_id, f"{state}: {_last_error_line(log_path)}; log {log_path}",
                               log_path)  # fmt: skip
-    if rec.get("config_hash") == chash and rec.get("status") in ("failed", "unavailable"):
-        where = rec.get("log") or log_path
-        detail = f"{rec.get('reason', '')}" + (f"; log {where}" if where else "")
-        return CellStatus(cell, str(rec["status"]), job_id, detail, where)
+    if final:  # a failure of an earlier job of this configuration, and no live job since
+        return _record_status(cell, rec, job_id, log_path)
     if info:
         return CellStatus(cell, "failed", job_id, f"job ended without a result; log {log_path}", log_path)
     return CellStatus(cell, "missing")
+
+
+def _record_status(cell: Cell, rec: dict[str, Any], job_id: str | None, log_path: str | None) -> CellStatus:
+    where = rec.get("log") or log_path
+    detail = f"{rec.get('reason', '')}" + (f"; log {where}" if where else "")
+    return CellStatus(cell, str(rec["status"]), job_id, detail, where)
 
 
 def grid_status(cfg: BenchConfig, cells: list[Cell]) -> list[CellStatus]:
