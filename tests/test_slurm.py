@@ -111,7 +111,8 @@ def test_grid_runs_as_one_array_and_a_raising_cell_fails_alone(root: Path) -> No
     st = cell_status(cfg, bad)
     assert st.state == "failed", st
     assert "no_such_timm_model" in st.detail and st.log and Path(st.log).is_file()
-    assert _sacct_state(_marker(cfg, bad)["job_id"]) == "FAILED"
+    bad_job = _marker(cfg, bad)["job_id"]  # slurmdbd records a finished job's state with a short lag
+    _wait(lambda: _sacct_state(bad_job) == "FAILED", f"sacct to say job {bad_job} FAILED", timeout=60)
     assert "failed" in out and "no_such_timm_model" in out  # the status table printed by --wait
 
     # Re-running submits nothing that is done; only the failed cell goes again (and fails again).
