@@ -260,6 +260,7 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True, checkpoint:
             batch_size=cfg.eval.batch_size,
             num_workers=tcfg.num_workers,
             progress=progress,
+            precision=cfg.eval.precision,
         )
 
     def finish(metrics: dict[str, Any]) -> dict[str, Any]:

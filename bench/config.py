@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bench.errors import ConfigError
 
@@ -81,6 +81,7 @@ class EvalConfig:
     batch_size: int = 64  # images or captions per encoding batch
     memory_mb: float = 256.0  # memory budget of the exact scorer's score strips
     cache_features: bool = True  # cache frozen backbone features on disk (keyed by weights, transform, data)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # encoders: "auto" = bf16 autocast on CUDA, fp32 on CPU
     rerank_k: int = 0  # two-stage retrieval: re-score each query's top-k ITC candidates by the adapter's pair scorer
     rerank_fusion: str = "itm+itc"  # re-ranked score: "itm" (pair score alone) or "itm+itc" (plus the ITC cosine)
 
@@ -173,6 +174,11 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
             except ConfigError:
                 pass
         raise ConfigError(f"{where}: {value!r} is not a {tp}")
+    if origin is typing.Literal:
+        if value not in typing.get_args(tp):
+            choices = ", ".join(repr(a) for a in typing.get_args(tp))
+            raise ConfigError(f"{where}: expected one of {choices}, got {value!r}")
+        return value
     if tp is type(None):
         if value is not None:
             raise ConfigError(f"{where}: expected nothing, got {value!r}")

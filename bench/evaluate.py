@@ -66,9 +66,8 @@ def evaluate(
     split_features = getattr(adapter, "split_features", None)
     if callable(split_features):
         features = split_features(split)
-    img, txt = encode_split(
-        adapter, split, device=device, batch_size=cfg.batch_size, features=features, progress=progress
-    )
+    img, txt = encode_split(adapter, split, device=device, batch_size=cfg.batch_size, features=features,
+                            progress=progress, precision=cfg.precision)  # fmt: skip
     if objective is not None:
         objective.eval()
         raw = objective.views(img.to(device), txt.to(device))

@@ -8,6 +8,7 @@ or dataset file never reuses stale rows, and several methods or adapters sharing
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -26,10 +27,12 @@ from bench.errors import DataError
 from bench.protocol import Features
 
 __all__ = [
+    "PRECISIONS",
     "FeatureSet",
     "backbone_fingerprint",
     "embed_features",
     "encode_split",
+    "encoding_precision",
     "cache_path",
     "cached_features",
     "extract_features",
@@ -98,17 +101,45 @@ def _storage(feats: Features) -> Features:
     }
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def encoding_precision(device: torch.device | str, precision: str = "auto") -> str:
+    """What encoders run in: ``"bf16"`` (autocast) or ``"fp32"``. ``precision="auto"`` is bf16 on CUDA (as
+    CLIP_benchmark's ``--amp``) and fp32 elsewhere. Part of the feature-cache key: features encoded at one precision
+    are never served for the other."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if torch.device(device).type == "cuda" else "fp32"
+    return precision
+
+
+def _precision_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    if encoding_precision(device, precision) == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def _map_images(
     adapter: Any, split: RetrievalSplit, fn: Callable[[torch.Tensor], Any], *, device: torch.device, batch_size: int,
-    num_workers: int, progress: bool, desc: str,
+    num_workers: int, progress: bool, desc: str, precision: str = "fp32",
 ) -> list[Any]:  # fmt: skip
-    """``fn`` over every transformed image batch of ``split`` (on ``device``), in order."""
+    """``fn`` over every transformed image batch of ``split`` (on ``device``), in order, in channels-last layout and
+    under bf16 autocast where ``precision`` says so (:func:`encoding_precision`)."""
     out = []
+    # Channels-last: EfficientNet-Lite0 runs 1.8x faster on our CPU (23 -> 42 images/s, outputs equal to 2e-5) and
+    # cuDNN prefers it too. Converting the module touches 4-D weights only, so towers without convolutions are as
+    # they were.
+    layout = torch.channels_last
+    if isinstance(adapter, torch.nn.Module):
+        adapter.to(memory_format=layout)
     bar = tqdm(total=split.n_images, desc=f"{desc} {split.dataset}/{split.split}", disable=not progress, leave=False)
     for images in iter_image_batches(
         split, adapter.image_transform(), batch_size, num_workers, pin_memory=device.type == "cuda"
     ):
-        out.append(fn(images.to(device, non_blocking=True)))
+        with _precision_context(device, precision):
+            out.append(fn(images.to(device, non_blocking=True, memory_format=layout)))
         bar.update(len(images))
     bar.close()
     return out
@@ -116,36 +147,42 @@ def _map_images(
 
 def _map_captions(
     adapter: Any, split: RetrievalSplit, fn: Callable[[Features], Any], *, device: torch.device, batch_size: int,
-    progress: bool, desc: str,
+    progress: bool, desc: str, precision: str = "fp32",
 ) -> list[Any]:  # fmt: skip
-    """``fn`` over every tokenised caption batch of ``split`` (on ``device``), in order."""
+    """``fn`` over every tokenised caption batch of ``split`` (on ``device``), in order, under bf16 autocast where
+    ``precision`` says so."""
     caps = list(split.captions)
     starts = range(0, len(caps), batch_size)
     bar = tqdm(starts, desc=f"{desc} {split.dataset}/{split.split}", disable=not progress, leave=False)
-    return [fn(_to(adapter.tokenize(caps[s : s + batch_size]), device)) for s in bar]
+    out = []
+    for s in bar:
+        with _precision_context(device, precision):
+            out.append(fn(_to(adapter.tokenize(caps[s : s + batch_size]), device)))
+    return out
 
 
 @torch.inference_mode()
 def extract_image_features(
     adapter: Any, split: RetrievalSplit, *, device: torch.device, batch_size: int = 64, num_workers: int = 0,
-    progress: bool = True,
+    progress: bool = True, precision: str = "fp32",
 ) -> FeatureSet:  # fmt: skip
-    """Stage-1 features of every image of ``split`` (on CPU, fp16)."""
+    """Stage-1 features of every image of ``split`` (on CPU, fp16), encoded at ``precision``."""
     adapter.eval()
     fn = lambda x: _storage(adapter.image_features(x))  # noqa: E731
     return _pad_cat(_map_images(adapter, split, fn, device=device, batch_size=batch_size, num_workers=num_workers,
-                                progress=progress, desc="backbone images"))  # fmt: skip
+                                progress=progress, desc="backbone images", precision=precision))  # fmt: skip
 
 
 @torch.inference_mode()
 def extract_text_features(
-    adapter: Any, split: RetrievalSplit, *, device: torch.device, batch_size: int = 128, progress: bool = True
-) -> FeatureSet:
-    """Stage-1 features of every caption of ``split`` (on CPU, fp16)."""
+    adapter: Any, split: RetrievalSplit, *, device: torch.device, batch_size: int = 128, progress: bool = True,
+    precision: str = "fp32",
+) -> FeatureSet:  # fmt: skip
+    """Stage-1 features of every caption of ``split`` (on CPU, fp16), encoded at ``precision``."""
     adapter.eval()
     fn = lambda t: _storage(adapter.text_features(t))  # noqa: E731
     return _pad_cat(_map_captions(adapter, split, fn, device=device, batch_size=batch_size, progress=progress,
-                                  desc="backbone captions"))  # fmt: skip
+                                  desc="backbone captions", precision=precision))  # fmt: skip
 
 
 def backbone_fingerprint(module: torch.nn.Module) -> str:
@@ -176,13 +213,12 @@ def _atomic_save(obj: Any, path: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def cache_path(adapter: Any, split: RetrievalSplit, modality: str, cache_dir: Path) -> Path:
-    """Where ``modality``'s stage-1 features of ``split`` are cached: keyed by the tower's key and weights and by
-    the split's content for that modality."""
+def cache_path(adapter: Any, split: RetrievalSplit, modality: str, cache_dir: Path, precision: str = "fp32") -> Path:
+    """Where ``modality``'s stage-1 features of ``split`` are cached: keyed by the tower's key and weights, by the
+    split's content for that modality, and by the encoding precision (:func:`encoding_precision`)."""
     part = "images" if modality == "image" else "captions"
-    blob = "|".join(
-        [adapter.modality_key(modality), backbone_fingerprint(adapter.backbone_part(modality)), split.fingerprint(part)]
-    )
+    weights = backbone_fingerprint(adapter.backbone_part(modality))
+    blob = "|".join([adapter.modality_key(modality), weights, split.fingerprint(part), precision])
     digest = hashlib.sha256(blob.encode()).hexdigest()[:20]
     return Path(cache_dir) / f"{split.dataset}-{split.split}-{modality}-{digest}.pt"
 
@@ -212,25 +248,36 @@ def cached_features(
     batch_size: int = 64,
     num_workers: int = 0,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> tuple[FeatureSet, FeatureSet]:
     """Stage-1 image and caption features of ``split``, read from / written to ``cache_dir`` when given.
 
     Each modality is cached on its own, so two adapters sharing one tower share its features. A cache file that is
-    unreadable or whose row count does not match the split is rebuilt, never used.
+    unreadable or whose row count does not match the split is rebuilt, never used. ``precision``
+    (:func:`encoding_precision`): bf16 features are cached apart from fp32 ones.
     """
-    img_path = cache_path(adapter, split, "image", cache_dir) if cache_dir is not None else None
-    txt_path = cache_path(adapter, split, "text", cache_dir) if cache_dir is not None else None
+    precision = encoding_precision(device, precision)
+    img_path = cache_path(adapter, split, "image", cache_dir, precision) if cache_dir is not None else None
+    txt_path = cache_path(adapter, split, "text", cache_dir, precision) if cache_dir is not None else None
     img = _cached(
         img_path,
         split.n_images,
         lambda: extract_image_features(
-            adapter, split, device=device, batch_size=batch_size, num_workers=num_workers, progress=progress
+            adapter,
+            split,
+            device=device,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+            precision=precision,
         ),
     )
     txt = _cached(
         txt_path,
         split.n_captions,
-        lambda: extract_text_features(adapter, split, device=device, batch_size=2 * batch_size, progress=progress),
+        lambda: extract_text_features(
+            adapter, split, device=device, batch_size=2 * batch_size, progress=progress, precision=precision
+        ),
     )
     return img, txt
 
@@ -279,10 +326,12 @@ def encode_split(
     num_workers: int = 0,
     features: tuple[FeatureSet, FeatureSet] | None = None,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Image and caption embeddings of ``split`` (float32, CPU, unnormalised).
 
-    With ``features`` (cached stage-1 outputs) only the heads run; otherwise images and captions go end to end.
+    With ``features`` (cached stage-1 outputs) only the heads run (in float32); otherwise images and captions go end
+    to end at ``precision`` (:func:`encoding_precision`).
     """
     adapter.eval()
     if features is not None:
@@ -300,7 +349,9 @@ def encode_split(
         num_workers=num_workers,
         progress=progress,
         desc="encode images",
+        precision=precision,
     )
     txt = _map_captions(adapter, split, lambda t: adapter.encode_text(t).float().cpu(), device=device,
-                        batch_size=2 * batch_size, progress=progress, desc="encode captions")  # fmt: skip
+                        batch_size=2 * batch_size, progress=progress, desc="encode captions",
+                        precision=precision)  # fmt: skip
     return torch.cat(img), torch.cat(txt)

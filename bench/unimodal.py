@@ -31,10 +31,12 @@ from bench.features import (
     _cached,
     _map_images,
     _pad_cat,
+    _precision_context,
     _storage,
     _to,
     cache_path,
     embed_features,
+    encoding_precision,
     extract_image_features,
 )
 from bench.methods import Objective
@@ -128,18 +130,21 @@ class UnimodalScorer:
 
     def _image_features(self) -> FeatureSet:
         images = self.split.images()  # type: ignore[union-attr]
-        path = cache_path(self.adapter, images, "image", self.cache_dir) if self.cache_dir is not None else None
+        precision = encoding_precision(self.device, self.cfg.precision)
+        path = cache_path(self.adapter, images, "image", self.cache_dir, precision) if self.cache_dir else None
         return _cached(path, images.n_images, lambda: extract_image_features(
             self.adapter, images, device=self.device, batch_size=self.cfg.batch_size, num_workers=self.num_workers,
-            progress=self.progress,
+            progress=self.progress, precision=self.cfg.precision,
         ))  # fmt: skip
 
     def _text_batches(self, fn: Any) -> list[Any]:
         sentences = self.split.sentences()[0]  # type: ignore[union-attr]
         bs = 2 * self.cfg.batch_size
-        return [
-            fn(_to(self.adapter.tokenize(sentences[s : s + bs]), self.device)) for s in range(0, len(sentences), bs)
-        ]
+        out = []
+        for s in range(0, len(sentences), bs):
+            with _precision_context(self.device, self.cfg.precision):
+                out.append(fn(_to(self.adapter.tokenize(sentences[s : s + bs]), self.device)))
+        return out
 
     @torch.inference_mode()
     def _text_features(self) -> FeatureSet:
@@ -159,7 +164,7 @@ class UnimodalScorer:
             rows = _map_images(
                 self.adapter, self.split.images(), lambda x: self.adapter.encode_image(x).float().cpu(),  # type: ignore[union-attr]
                 device=self.device, batch_size=self.cfg.batch_size, num_workers=self.num_workers,
-                progress=self.progress, desc="encode images",
+                progress=self.progress, desc="encode images", precision=self.cfg.precision,
             )  # fmt: skip
         else:
             rows = self._text_batches(lambda t: self.adapter.encode_text(t).float().cpu())

@@ -236,6 +236,7 @@ def test_accepted_values_and_coercion(tmp_path: Path) -> None:
     assert cfg.grid.seeds == [0, 1] and cfg.grid.models == ["m"]
     assert cfg.models == {"m": {"adapter": "towers", "projection_dim": 64}}
     assert cfg.eval == EvalConfig() and cfg.paths == PathsConfig()  # untouched sections keep their defaults
+    assert apply_overrides(cfg, ["eval.precision=bf16"]).eval.precision == "bf16"
     with pytest.raises(ConfigError, match=r"\[grid\]\.seeds"):
         load_config(_write(tmp_path, "[grid]\nseeds = [0, 'one']\n", "seeds.toml"))
     with pytest.raises(ConfigError, match="expected a list"):
@@ -288,6 +289,7 @@ def test_overrides_apply_with_types(repo_config: BenchConfig) -> None:
         ("trian.epochs=3", "unknown section 'trian'"),
         ("train.epochs", "expected section.key=value"),
         ("epochs=3", "expected section.key=value"),
+        ("eval.precision=fp16", r"\[eval\]\.precision: expected one of 'auto', 'fp32', 'bf16', got 'fp16'"),
     ],
 )
 def test_bad_overrides_raise(repo_config: BenchConfig, override: str, pattern: str) -> None:
