@@ -2,11 +2,12 @@
 
 Reads the coco-sample test split (201 COCO photos, ~1,000 captions) from ../shared/data/coco-sample and times the
 harness's own stage-1 encoders (`bench.features.extract_image_features` / `extract_text_features`: DataLoader,
-batched tokenisation, `torch.inference_mode`), plus the JPEG decode + transform alone, so the figures say where the
-time goes. Each figure is the best of `--repeats` passes after one warm-up pass. On a GPU it also times bf16 autocast
-and channels-last.
+channels-last image batches, batched tokenisation, `torch.inference_mode`), plus the JPEG decode + transform alone
+and the image tower fed contiguous batches (the layout before channels-last), so the figures say where the time goes.
+Each figure is the best of `--repeats` passes after one warm-up pass. Both precisions are timed: fp32 (the CPU
+default) and bf16 autocast (the CUDA default, `eval.precision = "auto"`; opt-in on CPU).
 
-    python benchmarks/encoding.py [--repeats 2] [--workers 0,2] [--batch-size 64]
+    python benchmarks/encoding.py [--repeats 2] [--workers 0,2] [--batch-size 64]   # add --workers 8 on a GPU host
 """
 
 from __future__ import annotations
@@ -58,37 +59,39 @@ def main() -> None:
           f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs")  # fmt: skip
 
     transform = adapter.image_transform()
-    for w in [int(x) for x in args.workers.split(",")]:
+    workers = [int(x) for x in args.workers.split(",")]
+    for w in workers:
         s = best_of(lambda w=w: list(iter_image_batches(split, transform, args.batch_size, w)), args.repeats)
         print(f"decode + transform only, {w} workers: {split.n_images / s:7.1f} images/s")
+    batches = list(iter_image_batches(split, transform, args.batch_size, 0))
+
+    def tower_only(layout: torch.memory_format) -> None:
+        with torch.inference_mode():
+            adapter.to(memory_format=layout)
+            for b in batches:
+                adapter.image_features(b.to(dev, memory_format=layout))
+
+    for name, layout in (("contiguous", torch.contiguous_format), ("channels-last", torch.channels_last)):
+        s = best_of(lambda layout=layout: tower_only(layout), args.repeats)
+        print(f"EfficientNet-Lite0 alone (decoded batches), {name}, fp32: {split.n_images / s:7.1f} images/s")
+    for precision in ("fp32", "bf16"):
+        for w in workers:
+            s = best_of(
+                lambda w=w, p=precision: extract_image_features(
+                    adapter, split, device=dev, batch_size=args.batch_size, num_workers=w, progress=False, precision=p
+                ),
+                args.repeats,
+            )
+            print(f"image tower (decode + EfficientNet-Lite0), {precision}, {w} workers: "
+                  f"{split.n_images / s:7.1f} images/s")  # fmt: skip
         s = best_of(
-            lambda w=w: extract_image_features(
-                adapter, split, device=dev, batch_size=args.batch_size, num_workers=w, progress=False
+            lambda p=precision: extract_text_features(
+                adapter, split, device=dev, batch_size=args.text_batch_size, progress=False, precision=p
             ),
             args.repeats,
         )
-        print(f"image tower (decode + EfficientNet-Lite0), {w} workers: {split.n_images / s:7.1f} images/s")
-    s = best_of(
-        lambda: extract_text_features(adapter, split, device=dev, batch_size=args.text_batch_size, progress=False),
-        args.repeats,
-    )
-    print(f"text tower (tokenise + MiniLM-L6), batch {args.text_batch_size}: {split.n_captions / s:7.1f} captions/s")
-
-    if dev.type == "cuda":
-        adapter.to(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            s = best_of(
-                lambda: extract_image_features(
-                    adapter, split, device=dev, batch_size=256, num_workers=8, progress=False
-                ),  # fmt: skip
-                args.repeats,
-            )
-            print(f"GPU bf16 + channels-last image tower: {split.n_images / s:7.1f} images/s")
-            s = best_of(
-                lambda: extract_text_features(adapter, split, device=dev, batch_size=512, progress=False),
-                args.repeats,
-            )
-            print(f"GPU bf16 text tower: {split.n_captions / s:7.1f} captions/s")
+        print(f"text tower (tokenise + MiniLM-L6), {precision}, batch {args.text_batch_size}: "
+              f"{split.n_captions / s:7.1f} captions/s")  # fmt: skip
 
 
 if __name__ == "__main__":

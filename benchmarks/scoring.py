@@ -43,13 +43,13 @@ def run_ours(img: torch.Tensor, txt: torch.Tensor, c2i: np.ndarray, memory_mb: f
     return {"i2t": recall_summary(i2t), "t2i": recall_summary(t2i)}
 
 
-def run_clip_benchmark(img: torch.Tensor, txt: torch.Tensor, c2i: np.ndarray) -> dict:
+def run_clip_benchmark(img: torch.Tensor, txt: torch.Tensor, c2i: np.ndarray, device: str = "cpu") -> dict:
     from clip_benchmark.metrics.zeroshot_retrieval import batchify, recall_at_k
 
-    batch_size, device = 64, "cpu"
+    batch_size = 64
     scores = txt @ img.t()
     positive_pairs = torch.zeros_like(scores, dtype=bool)
-    positive_pairs[torch.arange(len(scores)), torch.from_numpy(c2i)] = True
+    positive_pairs[torch.arange(len(scores), device=scores.device), torch.from_numpy(c2i).to(scores.device)] = True
     out: dict[str, dict[str, float]] = {"i2t": {}, "t2i": {}}
     for k in (1, 5, 10):
         t2i = (batchify(recall_at_k, scores, positive_pairs, batch_size, device, k=k) > 0).float().mean().item()
