@@ -96,18 +96,32 @@ def _as_matrix(x: ArrayLike, name: str, device: torch.device | None) -> torch.Te
 
 
 def _query_gallery(
-    queries: ArrayLike, gallery: ArrayLike, device: torch.device | str | None
+    queries: ArrayLike,
+    gallery: ArrayLike,
+    device: torch.device | str | None,
+    names: tuple[str, str] = ("queries", "gallery"),
 ) -> tuple[torch.Tensor, torch.Tensor, torch.device]:
     """Checked float32 query and gallery matrices on one device (default: the queries' device if a tensor, else
-    CPU), with the same dimension."""
+    CPU), with the same dimension; errors call them ``names``."""
     if device is None:
         device = queries.device if isinstance(queries, torch.Tensor) else torch.device("cpu")
     device = torch.device(device)
-    q = _as_matrix(queries, "queries", device)
-    g = _as_matrix(gallery, "gallery", device)
+    q = _as_matrix(queries, names[0], device)
+    g = _as_matrix(gallery, names[1], device)
     if q.shape[1] != g.shape[1]:
-        raise ValueError(f"queries have dimension {q.shape[1]} but gallery has {g.shape[1]}")
+        raise ValueError(f"{names[0]} has dimension {q.shape[1]} but {names[1]} has {g.shape[1]}")
     return q, g, device
+
+
+def _caption_to_image(caption_to_image: Any, n_txt: int, n_img: int) -> np.ndarray:
+    """Checked int64 [N_txt] image row of each caption."""
+    c2i = _as_index_array(caption_to_image, "caption_to_image").reshape(-1)
+    if c2i.shape[0] != n_txt:
+        raise ValueError(f"caption_to_image has {c2i.shape[0]} rows but text_emb has {n_txt}")
+    if c2i.size and (c2i.min() < 0 or c2i.max() >= n_img):
+        bad = int(np.flatnonzero((c2i < 0) | (c2i >= n_img))[0])
+        raise ValueError(f"caption_to_image[{bad}] = {c2i[bad]}, out of range [0, {n_img}) (image_emb rows)")
+    return c2i
 
 
 def _as_index_array(x: Any, name: str) -> np.ndarray:
@@ -397,20 +411,9 @@ def itr_ranks(
     """
     if not memory_mb > 0:
         raise ValueError(f"memory_mb must be > 0, got {memory_mb}")
-    if device is None:
-        device = image_emb.device if isinstance(image_emb, torch.Tensor) else torch.device("cpu")
-    device = torch.device(device)
-    img = _as_matrix(image_emb, "image_emb", device)
-    txt = _as_matrix(text_emb, "text_emb", device)
-    if img.shape[1] != txt.shape[1]:
-        raise ValueError(f"image_emb has dimension {img.shape[1]} but text_emb has {txt.shape[1]}")
+    img, txt, device = _query_gallery(image_emb, text_emb, device, ("image_emb", "text_emb"))
     n_img, n_txt = img.shape[0], txt.shape[0]
-    c2i = _as_index_array(caption_to_image, "caption_to_image").reshape(-1)
-    if c2i.shape[0] != n_txt:
-        raise ValueError(f"caption_to_image has {c2i.shape[0]} rows but text_emb has {n_txt}")
-    if c2i.size and (c2i.min() < 0 or c2i.max() >= n_img):
-        bad = int(np.flatnonzero((c2i < 0) | (c2i >= n_img))[0])
-        raise ValueError(f"caption_to_image[{bad}] = {c2i[bad]}, out of range [0, {n_img}) (image_emb rows)")
+    c2i = _caption_to_image(caption_to_image, n_txt, n_img)
     counts = np.bincount(c2i, minlength=n_img)
     has_caption = counts > 0
     if n_txt == 0:
@@ -639,12 +642,7 @@ def itr_metrics(
     img = _as_matrix(image_emb, "image_emb", torch.device(device))
     txt = _as_matrix(text_emb, "text_emb", torch.device(device))
     n_img, n_txt = img.shape[0], txt.shape[0]
-    c2i = _as_index_array(caption_to_image, "caption_to_image").reshape(-1)
-    if c2i.shape[0] != n_txt:
-        raise ValueError(f"caption_to_image has {c2i.shape[0]} rows but text_emb has {n_txt}")
-    if c2i.size and (c2i.min() < 0 or c2i.max() >= n_img):
-        bad = int(np.flatnonzero((c2i < 0) | (c2i >= n_img))[0])
-        raise ValueError(f"caption_to_image[{bad}] = {c2i[bad]}, out of range [0, {n_img}) (image_emb rows)")
+    c2i = _caption_to_image(caption_to_image, n_txt, n_img)
     labels: np.ndarray | None = None
     if image_labels is not None:
         labels = _as_index_array(image_labels, "image_labels").reshape(-1)

@@ -95,31 +95,6 @@ def test_collapsed_embeddings_rank_last() -> None:
     assert set(t2i.tolist()) == {29} and set(i2t.tolist()) == {116}
 
 
-def test_precision_is_forced_to_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
-    backends = [torch.backends.cuda.matmul, torch.backends.mkldnn.matmul]
-    if not all(hasattr(b, "fp32_precision") for b in backends):
-        pytest.skip("this torch has no per-backend fp32_precision")
-    seen: list[list[str]] = []
-    real = metrics_mod._strip_scores
-
-    def spy(q: torch.Tensor, g_t: torch.Tensor) -> torch.Tensor:
-        seen.append([b.fp32_precision for b in backends])
-        return real(q, g_t)
-
-    monkeypatch.setattr(metrics_mod, "_strip_scores", spy)
-    before = [b.fp32_precision for b in backends]
-    try:
-        for b in backends:
-            b.fp32_precision = "tf32"
-        image, text, c2i = tie_heavy_problem(1)
-        itr_ranks(image, text, c2i, memory_mb=0.002)
-        assert seen and all(s == ["ieee", "ieee"] for s in seen)
-        assert [b.fp32_precision for b in backends] == ["tf32", "tf32"]
-    finally:
-        for b, p in zip(backends, before, strict=True):
-            b.fp32_precision = p
-
-
 def test_errors_name_the_field() -> None:
     image, text, c2i = tie_heavy_problem(0)
     with pytest.raises(ValueError, match="caption_to_image has 3 rows but text_emb has"):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import bench.metrics as metrics_mod
-from bench.metrics import TIE_RULE, itr_metrics, recall_summary, retrieval_ranks
+from bench.metrics import TIE_RULE, itr_metrics, itr_ranks, recall_summary, retrieval_ranks, sibling_ranks
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Independent references (float64 numpy, full score matrix)
@@ -236,7 +236,10 @@ def test_scores_use_full_fp32_and_restore_precision_settings(monkeypatch: pytest
         image, text, c2i = tie_heavy_problem(0)
         want = brute_force_ranks(text, image, [np.array([m]) for m in c2i])
         np.testing.assert_array_equal(retrieval_ranks(text, image, (np.arange(len(c2i) + 1), c2i)), want)
-        assert seen and all(s == ["ieee", "ieee"] for s in seen)
+        n_strips = len(seen)
+        np.testing.assert_array_equal(itr_ranks(image, text, c2i, memory_mb=0.002)[1], want)
+        sibling_ranks(text, c2i, memory_mb=0.002)  # the two tiled scans too
+        assert n_strips and len(seen) > n_strips and all(s == ["ieee", "ieee"] for s in seen)
         assert [b.fp32_precision for b in backends] == ["tf32", "tf32"]
     finally:
         for b, p in zip(backends, before, strict=True):
