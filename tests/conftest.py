@@ -168,9 +168,9 @@ def tiny_embeddings_split(tmp_path_factory: pytest.TempPathFactory) -> tuple[dic
     """Options of a tiny ``embeddings`` adapter and the split its rows belong to.
 
     Stored rows can only encode content they were computed on, so the split holds exactly what the registry-wide
-    tests in test_adapters.py encode: the ``rgb_images`` images and its ``CAPTIONS`` plus ``LONG_CAPTION``.
+    tests in test_adapters.py encode: the ``rgb_images`` images and ``texts.CAPTIONS`` plus ``LONG_CAPTION``.
     """
-    from test_adapters import CAPTIONS, LONG_CAPTION
+    from texts import CAPTIONS, LONG_CAPTION
 
     from bench.data.base import RetrievalSplit
 

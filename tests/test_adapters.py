@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 from PIL import Image
+from texts import CAPTIONS, LONG_CAPTION
 
 from adapters._towers import build_text_tower, build_timm_tower
 from adapters.gpo import GPO
@@ -22,8 +23,6 @@ from bench.registry import list_adapters
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 FAMILIES = list_adapters()
-CAPTIONS = ["a dog runs on the grass", "two cats sit in a window next to a red car", "a man rides a bike"]
-LONG_CAPTION = " ".join(["a man rides a red bike down the green street"] * 20)  # 200 words
 # Parameters that legitimately get no gradient from encoding (by name fragment), and why.
 NO_GRAD_OK = {
     "pooler.": "BERT pooler: the towers read last_hidden_state, never pooler_output",

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from texts import CAPTIONS
 
 import bench.rerank as rerank_mod
 from bench.config import EvalConfig, config_from_dict
@@ -30,7 +31,6 @@ from bench.rerank import pessimistic_order_key, rerank_direction, rerank_metrics
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-CAPTIONS = ["a dog runs on the grass", "two cats sit in a window next to a red car", "a man rides a bike"]
 WORDS = "dog cat man woman horse bike car street grass window red blue green sits runs rides near under".split()
 N_IMAGES, CAPS_PER_IMAGE = 6, 2  # plus one image without captions (no i2t query)
 FUSIONS = ["itm", "itm+itc"]

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from texts import CAPTIONS
 from torch import nn
 
 from adapters._vse_official import BACKBONE_SOURCES, official_options, read_official
@@ -22,7 +23,6 @@ from bench.registry import create_adapter
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 TINY_RESNET = "test_resnet"  # a timm ResNet: torchvision's module names (conv1, bn1, layer1..4, fc), like ResNeXt-101
-CAPTIONS = ["a dog runs on the grass", "two cats sit in a window next to a red car", "a man rides a bike"]
 # train.py's options of a WSL grid run (arguments.py defaults plus train_grid.sh's flags), at tiny sizes.
 OPT = dict(data_path="/tmp/data/coco", data_name="coco", margin=0.2, num_epochs=25, batch_size=128, word_dim=300,
            embed_size=24, grad_clip=2.0, learning_rate=5e-4, lr_update=15, optim="adam", workers=20, log_step=200,
