@@ -79,7 +79,7 @@ class EvalConfig:
 
     split: str = "test"  # split every cell is scored on (never used for selection)
     batch_size: int = 64  # images or captions per encoding batch
-    memory_mb: float = 256.0  # memory budget of the exact scorer's score strips
+    memory_mb: float = 256.0  # memory budget of one score tile or strip of the exact scorer
     cache_features: bool = True  # cache frozen backbone features on disk (keyed by weights, transform, data)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # encoders: "auto" = bf16 autocast on CUDA, fp32 on CPU
     rerank_k: int = 0  # two-stage retrieval: re-score each query's top-k ITC candidates by the adapter's pair scorer
