@@ -2,7 +2,7 @@
 # Every benchmark of issue #6 (and the CUSA step cost), one after the other, each printing its figures and ratios.
 # Run on an otherwise idle machine: on 2 cores a concurrent job skews every timing.
 #   bash benchmarks/run_all.sh            # full sizes: about 25 minutes on 2 cores
-#   bash benchmarks/run_all.sh --quick    # the scale problem at 1/25 size and a 1-epoch grid: about 5 minutes
+#   bash benchmarks/run_all.sh --quick    # the scale problem at 1/25 size and a 1-epoch grid: about 9 minutes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
