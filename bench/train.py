@@ -132,6 +132,9 @@ def fit(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, total, max(1, warmup), cfg.min_lr_ratio))
     use_amp = cfg.amp and device.type == "cuda"
     rng = np.random.default_rng(seed)
+    # Training-time draws (dropout, augmentation) start from the seed, not from whatever loading data and teachers
+    # left in the global generator (a cold feature cache draws from it, a warm one does not).
+    torch.manual_seed(seed)
     result = FitResult(selected_epoch=0)
     first = 1
     if checkpoint is not None and Path(checkpoint).is_file():

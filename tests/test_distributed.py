@@ -34,7 +34,9 @@ def _split(folder: Path) -> RetrievalSplit:
     paths = []
     for i in range(12):
         paths.append(folder / f"img{i}.png")
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(paths[-1])
+        pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+        if not paths[-1].exists():  # ranks read the files the test wrote; rewriting them here would race the reads
+            Image.fromarray(pixels).save(paths[-1])
     captions = [" ".join(rng.choice(WORDS, size=5)) for _ in range(24)]
     return RetrievalSplit("tiny", "train", paths, [p.stem for p in paths], captions, np.repeat(np.arange(12), 2))
 
@@ -56,6 +58,7 @@ def _train(rank: int, world: int, port: int, folder: str, text_folder: str, out:
         split = _split(Path(folder))
         feats = cached_features(adapter, split, Path(folder) / "cache", device=torch.device("cpu"), progress=False)
         cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-3, warmup_epochs=0.5, loss="infonce", device="cpu")
+        torch.manual_seed(0)  # as bench.cell does: the heads' init must not depend on whether features were cached
         objective = get_method("contrastive").objective(adapter, cfg, cross_heads=True, head_init="normal")
         result = fit(adapter, objective, split, cfg, device=torch.device("cpu"), seed=0, freeze_backbone=True,
                      train_features=feats, validate=lambda: 0.0, progress=False)  # fmt: skip
@@ -75,7 +78,11 @@ def _free_port() -> int:
 def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path: Path, tiny_text_folder: Path) -> None:
     _split(tmp_path)  # write the images once
     single, double = tmp_path / "single.pt", tmp_path / "double.pt"
-    _train(0, 1, 0, str(tmp_path), str(tiny_text_folder), str(single))  # also fills the feature cache
+    threads = torch.get_num_threads()
+    try:
+        _train(0, 1, 0, str(tmp_path), str(tiny_text_folder), str(single))  # also fills the feature cache
+    finally:
+        torch.set_num_threads(threads)  # _train pins one thread; later tests in this process get theirs back
     mp.spawn(_train, args=(2, _free_port(), str(tmp_path), str(tiny_text_folder), str(double)), nprocs=2, join=True)
     a, b = torch.load(single, weights_only=False), torch.load(double, weights_only=False)
 

@@ -232,3 +232,23 @@ def test_damaged_cache_file_is_rebuilt(
     for f in files:
         rows = {t.shape[0] for t in tensors(torch.load(f, map_location="cpu", weights_only=True))}
         assert rows and rows <= {N_TEST, N_TEST * N_CAPTIONS}, f"{f.name}: rows {rows}"
+
+
+def test_trained_cell_does_not_depend_on_the_cache_state(tmp_path: Path) -> None:
+    # Randomly initialised heads (head_init = "normal") are drawn after the features are loaded. Extracting them
+    # (a cold cache) draws from the global RNG (DataLoader seeding); reading them from the cache does not. The same
+    # seed must give the same numbers either way.
+    config = write_config(tmp_path / "bench.toml", results=tmp_path / "results", work=tmp_path / "work")
+    config.write_text(config.read_text() + '\n[methods.contrastive]\nhead_init = "normal"\n')
+    argv = ["run", "--config", str(config), "--models", "vse_infty", "--methods", "contrastive", "-q"]
+    rc, _, err = run_main(argv)  # cold: every split's features are extracted in this run
+    assert rc == 0, err
+    cold = read_record(result_path(tmp_path / "results", "vse_infty", "contrastive"))
+    rc, _, err = run_main([*argv, "--force"])  # warm: every split's features come from the cache
+    assert rc == 0, err
+    warm = read_record(result_path(tmp_path / "results", "vse_infty", "contrastive"))
+    assert warm["metrics"] == cold["metrics"]
+    drop = {"seconds"}
+    assert [{k: v for k, v in h.items() if k not in drop} for h in warm["history"]] == [
+        {k: v for k, v in h.items() if k not in drop} for h in cold["history"]
+    ]
