@@ -54,6 +54,20 @@ def _strip_rows(n_gallery: int, memory_mb: float, bytes_per_score: int = _BYTES_
     return max(1, math.floor(memory_mb * 2**20 / (bytes_per_score * max(n_gallery, 1)) + 1e-9))
 
 
+def _tile_floats(memory_mb: float) -> int:
+    """How many float32 scores fit in ``memory_mb`` MiB (at least one): the size of one tile of the tiled scans."""
+    if not memory_mb > 0:
+        raise ValueError(f"memory_mb must be > 0, got {memory_mb}")
+    return max(1, math.floor(memory_mb * 2**20 / _BYTES_PER_SCORE + 1e-9))
+
+
+def _scoring_device(x: ArrayLike, device: torch.device | str | None) -> torch.device:
+    """``device``, by default the device of ``x`` if it is a tensor, else CPU."""
+    if device is None:
+        return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+    return torch.device(device)
+
+
 def _strip_scores(q_strip: torch.Tensor, gallery_t: torch.Tensor) -> torch.Tensor:
     """Scores of one strip of queries against the whole gallery (a seam the tests use to watch strip sizes)."""
     return q_strip @ gallery_t
@@ -103,9 +117,7 @@ def _query_gallery(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.device]:
     """Checked float32 query and gallery matrices on one device (default: the queries' device if a tensor, else
     CPU), with the same dimension; errors call them ``names``."""
-    if device is None:
-        device = queries.device if isinstance(queries, torch.Tensor) else torch.device("cpu")
-    device = torch.device(device)
+    device = _scoring_device(queries, device)
     q = _as_matrix(queries, names[0], device)
     g = _as_matrix(gallery, names[1], device)
     if q.shape[1] != g.shape[1]:
@@ -409,17 +421,15 @@ def itr_ranks(
         ``(i2t, t2i)``: int64 0-based ranks of the images that have at least one caption (in image order) and of
         every caption.
     """
-    if not memory_mb > 0:
-        raise ValueError(f"memory_mb must be > 0, got {memory_mb}")
+    budget = _tile_floats(memory_mb)
     img, txt, device = _query_gallery(image_emb, text_emb, device, ("image_emb", "text_emb"))
     n_img, n_txt = img.shape[0], txt.shape[0]
     c2i = _caption_to_image(caption_to_image, n_txt, n_img)
     counts = np.bincount(c2i, minlength=n_img)
-    has_caption = counts > 0
     if n_txt == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    has_caption = torch.from_numpy(counts > 0).to(device)
 
-    budget = max(1, math.floor(memory_mb * 2**20 / _BYTES_PER_SCORE + 1e-9))
     if device.type == "cpu":
         tile, max_width = min(budget, _CPU_TILE_FLOATS), _CPU_TILE_WIDTH
     else:  # square-ish tiles of the whole budget, widths a multiple of 64 where the budget allows
@@ -459,7 +469,7 @@ def itr_ranks(
             best = torch.full((c1 - c0,), -math.inf, device=device).scatter_reduce(
                 0, col, pos, reduce="amax", include_self=True
             )
-            best = torch.where(torch.from_numpy(has_caption[c0:c1]).to(device), best, math.inf)
+            best = torch.where(has_caption[c0:c1], best, math.inf)
             thr_i[c0:c1] = best
             cnt_i[c0:c1] = (scores >= best[None, :]).sum(dim=0)
             pos_at_best[c0:c1] = torch.zeros(c1 - c0, dtype=torch.int64, device=device).index_add_(
@@ -479,7 +489,7 @@ def itr_ranks(
     # A caption's own image reaches its threshold exactly once; an image's positives at its best are no competitors.
     t2i = torch.empty(n_txt, dtype=torch.int64, device=device)
     t2i[order_t] = cnt_t - 1
-    i2t = (cnt_i - pos_at_best)[torch.from_numpy(has_caption).to(device)]
+    i2t = (cnt_i - pos_at_best)[has_caption]
     return i2t.cpu().numpy(), t2i.cpu().numpy()
 
 
@@ -509,11 +519,8 @@ def sibling_ranks(
     Returns:
         ``(queries, ranks)``: the items that have at least one sibling (ascending) and their int64 0-based ranks.
     """
-    if not memory_mb > 0:
-        raise ValueError(f"memory_mb must be > 0, got {memory_mb}")
-    if device is None:
-        device = emb.device if isinstance(emb, torch.Tensor) else torch.device("cpu")
-    device = torch.device(device)
+    budget = _tile_floats(memory_mb)
+    device = _scoring_device(emb, device)
     x = _as_matrix(emb, name, device)
     g = _as_index_array(groups, "groups").reshape(-1)
     if g.shape[0] != x.shape[0]:
@@ -526,7 +533,6 @@ def sibling_ranks(
     if queries.size == 0:
         return queries.astype(np.int64), np.zeros(0, dtype=np.int64)
 
-    budget = max(1, math.floor(memory_mb * 2**20 / _BYTES_PER_SCORE + 1e-9))
     side = math.isqrt(budget) if device.type == "cuda" else min(math.isqrt(budget), _CPU_TILE_SIDE)
     if sizes.max() > side:
         log.debug(
@@ -637,10 +643,9 @@ def itr_metrics(
         ``{"i2t", "t2i", "rsum", "t2t", "i2i"}``: :func:`recall_summary` dicts (percent), rsum a float, or None
         where a protocol does not apply (never 0 for "n/a").
     """
-    if device is None:
-        device = image_emb.device if isinstance(image_emb, torch.Tensor) else torch.device("cpu")
-    img = _as_matrix(image_emb, "image_emb", torch.device(device))
-    txt = _as_matrix(text_emb, "text_emb", torch.device(device))
+    device = _scoring_device(image_emb, device)
+    img = _as_matrix(image_emb, "image_emb", device)
+    txt = _as_matrix(text_emb, "text_emb", device)
     n_img, n_txt = img.shape[0], txt.shape[0]
     c2i = _caption_to_image(caption_to_image, n_txt, n_img)
     labels: np.ndarray | None = None

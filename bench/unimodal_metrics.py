@@ -25,7 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.metrics import ArrayLike, _as_index_array, _as_matrix, _full_fp32_matmul, _query_gallery, _strip_rows
+from bench.metrics import (
+    ArrayLike,
+    _as_index_array,
+    _as_matrix,
+    _full_fp32_matmul,
+    _query_gallery,
+    _scoring_device,
+    _strip_rows,
+)
 
 __all__ = ["image_retrieval_metrics", "label_retrieval", "spearman", "sts_metrics"]
 
@@ -181,9 +189,8 @@ def image_retrieval_metrics(
         ``{"r1", "r2", "r4", "r8", "map_at_r", "r_precision", "n_queries"}``; the values are None when no query
         has a positive.
     """
-    if device is None:
-        device = emb.device if isinstance(emb, torch.Tensor) else torch.device("cpu")
-    x = _as_matrix(emb, "emb", torch.device(device))
+    device = _scoring_device(emb, device)
+    x = _as_matrix(emb, "emb", device)
     if normalize:
         x = torch.nn.functional.normalize(x, dim=1)
     lab = _as_index_array(labels, "labels").reshape(-1)

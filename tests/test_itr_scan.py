@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_metrics import brute_force_ranks, caption_lists, tie_heavy_problem
+from test_metrics import brute_force_ranks, caption_lists, tie_heavy_problem, watch_tiles
 
 import bench.metrics as metrics_mod
 from bench.metrics import itr_ranks, retrieval_ranks, sibling_ranks
@@ -17,18 +17,6 @@ def reference(image: np.ndarray, text: np.ndarray, c2i: np.ndarray) -> tuple[np.
     i2t = brute_force_ranks(image[with_caps], text, [caps[i] for i in with_caps])
     t2i = brute_force_ranks(text, image, [np.array([m]) for m in c2i])
     return i2t, t2i
-
-
-def watch_tiles(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    shapes: list[tuple[int, int]] = []
-    real = metrics_mod._strip_scores
-
-    def spy(q: torch.Tensor, g_t: torch.Tensor) -> torch.Tensor:
-        shapes.append((q.shape[0], g_t.shape[1]))
-        return real(q, g_t)
-
-    monkeypatch.setattr(metrics_mod, "_strip_scores", spy)
-    return shapes
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])

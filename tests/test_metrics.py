@@ -190,8 +190,8 @@ def test_references_agree_with_each_other() -> None:
         )
 
 
-def test_strips_never_exceed_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    image, text, c2i = tie_heavy_problem(0)
+def watch_tiles(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Record the (rows, columns) of every score strip or tile the scorers compute from now on."""
     shapes: list[tuple[int, int]] = []
     real = metrics_mod._strip_scores
 
@@ -200,6 +200,12 @@ def test_strips_never_exceed_budget(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(q, g_t)
 
     monkeypatch.setattr(metrics_mod, "_strip_scores", spy)
+    return shapes
+
+
+def test_strips_never_exceed_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    image, text, c2i = tie_heavy_problem(0)
+    shapes = watch_tiles(monkeypatch)
     positives = [np.array([m]) for m in c2i]
     for rows in (1, 7, 64):
         shapes.clear()
