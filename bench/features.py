@@ -39,6 +39,7 @@ __all__ = [
     "extract_image_features",
     "extract_text_features",
     "iter_image_batches",
+    "map_texts",
 ]
 
 log = logging.getLogger(__name__)
@@ -151,13 +152,21 @@ def _map_captions(
 ) -> list[Any]:  # fmt: skip
     """``fn`` over every tokenised caption batch of ``split`` (on ``device``), in order, under bf16 autocast where
     ``precision`` says so."""
-    caps = list(split.captions)
-    starts = range(0, len(caps), batch_size)
-    bar = tqdm(starts, desc=f"{desc} {split.dataset}/{split.split}", disable=not progress, leave=False)
+    return map_texts(adapter, list(split.captions), fn, device=device, batch_size=batch_size, precision=precision,
+                     progress=progress, desc=f"{desc} {split.dataset}/{split.split}")  # fmt: skip
+
+
+def map_texts(
+    adapter: Any, texts: list[str], fn: Callable[[Features], Any], *, device: torch.device, batch_size: int,
+    precision: str = "fp32", progress: bool = False, desc: str = "",
+) -> list[Any]:  # fmt: skip
+    """``fn`` over every tokenised batch of ``texts`` (on ``device``), in order, under bf16 autocast where
+    ``precision`` says so (:func:`encoding_precision`)."""
     out = []
-    for s in bar:
+    starts = range(0, len(texts), batch_size)
+    for s in tqdm(starts, desc=desc, disable=not progress, leave=False):
         with _precision_context(device, precision):
-            out.append(fn(_to(adapter.tokenize(caps[s : s + batch_size]), device)))
+            out.append(fn(_to(adapter.tokenize(texts[s : s + batch_size]), device)))
     return out
 
 

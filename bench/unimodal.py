@@ -31,13 +31,12 @@ from bench.features import (
     _cached,
     _map_images,
     _pad_cat,
-    _precision_context,
     _storage,
-    _to,
     cache_path,
     embed_features,
     encoding_precision,
     extract_image_features,
+    map_texts,
 )
 from bench.methods import Objective
 from bench.unimodal_metrics import image_retrieval_metrics, sts_metrics
@@ -138,13 +137,9 @@ class UnimodalScorer:
         ))  # fmt: skip
 
     def _text_batches(self, fn: Any) -> list[Any]:
-        sentences = self.split.sentences()[0]  # type: ignore[union-attr]
-        bs = 2 * self.cfg.batch_size
-        out = []
-        for s in range(0, len(sentences), bs):
-            with _precision_context(self.device, self.cfg.precision):
-                out.append(fn(_to(self.adapter.tokenize(sentences[s : s + bs]), self.device)))
-        return out
+        sentences = list(self.split.sentences()[0])  # type: ignore[union-attr]
+        return map_texts(self.adapter, sentences, fn, device=self.device, batch_size=2 * self.cfg.batch_size,
+                         precision=self.cfg.precision)  # fmt: skip
 
     @torch.inference_mode()
     def _text_features(self) -> FeatureSet:
