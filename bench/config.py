@@ -73,6 +73,9 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers for image decoding
 
 
+Precision = Literal["auto", "fp32", "bf16"]  # what encoders may run in (see bench.features.encoding_precision)
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """Evaluation settings."""
@@ -81,7 +84,7 @@ class EvalConfig:
     batch_size: int = 64  # images or captions per encoding batch
     memory_mb: float = 256.0  # memory budget of one score tile or strip of the exact scorer
     cache_features: bool = True  # cache frozen backbone features on disk (keyed by weights, transform, data)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # encoders: "auto" = bf16 autocast on CUDA, fp32 on CPU
+    precision: Precision = "auto"  # encoders: "auto" = bf16 autocast on CUDA, fp32 on CPU
     rerank_k: int = 0  # two-stage retrieval: re-score each query's top-k ITC candidates by the adapter's pair scorer
     rerank_fusion: str = "itm+itc"  # re-ranked score: "itm" (pair score alone) or "itm+itc" (plus the ITC cosine)
 

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from bench.config import Precision
 from bench.data.base import RetrievalSplit
 from bench.errors import DataError
 from bench.protocol import Features
@@ -102,7 +104,7 @@ def _storage(feats: Features) -> Features:
     }
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 
 
 def encoding_precision(device: torch.device | str, precision: str = "auto") -> str:
