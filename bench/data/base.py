@@ -12,7 +12,7 @@ import numpy as np
 
 from bench.errors import DataError
 
-__all__ = ["RetrievalSplit", "load_image", "text_rows"]
+__all__ = ["RetrievalSplit", "load_image", "read_text", "text_rows"]
 
 
 def load_image(path: Path):  # -> PIL.Image.Image (PIL imported lazily)
@@ -28,17 +28,25 @@ def load_image(path: Path):  # -> PIL.Image.Image (PIL imported lazily)
         raise DataError(f"{path}: cannot decode image ({e})") from None
 
 
-def text_rows(path: Path, what: str, sep: str | None = None) -> Iterator[tuple[int, list[str]]]:
-    """(1-based line number, fields split on ``sep``, whitespace by default) of each non-blank line of a UTF-8 list
-    file; :class:`DataError` naming the file and ``what`` it is when it is missing or unreadable."""
+def read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of ``path``; :class:`DataError` naming the file and ``what`` it is when it is missing, a
+    directory, not UTF-8 or unreadable."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: {what} is a directory") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read {what} ({e.strerror})") from None
+
+
+def text_rows(path: Path, what: str, sep: str | None = None) -> Iterator[tuple[int, list[str]]]:
+    """(1-based line number, fields split on ``sep``, whitespace by default) of each non-blank line of a UTF-8 list
+    file; :class:`DataError` naming the file and ``what`` it is when it cannot be read (see :func:`read_text`)."""
+    text = read_text(path, what)
     for i, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             yield i, line.split(sep)

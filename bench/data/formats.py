@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from bench.data import register_format
-from bench.data.base import RetrievalSplit
+from bench.data.base import RetrievalSplit, read_text
 from bench.errors import ConfigError, DataError, SplitNotFoundError
 
 __all__ = [
@@ -68,16 +68,7 @@ def _sub_path(root: Path, value: str | os.PathLike | None, key: str) -> Path:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: annotation file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: annotation file is a directory") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read annotation file ({e.strerror})") from None
+    text = read_text(path, "annotation file")
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
