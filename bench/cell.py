@@ -308,8 +308,8 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True, checkpoint:
             val_source = f"{tcfg.val_fraction:.0%} of train images held out"
         train_feats, val_feats = feats(train), feats(val)
         extra = {"teachers": cfg.teachers} if "teachers" in inspect.signature(method.objective).parameters else {}
-        # Re-seed: extracting features draws from the global RNG (DataLoader seeding) and reading them from the cache
-        # does not, so without this a method's random head initialisation would depend on the cache's state.
+        # Re-seed: a method's random head initialisation must not depend on what loading the data and features drew
+        # from the global RNG (the encode loop keeps its own generator; other loading steps may not).
         seed_everything(cell.seed)
         objective = method.objective(adapter, tcfg, **method_opts, **extra).to(device)
         if hasattr(objective, "prepare"):  # soft-label methods load their (cached) teacher features here

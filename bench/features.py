@@ -71,7 +71,11 @@ def iter_image_batches(
     """Transformed image batches ``[B, 3, H, W]`` of ``split`` (all images, or ``rows``), in order."""
     ds = _ImageDataset(split, transform, rows)
     try:
-        yield from DataLoader(ds, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        # A private generator: a DataLoader otherwise draws its seed from torch's global one, so encoding (a cold
+        # cache) and not encoding (a warm one) would leave different random states behind for what follows.
+        loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+                            generator=torch.Generator())  # fmt: skip
+        yield from loader
     except DataError as e:
         # A worker's error comes back with its whole traceback as the message; keep the one line that matters.
         lines = [ln for ln in str(e).splitlines() if ln.strip()]

@@ -128,3 +128,13 @@ def test_auto_precision_on_cuda_is_bf16_and_close(adapter, tmp_path: Path) -> No
             if v.is_floating_point():
                 cos = torch.nn.functional.cosine_similarity(v.float().flatten(1), b[k].float().flatten(1), dim=1)
                 assert cos.min() > 0.97, (k, cos)
+
+
+def test_encoding_leaves_the_global_random_state_alone(adapter, tmp_path: Path) -> None:
+    # Whether features are extracted (cold cache) or read (warm) must not change what the next random draw is.
+    split = _split(tmp_path)
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    extract_image_features(adapter, split, device=CPU, progress=False, num_workers=0)
+    assert torch.equal(torch.rand(4), expected)

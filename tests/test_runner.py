@@ -235,9 +235,8 @@ def test_damaged_cache_file_is_rebuilt(
 
 
 def test_trained_cell_does_not_depend_on_the_cache_state(tmp_path: Path) -> None:
-    # Randomly initialised heads (head_init = "normal") are drawn after the features are loaded. Extracting them
-    # (a cold cache) draws from the global RNG (DataLoader seeding); reading them from the cache does not. The same
-    # seed must give the same numbers either way.
+    # Randomly initialised heads (head_init = "normal") are drawn after the features are loaded, which a cold cache
+    # extracts and a warm one reads. The same seed must give the same numbers either way.
     config = write_config(tmp_path / "bench.toml", results=tmp_path / "results", work=tmp_path / "work")
     config.write_text(config.read_text() + '\n[methods.contrastive]\nhead_init = "normal"\n')
     argv = ["run", "--config", str(config), "--models", "vse_infty", "--methods", "contrastive", "-q"]
