@@ -1,3 +1,5 @@
-"""Built-in adapter families: one module per family, one import line each (timm style)."""
+"""Model families behind one interface (:mod:`bench.adapters.protocol`), one module per family.
 
-from adapters import blip, clip, embeddings, hf_clip, towers, vse_infty  # noqa: F401
+This folder is installed as ``bench.adapters``. The families register themselves when imported; the registry
+(:mod:`bench.adapters.registry`) imports each only when its name is first asked for, so this package stays light.
+"""

@@ -8,7 +8,8 @@ computes before it normalises: ``vision_proj(vision_model(pixel_values)[0][:, 0]
 ``text_proj(text_encoder(input_ids, attention_mask)[0][:, 0])`` for captions. The model is the backbone and the head
 is empty, so fine-tuning BLIP trains the ITC path (``train.freeze_backbone = false``).
 
-The adapter also declares pair scoring for two-stage retrieval (:mod:`bench.rerank`): :meth:`Blip.pair_image_state`
+The adapter also declares pair scoring for two-stage retrieval (:mod:`bench.evaluation.rerank`):
+:meth:`Blip.pair_image_state`
 gives the vision tokens of a batch of images and :meth:`Blip.pair_scores` the ITM score of row-aligned
 (image, caption) pairs, defined as the ITM head's logit difference ``logit[match] - logit[no match]``. That is the
 log-odds of "match": it ranks pairs exactly as the softmax probability does, but never saturates to a tie at 1.0,
@@ -23,13 +24,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
+from bench.adapters.hf_loading import ProcessorTransform, hf_source, loading_errors
+from bench.adapters.protocol import Features
+from bench.adapters.registry import register_adapter
+from bench.adapters.whole import WholeModelAdapter
 from torch import nn
 
-from adapters._hf import ProcessorTransform, hf_source, loading_errors
-from adapters._whole import WholeModelAdapter
 from bench.errors import ConfigError
-from bench.protocol import Features
-from bench.registry import register_adapter
 
 __all__ = ["Blip"]
 
@@ -107,7 +108,7 @@ class Blip(WholeModelAdapter):
         out = m.text_encoder(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
         return {"emb": m.text_proj(out.last_hidden_state[:, 0, :])}
 
-    # Pair scoring (bench.rerank)
+    # Pair scoring (bench.evaluation.rerank)
 
     def pair_image_state(self, images: torch.Tensor) -> torch.Tensor:
         """Vision tokens ``[B, N, H]`` of transformed images ``[B, 3, H, W]``: what ITM cross-attends to."""

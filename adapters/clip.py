@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench.adapters.protocol import Features
+from bench.adapters.registry import register_adapter
+from bench.adapters.whole import WholeModelAdapter
 from torch import nn
 
-from adapters._whole import WholeModelAdapter
 from bench.errors import ConfigError, WeightsUnavailableError
-from bench.protocol import Features
-from bench.registry import register_adapter
 
 __all__ = ["Clip"]
 

@@ -9,7 +9,7 @@ of a dataset); every split item needs one.
 How it plugs into the harness: the adapter has no image or text model, so
 
 * :meth:`Embeddings.split_features` gives a split's stage-1 features itself, the stored row of each image and
-  caption (:func:`bench.evaluate.evaluate` asks every adapter for it), and stage 2 reads those rows in float32, so
+  caption (:func:`bench.evaluation.itr.evaluate` asks every adapter for it), and stage 2 reads those rows in float32, so
   the harness scores exactly the stored vectors (no fp16 feature cache in between);
 * for raw inputs (``image_transform`` / ``tokenize``, which the harness's feature extraction still runs) stage 1 is
   a 128-bit content key of the decoded pixels or caption text, and stage 2 maps keys to rows after
@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench.adapters.protocol import AdapterBase, Features
+from bench.adapters.registry import register_adapter
 from torch import nn
 
 from bench.data.base import RetrievalSplit
 from bench.errors import ConfigError, DataError
-from bench.protocol import AdapterBase, Features
-from bench.registry import register_adapter
 
 __all__ = ["Embeddings", "caption_ids_of", "image_key", "text_key"]
 

@@ -20,13 +20,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from bench.adapters.hf_loading import ProcessorTransform, hf_source, loading_errors
+from bench.adapters.protocol import Features
+from bench.adapters.registry import register_adapter
+from bench.adapters.whole import WholeModelAdapter
 from torch import nn
 
-from adapters._hf import ProcessorTransform, hf_source, loading_errors
-from adapters._whole import WholeModelAdapter
 from bench.errors import ConfigError
-from bench.protocol import Features
-from bench.registry import register_adapter
 
 __all__ = ["HFClip"]
 

@@ -8,11 +8,10 @@ the linear-probe baseline for fine-tuning methods on the same frozen towers.
 from __future__ import annotations
 
 import torch
+from bench.adapters.backbones import TowerPairAdapter, build_text_tower, build_timm_tower
+from bench.adapters.protocol import Features
+from bench.adapters.registry import register_adapter
 from torch import nn
-
-from adapters._towers import TowerPairAdapter, build_text_tower, build_timm_tower
-from bench.protocol import Features
-from bench.registry import register_adapter
 
 __all__ = ["Towers"]
 

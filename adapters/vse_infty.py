@@ -9,19 +9,18 @@ key map onto the authors' checkpoints stays one table.
 The offline default pairs the packaged EfficientNet-Lite0 (7x7x1280 grid) with all-MiniLM-L6-v2 (384-d tokens); the
 paper setting is ``image_backbone = "resnext101_32x8d.fb_wsl_ig1b_ft_in1k"``,
 ``text_backbone = "google-bert/bert-base-uncased"``. ``checkpoint = "/path/model_best.pth"`` loads the authors' released
-(or any official-code) grid checkpoint; the key map is in :mod:`adapters._vse_official`.
+(or any official-code) grid checkpoint; the key map is in :mod:`bench.adapters.vse_official`.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from bench.adapters.backbones import TowerPairAdapter, build_text_tower, build_timm_tower
+from bench.adapters.gpo import GPO
+from bench.adapters.protocol import Features
+from bench.adapters.registry import register_adapter
 from torch import nn
-
-from adapters._towers import TowerPairAdapter, build_text_tower, build_timm_tower
-from adapters.gpo import GPO
-from bench.protocol import Features
-from bench.registry import register_adapter
 
 __all__ = ["VSEInfty"]
 
@@ -121,20 +120,20 @@ class VSEInfty(TowerPairAdapter):
         Args:
             image_backbone: timm name (default ``tf_efficientnet_lite0``; with ``checkpoint``, the architecture of
                 its ``backbone_source``).
-            image_weights: See :func:`adapters._towers.build_timm_tower` (leave unset with ``checkpoint``).
+            image_weights: See :func:`bench.adapters.backbones.build_timm_tower` (leave unset with ``checkpoint``).
             text_backbone: Text encoder name or folder (default ``all-MiniLM-L6-v2``; with ``checkpoint``,
                 ``google-bert/bert-base-uncased``, whose config and tokenizer are needed, not its weights).
-            text_weights: See :func:`adapters._towers.build_text_tower` (leave unset with ``checkpoint``).
+            text_weights: See :func:`bench.adapters.backbones.build_text_tower` (leave unset with ``checkpoint``).
             max_length: Caption truncation in tokens.
             embed_dim: Joint space size (default 1024; with ``checkpoint``, its ``embed_size``).
             image_mlp: The residual MLP branch of ``precomp_enc_type = "basic"`` (default off).
             checkpoint: Path of a ``model_best.pth`` saved by woodfrog/vse_infty's ``train.py``
-                (see :mod:`adapters._vse_official`).
+                (see :mod:`bench.adapters.vse_official`).
             allow_pickle: Load a checkpoint that pickles more than tensors and its argparse options with
                 ``weights_only=False``. Only for files you trust.
         """
         if checkpoint is not None:
-            from adapters._vse_official import build_from_official
+            from bench.adapters.vse_official import build_from_official
 
             return build_from_official(
                 cls, checkpoint, image_backbone=image_backbone, image_weights=image_weights,

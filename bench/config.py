@@ -26,7 +26,9 @@ __all__ = [
     "PathsConfig",
     "TeachersConfig",
     "TrainConfig",
+    "PACKAGED_CONFIG",
     "apply_overrides",
+    "default_config_path",
     "load_config",
 ]
 
@@ -73,7 +75,7 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers for image decoding
 
 
-Precision = Literal["auto", "fp32", "bf16"]  # what encoders may run in (see bench.features.encoding_precision)
+Precision = Literal["auto", "fp32", "bf16"]  # what encoders may run in (see bench.encode.features.encoding_precision)
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,7 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def _build_section(cls: type, table: Any, where: str) -> Any:
+def build_section(cls: type, table: Any, where: str) -> Any:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: expected a table, got {table!r}")
     hints = typing.get_type_hints(cls)
@@ -210,7 +212,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> BenchConfi
     kwargs: dict[str, Any] = {"source": source}
     for key, table in data.items():
         if key in _SECTIONS:
-            kwargs[key] = _build_section(_SECTIONS[key], table, f"{source}: [{key}]")
+            kwargs[key] = build_section(_SECTIONS[key], table, f"{source}: [{key}]")
         elif key in _FREE_TABLES:
             if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
                 raise ConfigError(f"{source}: [{key}] must hold one table per id, like [{key}.<id>]")
@@ -230,12 +232,18 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> BenchConfi
     return cfg
 
 
+PACKAGED_CONFIG = Path(__file__).with_name("bench.toml")  # the repository's bench.toml, shipped in the wheel
+
+
+def default_config_path() -> Path:
+    """``./bench.toml`` when the current folder has one, else the default config shipped with the package."""
+    local = Path("bench.toml")
+    return local if local.is_file() else PACKAGED_CONFIG
+
+
 def load_config(path: str | Path | None = None) -> BenchConfig:
     """Read ``bench.toml`` (``path``, else ``./bench.toml``, else the copy shipped with the package)."""
-    if path is None:
-        local, shipped = Path("bench.toml"), Path(__file__).resolve().parents[1] / "bench.toml"
-        path = local if local.is_file() else shipped
-    path = Path(path)
+    path = Path(path) if path is not None else default_config_path()
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)

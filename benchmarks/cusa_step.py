@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench.adapters.vse_infty import ImageAggr, TextAggr
 
-from adapters.vse_infty import ImageAggr, TextAggr
-from bench.cusa import CusaObjective
+from bench.methods.cusa import CusaObjective
 
 
 def _step_times(objective: CusaObjective, args: argparse.Namespace, seed: int) -> list[float]:

@@ -1,7 +1,7 @@
 """Encoding throughput of the offline VSE∞ towers (EfficientNet-Lite0 at 224 px, all-MiniLM-L6-v2) on real photos.
 
 Reads the coco-sample test split (201 COCO photos, ~1,000 captions) from ../shared/data/coco-sample and times the
-harness's own stage-1 encoders (`bench.features.extract_image_features` / `extract_text_features`: DataLoader,
+harness's own stage-1 encoders (`bench.encode.features.extract_image_features` / `extract_text_features`: DataLoader,
 channels-last image batches, batched tokenisation, `torch.inference_mode`), plus the JPEG decode + transform alone
 and the image tower fed contiguous batches (the layout before channels-last), so the figures say where the time goes.
 Each figure is the best of `--repeats` passes after one warm-up pass. Both precisions are timed: fp32 (the CPU
@@ -36,9 +36,10 @@ def best_of(fn: Callable[[], object], repeats: int) -> float:
 
 
 def main() -> None:
+    from bench.adapters.registry import create_adapter
+
     from bench.data import load_split
-    from bench.features import extract_image_features, extract_text_features, iter_image_batches
-    from bench.registry import create_adapter
+    from bench.encode.features import extract_image_features, extract_text_features, iter_image_batches
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", type=Path, default=ROOT)

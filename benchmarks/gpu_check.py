@@ -30,7 +30,8 @@ from scale import problem as scale_problem  # noqa: E402
 from scoring import problem as coco_problem  # noqa: E402
 from scoring import run_clip_benchmark  # noqa: E402
 
-from bench.metrics import _full_fp32_matmul, itr_ranks, recall_summary  # noqa: E402
+from bench.scoring.common import full_fp32_matmul, recall_summary  # noqa: E402
+from bench.scoring.itr import itr_ranks  # noqa: E402
 
 
 def timed(fn: Callable[[], object], device: torch.device, repeats: int = 3) -> tuple[float, object]:
@@ -50,7 +51,7 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int = 3) -> t
 
 def bare_gemm(txt: torch.Tensor, img: torch.Tensor, memory_mb: float) -> None:
     rows = max(1, int(memory_mb * 2**20 / 4 / img.shape[0]))
-    with torch.inference_mode(), _full_fp32_matmul():
+    with torch.inference_mode(), full_fp32_matmul():
         for s in range(0, txt.shape[0], rows):
             (txt[s : s + rows] @ img.T).amax(dim=1)
 
@@ -111,7 +112,7 @@ def at_scale(dev: torch.device, memory_mb: float, n_img: int) -> None:
 
 def run_clip_benchmark_on(img: torch.Tensor, txt: torch.Tensor, c2i: np.ndarray) -> dict:
     """CLIP_benchmark's scoring code (see scoring.py) with its tensors on ``img``'s device."""
-    with _full_fp32_matmul():
+    with full_fp32_matmul():
         return run_clip_benchmark(img, txt, c2i, device=str(img.device))
 
 

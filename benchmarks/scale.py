@@ -1,6 +1,6 @@
 """Exact retrieval at scale: 100,000 images x 500,000 captions x d 256, R@1/5/10 both ways, against bare GEMMs.
 
-Issue #6's goal: the exact streaming scorer (``bench.metrics.itr_ranks``, what ``itr_metrics`` runs for i2t and
+Issue #6's goal: the exact streaming scorer (``bench.scoring.itr.itr_ranks``, what ``itr_metrics`` runs for i2t and
 t2i) within 4 GB peak RSS and within 2x the time of the bare matrix product of the same size, measured in the same
 run. The dense score matrix alone would be 100,000 x 500,000 x 4 bytes = 200 GB.
 
@@ -26,7 +26,8 @@ import time
 import numpy as np
 import torch
 
-from bench.metrics import _strip_rows, itr_ranks, recall_summary
+from bench.scoring.common import recall_summary, strip_rows
+from bench.scoring.itr import itr_ranks
 
 
 def problem(n_img: int, per: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -46,7 +47,7 @@ def problem(n_img: int, per: int, dim: int, seed: int = 0) -> tuple[torch.Tensor
 
 def bare_gemm(q: torch.Tensor, g: torch.Tensor, memory_mb: float) -> float:
     """Seconds for the strip products of ``q @ g.T`` alone (each strip's maxima kept so the work is real)."""
-    rows = _strip_rows(g.shape[0], memory_mb)
+    rows = strip_rows(g.shape[0], memory_mb)
     gt = g.T
     sink = torch.empty(q.shape[0])
     t0 = time.perf_counter()

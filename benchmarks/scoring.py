@@ -4,7 +4,7 @@ Each side runs in its own process, so peak RSS is that side's alone (embeddings 
 L2-normalised, 5,000 images x ~25,000 captions (mostly 5 per image, some 4-7) x d 512, captions = image + noise so
 recalls are mid-range. CLIP_benchmark's side is its `evaluate()` scoring code verbatim: the dense captions x images
 score matrix, the same-size positive mask, `batchify(recall_at_k, ...)` with the dataloader batch size (64) for
-K = 1, 5, 10 in both directions. Ours: `bench.metrics.itr_ranks` (what `itr_metrics` runs for i2t and t2i: one pass
+K = 1, 5, 10 in both directions. Ours: `bench.scoring.itr.itr_ranks` (what `itr_metrics` runs for i2t and t2i: one pass
 over the caption x image scores serves both directions), then `recall_summary`. For scale, the bare products: one
 captions x images GEMM (all the arithmetic both directions need) and, as before, one per direction.
 
@@ -37,7 +37,7 @@ def problem(n_img: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Te
 
 
 def run_ours(img: torch.Tensor, txt: torch.Tensor, c2i: np.ndarray, memory_mb: float) -> dict:
-    from bench.metrics import itr_ranks, recall_summary
+    from bench.scoring.itr import itr_ranks, recall_summary
 
     i2t, t2i = itr_ranks(img, txt, c2i, memory_mb=memory_mb)
     return {"i2t": recall_summary(i2t), "t2i": recall_summary(t2i)}
@@ -77,7 +77,7 @@ SIDES = {
 def child(args: argparse.Namespace) -> None:
     import clip_benchmark.metrics.zeroshot_retrieval  # noqa: F401  (imports stay out of the timed region)
 
-    import bench.metrics  # noqa: F401
+    import bench.scoring.itr  # noqa: F401
 
     img, txt, c2i = problem(args.images, args.dim)
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """Exact within-modality retrieval: t2t at COCO-5K size, and label retrieval (R@K + mAP@R) at 20,000 images.
 
-t2t: the symmetric scan (``bench.metrics.sibling_ranks``, what ``itr_metrics`` runs for t2t and i2i) against the
+t2t: the symmetric scan (``bench.scoring.itr.sibling_ranks``, what ``itr_metrics`` runs for t2t and i2i) against the
 one-way strip scorer with excluded self matches and against the bare GEMM.
 
 ~26,300 captions (4-7 per image) x d 512, seeded and L2-normalised as in ``scoring.py``; every caption with a sibling
@@ -8,7 +8,7 @@ is a query, its siblings are its positives, itself is excluded. The score matrix
 computes the diagonal blocks and one triangle of tiles: about half the bare GEMM's arithmetic. The ranks of the two
 scorers must be equal.
 
-Label retrieval (``bench.unimodal_metrics.label_retrieval``, the SOP/CUB-style i2i protocol): 20,000 images in
+Label retrieval (``bench.scoring.unimodal.label_retrieval``, the SOP/CUB-style i2i protocol): 20,000 images in
 classes of 5 (d 512, class centre + noise), every image a query with itself excluded, against the bare GEMM.
 
 Each figure is the median of 3 calls in this process.
@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from scoring import problem
 
-from bench.metrics import _group_siblings, retrieval_ranks, sibling_ranks
-from bench.unimodal_metrics import label_retrieval
+from bench.scoring.common import group_siblings
+from bench.scoring.itr import retrieval_ranks, sibling_ranks
+from bench.scoring.unimodal import label_retrieval
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 3) -> tuple[float, object]:
@@ -48,7 +49,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_grad_enabled(False)
     _, txt, c2i = problem(args.images, args.dim)
-    queries, indptr, indices = _group_siblings(c2i)
+    queries, indptr, indices = group_siblings(c2i)
     q = txt[torch.from_numpy(queries)]
 
     gemm, _ = median_seconds(lambda: (txt @ txt.T).amax(dim=1))

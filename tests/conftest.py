@@ -3,7 +3,7 @@
 Nothing here downloads: ``HF_HUB_OFFLINE`` is set before any hub client is imported.
 
 * ``tiny_text_folder`` (session): a folder holding a 2-layer random BERT (hidden 32) and a WordPiece tokenizer, as
-  ``save_pretrained`` writes them; ``adapters._towers.build_text_tower(folder)`` loads it like any local model.
+  ``save_pretrained`` writes them; ``bench.adapters.backbones.build_text_tower(folder)`` loads it like any local model.
   The vocabulary has every lowercase letter and ``##`` continuation, so any caption tokenises without ``[UNK]``.
 * ``TINY_TIMM``: a timm test model name (``weights="random"``) used as the tiny image backbone.
 * ``TINY_CLIP_CONFIG`` / ``TINY_CLIP_ARCH``: the open_clip config ``tests/fixtures/tiny_clip.json``; its file name
@@ -27,7 +27,9 @@ A new adapter family needs an entry in :func:`tiny_options`; the registry-wide t
 from __future__ import annotations
 
 import os
+import shutil
 import string
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -223,7 +225,7 @@ def build_tiny(
     tiny_options: dict[str, dict[str, Any]], tiny_embeddings_split: tuple[dict[str, Any], Any]
 ) -> Callable[..., Any]:
     """``build_tiny(family, **overrides)``: a fresh tiny adapter through the registry, seeded and in eval mode."""
-    from bench.registry import create_adapter
+    from bench.adapters.registry import create_adapter
 
     def build(family: str, seed: int = 0, **overrides: Any) -> Any:
         if family not in tiny_options:
@@ -265,3 +267,25 @@ def single_thread() -> Any:
     torch.set_num_threads(int(os.environ.get("ITR_BENCH_TEST_THREADS", "1")))
     yield
     torch.set_num_threads(before)
+
+
+def slurm_cluster_up() -> bool:
+    """Whether a SLURM cluster answers ``sinfo`` here."""
+    if not shutil.which("sinfo"):
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slurm`` skip, saying why, where no cluster answers; ``BENCH_REQUIRE_SLURM=1`` (as ``.ci/run``
+    sets after starting one) makes them run, and fail if the cluster is gone."""
+    marked = [item for item in items if item.get_closest_marker("slurm")]
+    if not marked or os.environ.get("BENCH_REQUIRE_SLURM") == "1" or slurm_cluster_up():
+        return
+    skip = pytest.mark.skip(reason="needs a SLURM cluster: none answers `sinfo` (.ci/run starts one; "
+                                   "BENCH_REQUIRE_SLURM=1 makes these fail instead)")  # fmt: skip
+    for item in marked:
+        item.add_marker(skip)

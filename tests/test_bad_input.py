@@ -18,7 +18,7 @@ import pytest
 from PIL import Image, ImageDraw
 from tiny_grid import run_main, snapshot
 
-from bench.results import read_record
+from bench.grid.records import read_record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # towers are the packaged offline weights; never the hub
 

@@ -1,5 +1,6 @@
 """transformers adapters and two-stage retrieval: BLIP (ITC embeddings and ITM pair scores against the model's own
-forward), re-ranking (:mod:`bench.rerank`) against a brute-force implementation that scores every candidate pair
+forward), re-ranking (:mod:`bench.evaluation.rerank`) against a brute-force implementation that scores every candidate
+pair
 directly, and ``hf_clip`` (CLIP / SigLIP against ``get_image_features`` / ``get_text_features``).
 
 Everything runs on tiny random models saved with ``save_pretrained`` and loaded through the adapters' ``build``.
@@ -16,18 +17,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from bench.adapters.protocol import AdapterBase
+from bench.adapters.registry import create_adapter
 from PIL import Image
 from texts import CAPTIONS
 
-import bench.rerank as rerank_mod
+import bench.evaluation.rerank as rerank_mod
 from bench.config import EvalConfig, config_from_dict
 from bench.data.base import RetrievalSplit
 from bench.errors import ConfigError, WeightsUnavailableError
-from bench.evaluate import evaluate
-from bench.metrics import recall_summary
-from bench.protocol import AdapterBase
-from bench.registry import create_adapter
-from bench.rerank import pessimistic_order_key, rerank_direction, rerank_metrics
+from bench.evaluation.itr import evaluate
+from bench.evaluation.rerank import pessimistic_order_key, rerank_direction, rerank_metrics
+from bench.scoring.itr import recall_summary
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -196,7 +197,7 @@ def test_blip_long_caption_is_truncated(blip: Any) -> None:
 
 
 def test_blip_offline_hub_name_raises_quickly() -> None:
-    from adapters.blip import Blip
+    from bench.adapters.blip import Blip
 
     result: dict[str, Any] = {}
 
@@ -219,9 +220,8 @@ def test_blip_offline_hub_name_raises_quickly() -> None:
 
 
 def test_blip_checkpoint_errors(tmp_path: Path, tiny_blip_folder: Path) -> None:
+    from bench.adapters.blip import Blip
     from transformers import BlipConfig, BlipModel
-
-    from adapters.blip import Blip
 
     with pytest.raises(WeightsUnavailableError, match="not found"):
         Blip.build(checkpoint=str(tmp_path / "missing" / "blip"))
@@ -459,7 +459,7 @@ def test_hf_clip_equals_get_features(
 
 
 def test_hf_clip_checkpoint_errors(tiny_blip_folder: Path, tiny_hf_clip_folder: Path) -> None:
-    from adapters.hf_clip import HFClip
+    from bench.adapters.hf_clip import HFClip
 
     with pytest.raises(WeightsUnavailableError, match="openai/clip-vit-base-patch32.*network"):
         HFClip.build(checkpoint="openai/clip-vit-base-patch32")

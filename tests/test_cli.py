@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from tiny_grid import EPOCHS, result_path, run_main, snapshot, write_config
 
-from bench.cli import main
-from bench.metrics import TIE_RULE
-from bench.results import config_hash, read_record
+from bench.cli.main import main
+from bench.grid.records import config_hash, read_record
+from bench.scoring.itr import TIE_RULE
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the models below are the packaged offline weights; never the hub
 

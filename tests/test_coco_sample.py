@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
+from bench.cli.main import main
 
 COCO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco-sample"
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "coco-sample.toml"

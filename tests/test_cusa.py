@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from bench.config import TrainConfig
-from bench.cusa import TAU_CON, TAU_CSA, CusaObjective, sigmoid_init
 from bench.data.base import RetrievalSplit
 from bench.errors import ConfigError
-from bench.losses import SIGLIP_INIT, SigmoidLoss, cusa_loss
 from bench.methods import get_method
-from bench.teachers import TeacherCacheError, load_or_build
+from bench.methods.cusa import TAU_CON, TAU_CSA, CusaObjective, sigmoid_init
+from bench.methods.losses import SIGLIP_INIT, SigmoidLoss, cusa_loss
+from bench.methods.teachers import TeacherCacheError, load_or_build
 
 
 def _reference(img, txt, img_uni, txt_uni, t_img, t_txt, idx, *, tau_con, tau_csa, tau_ui, tau_ut, tau_t, alpha, beta,
@@ -227,6 +227,7 @@ class _Stub:
 
     def __init__(self, default_loss: str, **attrs: float) -> None:
         self.default_loss, self.embed_dim = default_loss, 8
+        self.init_temperature = self.init_logit_bias = None  # the protocol's defaults (AdapterBase's)
         self.__dict__.update(attrs)
 
 

@@ -1,6 +1,7 @@
 """Data-parallel training on CPU: two gloo processes equal one process on the same global batch.
 
-Each rank embeds half of every global batch, gathers the other half (bench.distributed) and steps on the full-batch
+Each rank embeds half of every global batch, gathers the other half (bench.train.distributed) and steps on the
+full-batch
 loss; gradients of the adapter are summed over ranks, those of the objective's heads and temperature averaged. The
 trained weights and per-epoch losses must match a single-process run within float rounding (stated tolerance below).
 """
@@ -21,7 +22,7 @@ from PIL import Image
 
 from bench.config import TrainConfig
 from bench.data.base import RetrievalSplit
-from bench.distributed import DistEnv, gather_rows, shard
+from bench.train.distributed import DistEnv, gather_rows, shard
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -42,10 +43,11 @@ def _split(folder: Path) -> RetrievalSplit:
 
 
 def _train(rank: int, world: int, port: int, folder: str, text_folder: str, out: str) -> None:
-    from bench.features import cached_features
+    from bench.adapters.registry import create_adapter
+
+    from bench.encode.features import cached_features
     from bench.methods import get_method
-    from bench.registry import create_adapter
-    from bench.train import fit
+    from bench.train.fit import fit
 
     torch.set_num_threads(1)
     if world > 1:
@@ -58,7 +60,7 @@ def _train(rank: int, world: int, port: int, folder: str, text_folder: str, out:
         split = _split(Path(folder))
         feats = cached_features(adapter, split, Path(folder) / "cache", device=torch.device("cpu"), progress=False)
         cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-3, warmup_epochs=0.5, loss="infonce", device="cpu")
-        torch.manual_seed(0)  # as bench.cell does: the heads' init must not depend on whether features were cached
+        torch.manual_seed(0)  # as bench.grid.cell does: the heads' init must not depend on whether features were cached
         objective = get_method("contrastive").objective(adapter, cfg, cross_heads=True, head_init="normal")
         result = fit(adapter, objective, split, cfg, device=torch.device("cpu"), seed=0, freeze_backbone=True,
                      train_features=feats, validate=lambda: 0.0, progress=False)  # fmt: skip

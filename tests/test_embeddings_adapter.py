@@ -12,19 +12,19 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from bench.adapters.embeddings import caption_ids_of
+from bench.adapters.registry import create_adapter
 from PIL import Image
 
-from adapters.embeddings import caption_ids_of
-from bench.cli import main
+from bench.cli.main import main
 from bench.config import EvalConfig
 from bench.data import load_split
 from bench.data.base import RetrievalSplit
+from bench.encode.features import encode_split
 from bench.errors import DataError
-from bench.evaluate import evaluate
-from bench.features import encode_split
-from bench.metrics import itr_metrics
-from bench.registry import create_adapter
-from bench.results import read_record
+from bench.evaluation.itr import evaluate
+from bench.grid.records import read_record
+from bench.scoring.itr import itr_metrics
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

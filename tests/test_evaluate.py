@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bench.adapters.protocol import AdapterBase
 
-from bench.cell import holdout, subset, train_config
 from bench.config import EvalConfig, config_from_dict
 from bench.data.base import RetrievalSplit
 from bench.errors import ConfigError
-from bench.evaluate import evaluate, fold_mean, metric_value
-from bench.protocol import AdapterBase
+from bench.evaluation.itr import evaluate, fold_mean, metric_value
+from bench.grid.cell import holdout, subset, train_config
 
 
 class _Lookup(AdapterBase):

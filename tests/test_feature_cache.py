@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from bench.data.base import RetrievalSplit
-from bench.features import cache_path, cached_features, encoding_precision, extract_image_features
+from bench.encode.features import cache_path, cached_features, encoding_precision, extract_image_features
 
 CPU = torch.device("cpu")
 

@@ -1,5 +1,6 @@
 """Fine-tuning the whole-model families end to end on tiny random models, through the harness's own loop
-(:func:`bench.train.fit`) and evaluation: SigLIP with its sigmoid base loss under ``[train] loss = "auto"`` (open_clip
+(:func:`bench.train.fit.fit`) and evaluation: SigLIP with its sigmoid base loss under ``[train] loss = "auto"``
+(open_clip
 and transformers), and the CUSA methods on BLIP's ITC path with tiny random teachers."""
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from bench.adapters.registry import create_adapter
 from PIL import Image
 
 from bench.config import EvalConfig, TeachersConfig, TrainConfig
 from bench.data.base import RetrievalSplit
-from bench.evaluate import evaluate
+from bench.evaluation.itr import evaluate
 from bench.methods import get_method
-from bench.registry import create_adapter
-from bench.train import fit
+from bench.train.fit import fit
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -195,8 +196,8 @@ def test_cusa_methods_train_blip_itc_path(
 def test_frozen_clip_trains_the_method_heads_and_refuses_when_there_are_none(
     split: RetrievalSplit, build_tiny: Any
 ) -> None:
+    from bench.encode.features import cached_features
     from bench.errors import ConfigError
-    from bench.features import cached_features
 
     adapter = build_tiny("clip")
     feats = cached_features(adapter, split, None, device=CPU, progress=False)

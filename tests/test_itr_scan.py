@@ -1,4 +1,4 @@
-"""The two-way scan (:func:`bench.metrics.itr_ranks`) against the brute-force reference and the one-way scorer."""
+"""The two-way scan (:func:`bench.scoring.itr.itr_ranks`) against the brute-force reference and the one-way scorer."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from test_metrics import brute_force_ranks, caption_lists, tie_heavy_problem, watch_tiles
 
-import bench.metrics as metrics_mod
-from bench.metrics import itr_ranks, retrieval_ranks, sibling_ranks
+import bench.scoring.itr as metrics_mod
+from bench.scoring.itr import itr_ranks, retrieval_ranks, sibling_ranks
 
 
 def reference(image: np.ndarray, text: np.ndarray, c2i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

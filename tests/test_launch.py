@@ -10,7 +10,7 @@ from tiny_grid import result_path, run_main, write_config
 
 from bench.config import apply_overrides, load_config
 from bench.errors import ConfigError
-from bench.launch import _executor_params, make_executor
+from bench.grid.slurm import _executor_params, make_executor
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -24,7 +24,7 @@ def test_unknown_launcher_key_lists_the_valid_ones(tmp_path: Path) -> None:
     assert rc == 2 and "partiton" in err
 
 
-def test_launcher_table_maps_onto_submitit_parameters(tmp_path: Path) -> None:
+def test_launcher_table_maps_to_submitit_parameters(tmp_path: Path) -> None:
     config = write_config(tmp_path / "bench.toml", results=tmp_path / "r", work=tmp_path / "w")
     config.write_text(
         config.read_text()
@@ -36,6 +36,16 @@ def test_launcher_table_maps_onto_submitit_parameters(tmp_path: Path) -> None:
     assert params["tasks_per_node"] == 4  # one task per GPU
     assert params["slurm_setup"] == ["module load cuda"]
     assert params["slurm_additional_parameters"] == {"exclusive": True}
+
+
+@pytest.mark.slurm  # submitit's SLURM executor looks for srun when it is made
+def test_submitit_accepts_every_launcher_parameter(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "bench.toml", results=tmp_path / "r", work=tmp_path / "w")
+    config.write_text(
+        config.read_text()
+        + '\n[launcher]\nname = "slurm"\npartition = "gpu"\ngpus_per_node = 4\nmem_gb = 64\n'
+        + 'setup = ["module load cuda"]\nsbatch = { exclusive = true }\n'
+    )
     ex = make_executor(load_config(config))  # submitit accepts every parameter (it rejects unknown ones)
     assert ex.cluster == "slurm"
 
@@ -66,7 +76,7 @@ def test_debug_launcher_runs_cells_through_submitit_and_status_reports_them(tmp_
 
     # A changed config makes the stored result stale: the cell is missing again, not done.
     cfg = apply_overrides(load_config(config), ["eval.batch_size=7"])
-    from bench.cell import Cell
-    from bench.launch import cell_status
+    from bench.grid.cell import Cell
+    from bench.grid.slurm import cell_status
 
     assert cell_status(cfg, Cell("towers", "synthetic", "zeroshot", 0)).state == "missing"

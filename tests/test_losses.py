@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.losses import SIGLIP_INIT, InfoNCELoss, SigmoidLoss, TripletLoss, multi_positive_targets
+from bench.methods.losses import SIGLIP_INIT, InfoNCELoss, SigmoidLoss, TripletLoss, multi_positive_targets
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

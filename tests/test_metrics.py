@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import bench.metrics as metrics_mod
-from bench.metrics import TIE_RULE, itr_metrics, itr_ranks, recall_summary, retrieval_ranks, sibling_ranks
+import bench.scoring.common as scoring_common
+from bench.scoring.itr import TIE_RULE, itr_metrics, itr_ranks, recall_summary, retrieval_ranks, sibling_ranks
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Independent references (float64 numpy, full score matrix)
@@ -193,13 +193,13 @@ def test_references_agree_with_each_other() -> None:
 def watch_tiles(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     """Record the (rows, columns) of every score strip or tile the scorers compute from now on."""
     shapes: list[tuple[int, int]] = []
-    real = metrics_mod._strip_scores
+    real = scoring_common.strip_scores
 
     def spy(q: torch.Tensor, g_t: torch.Tensor) -> torch.Tensor:
         shapes.append((q.shape[0], g_t.shape[1]))
         return real(q, g_t)
 
-    monkeypatch.setattr(metrics_mod, "_strip_scores", spy)
+    monkeypatch.setattr(scoring_common, "strip_scores", spy)
     return shapes
 
 
@@ -219,7 +219,7 @@ def test_strips_never_exceed_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     shapes.clear()
     retrieval_ranks(text, image, positives, memory_mb=1e-9)
     assert {s[0] for s in shapes} == {1}
-    assert metrics_mod._strip_rows(1000, 1.0) == 2**20 // 4000
+    assert scoring_common.strip_rows(1000, 1.0) == 2**20 // 4000
 
 
 def test_scores_use_full_fp32_and_restore_precision_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -228,13 +228,13 @@ def test_scores_use_full_fp32_and_restore_precision_settings(monkeypatch: pytest
     if not all(hasattr(b, "fp32_precision") for b in backends):
         pytest.skip("this torch has no per-backend fp32_precision")
     seen: list[list[str]] = []
-    real = metrics_mod._strip_scores
+    real = scoring_common.strip_scores
 
     def spy(q: torch.Tensor, g_t: torch.Tensor) -> torch.Tensor:
         seen.append([b.fp32_precision for b in backends])
         return real(q, g_t)
 
-    monkeypatch.setattr(metrics_mod, "_strip_scores", spy)
+    monkeypatch.setattr(scoring_common, "strip_scores", spy)
     before = [b.fp32_precision for b in backends]
     try:
         for b in backends:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from tiny_grid import run_main
 
-from bench.results import iter_records
+from bench.grid.records import iter_records
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

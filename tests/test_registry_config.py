@@ -9,13 +9,13 @@ import sys
 import typing
 from pathlib import Path
 
+import bench.adapters.registry as registry
 import pytest
+from bench.adapters.registry import adapter_options, create_adapter, get_adapter_class, list_adapters, register_adapter
 
-import bench.registry as registry
 from bench.config import BenchConfig, EvalConfig, PathsConfig, TrainConfig, apply_overrides, load_config
 from bench.data import format_options, list_formats
 from bench.errors import BenchError, ConfigError, UnknownNameError
-from bench.registry import adapter_options, create_adapter, get_adapter_class, list_adapters, register_adapter
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_TOML = REPO / "bench.toml"
@@ -72,9 +72,8 @@ def test_unknown_adapter_lists_known_names() -> None:
 @pytest.fixture
 def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, type]:
     """A copy of the registry that the test may add to; the real one is restored afterwards."""
-    list_adapters()  # built-ins registered first
-    table = dict(registry._ADAPTERS)
-    monkeypatch.setattr(registry, "_ADAPTERS", table)
+    table = dict(registry.ADAPTERS.load_all())  # built-ins imported and registered first
+    monkeypatch.setattr(registry.ADAPTERS, "_items", table)
     return table
 
 
@@ -160,7 +159,7 @@ def test_repo_config_loads(repo_config: BenchConfig) -> None:
 
 
 def test_repo_model_tables_are_valid_build_options(repo_config: BenchConfig) -> None:
-    from bench.cell import MODEL_GRID_KEYS
+    from bench.grid.cell import MODEL_GRID_KEYS
 
     for mid, spec in repo_config.models.items():
         valid = adapter_options(spec["adapter"])
@@ -305,7 +304,7 @@ def test_bad_overrides_raise(repo_config: BenchConfig, override: str, pattern: s
 
 def test_listing_adapters_imports_no_heavy_library() -> None:
     code = (
-        "import bench.cli, bench.registry; bench.registry.list_adapters(); import sys; "
+        "import bench.cli.main, bench.adapters.registry; bench.adapters.registry.list_adapters(); import sys; "
         "print([m for m in ('timm','open_clip','transformers','sentence_transformers') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)

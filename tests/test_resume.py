@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from tiny_grid import result_path, run_main, write_config
 
-import bench.train
-from bench.cell import Cell, run_cell
+import bench.train.fit
 from bench.config import apply_overrides, load_config
-from bench.execute import checkpoint_path, execute_cell, record_path
-from bench.results import config_hash, iter_records, read_record, write_record
+from bench.grid.cell import Cell, run_cell
+from bench.grid.execute import checkpoint_path, execute_cell, record_path
+from bench.grid.records import config_hash, iter_records, read_record, write_record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -48,14 +48,14 @@ def test_interrupted_training_resumes_to_the_same_metrics(grid, monkeypatch: pyt
     assert clean["resumed_from_epoch"] == 0
 
     ckpt = checkpoint_path(grid, CELL, "test")
-    original = bench.train._save
+    original = bench.train.fit._save
 
     def save_then_die(path, epoch, *args):
         original(path, epoch, *args)
         if epoch == 2:
             raise Preempted
 
-    monkeypatch.setattr(bench.train, "_save", save_then_die)
+    monkeypatch.setattr(bench.train.fit, "_save", save_then_die)
     with pytest.raises(Preempted):
         run_cell(CELL, grid, progress=False, checkpoint=ckpt)
     monkeypatch.undo()

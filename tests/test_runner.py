@@ -20,8 +20,8 @@ from tiny_grid import N_TEST, result_path, run_main, write_config
 from bench.config import load_config
 from bench.data.base import RetrievalSplit
 from bench.data.synthetic import N_CAPTIONS
-from bench.results import read_record
-from bench.runner import expand_grid
+from bench.grid.local import expand_grid
+from bench.grid.records import read_record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the models below are the packaged offline weights; never the hub
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.cli.score import add_score_parser, run_score
 from bench.errors import BenchError, DataError
-from bench.score_cmd import add_score_parser, run_score
 
 
 def brute_force_ranks(

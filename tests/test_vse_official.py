@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 import torch
+from bench.adapters.registry import create_adapter
+from bench.adapters.vse_official import BACKBONE_SOURCES, official_options, read_official
 from texts import CAPTIONS
 from torch import nn
 
-from adapters._vse_official import BACKBONE_SOURCES, official_options, read_official
 from bench.errors import ConfigError, WeightsUnavailableError
-from bench.registry import create_adapter
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

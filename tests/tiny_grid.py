@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from bench.cli import main
+from bench.cli.main import main
 
 EPOCHS = 2
 N_TEST = 24
@@ -62,7 +62,7 @@ def result_path(results: Path, model: str, method: str, seed: int = 0) -> Path:
 
 
 def run_main(argv: list[str]) -> tuple[int, str, str]:
-    """``bench.cli.main(argv)`` with its exit code, stdout and stderr."""
+    """``bench.cli.main.main(argv)`` with its exit code, stdout and stderr."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = main(argv)

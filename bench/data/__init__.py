@@ -25,11 +25,13 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from bench.data.base import RetrievalSplit, load_image
 from bench.errors import ConfigError, UnknownNameError
+from bench.plugins import ENTRY_POINT_GROUPS
 
 __all__ = [
     "RetrievalSplit",
@@ -48,6 +50,7 @@ Loader = Callable[..., RetrievalSplit]
 
 _FORMATS: dict[str, Loader] = {}
 _TASKS: dict[str, str] = {}
+_ENTRY_POINTS: dict[str, metadata.EntryPoint] | None = None
 TASKS = ("itr", "image_retrieval", "sts")
 # Keys of an eval-only (uni-modal) dataset table that steer the grid rather than the loader.
 EVAL_ONLY_KEYS = ("train_on",)
@@ -85,12 +88,27 @@ def register_format(name: str, *, task: str = "itr") -> Callable[[Loader], Loade
     return deco
 
 
+def _plugins() -> dict[str, metadata.EntryPoint]:
+    global _ENTRY_POINTS
+    if _ENTRY_POINTS is None:
+        _ENTRY_POINTS = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUPS["format"])}
+    return _ENTRY_POINTS
+
+
 def list_formats() -> list[str]:
-    """Names of the registered dataset formats, sorted."""
-    return sorted(_FORMATS)
+    """Names of the dataset formats, built-in and from installed plug-ins (``itr_bench.formats``), sorted."""
+    return sorted({*_FORMATS, *_plugins()})
 
 
 def _loader(fmt: str) -> Loader:
+    if fmt not in _FORMATS and fmt in _plugins():
+        ep = _plugins()[fmt]
+        try:
+            fn = ep.load()  # a loader decorated with register_format registers itself on import
+        except Exception as e:
+            raise ConfigError(f"dataset format {fmt!r}: plug-in {ep.value} failed to load: {e}") from e
+        if fmt not in _FORMATS:
+            register_format(fmt, task=getattr(fn, "task", "itr"))(fn)
     try:
         return _FORMATS[fmt]
     except KeyError:
@@ -167,7 +185,7 @@ def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path
     options = dict(spec)
     fmt = options.pop("format", None)
     if fmt is None:
-        if name not in _FORMATS:
+        if name not in list_formats():
             raise ConfigError(f"dataset {name!r} has no 'format' key; known formats: {', '.join(list_formats())}")
         fmt = name
     if not isinstance(fmt, str):

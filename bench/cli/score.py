@@ -1,0 +1,161 @@
+"""``bench score``: exact retrieval metrics for embeddings saved as ``.npy`` files.
+
+Row j of the text embeddings is caption j and ``--text-to-image`` maps it to its image's row, so any model's outputs
+can be scored without the harness's loaders::
+
+    bench score --image-emb I.npy --text-emb T.npy --text-to-image M.npy --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.errors import DataError
+from bench.scoring import TIE_RULE
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["add_score_parser", "run_score"]
+
+log = logging.getLogger(__name__)
+
+_PROTOCOLS = ("i2t", "t2i", "t2t", "i2i")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def add_score_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``score`` subcommand (``func=run_score``) to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "score",
+        help="exact i2t/t2i/t2t recall from saved embeddings (.npy)",
+        description=f"Exact retrieval metrics from saved embeddings. Ties: {TIE_RULE}.",
+        epilog="""examples:
+  bench score --image-emb I.npy --text-emb T.npy --text-to-image M.npy
+  bench score --image-emb I.npy --text-emb T.npy --text-to-image M.npy --json --memory-mb 1024""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--image-emb", required=True, type=Path, metavar="I.npy", help="[N_img, D] image embeddings")
+    p.add_argument("--text-emb", required=True, type=Path, metavar="T.npy", help="[N_txt, D] caption embeddings")
+    p.add_argument(
+        "--text-to-image", required=True, type=Path, metavar="M.npy", help="int [N_txt]: M[j] = image row of caption j"
+    )
+    p.add_argument("--labels", type=Path, metavar="L.npy", help="optional int [N_img] image labels; adds i2i")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--no-normalize", action="store_true", help="embeddings are already L2-normalised; score as is")
+    p.add_argument(
+        "--memory-mb", type=_positive_float, default=256.0, help="memory for one strip of scores (default 256)"
+    )
+    p.set_defaults(func=run_score)
+
+
+def _load(path: Path) -> np.ndarray:
+    import numpy as np
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: cannot read as .npy ({e})") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive loads as a mapping
+        raise DataError(f"{path}: expected a single .npy array, got {type(arr).__name__}")
+    return arr
+
+
+def _load_embeddings(path: Path) -> np.ndarray:
+    import numpy as np
+
+    arr = _load(path)
+    if arr.ndim != 2:
+        raise DataError(f"{path}: expected a 2-D [N, D] array, got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)) or arr.dtype == np.bool_:
+        raise DataError(f"{path}: expected float embeddings, got dtype {arr.dtype}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise DataError(f"{path}: empty array of shape {arr.shape}")
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        raise DataError(f"{path}: row {int(np.flatnonzero(~finite)[0])} has a non-finite value (nan or inf)")
+    return arr
+
+
+def _load_ids(path: Path, what: str) -> np.ndarray:
+    import numpy as np
+
+    arr = _load(path)
+    if arr.ndim != 1:
+        raise DataError(f"{path}: expected a 1-D array of {what}, got shape {arr.shape}")
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(f"{path}: expected integer {what}, got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _format_table(metrics: dict[str, Any]) -> str:
+    lines = [f"{'':5} {'R@1':>7} {'R@5':>7} {'R@10':>7} {'medr':>7} {'meanr':>9}"]
+    for name in _PROTOCOLS:
+        s = metrics.get(name)
+        if s is None:
+            lines.append(f"{name:5} {'n/a':>7}")
+        else:
+            lines.append(f"{name:5} {s['r1']:7.2f} {s['r5']:7.2f} {s['r10']:7.2f} {s['medr']:7.1f} {s['meanr']:9.2f}")
+    rsum = metrics.get("rsum")
+    lines.append(f"rsum  {'n/a' if rsum is None else f'{rsum:.2f}'}")
+    return "\n".join(lines)
+
+
+def run_score(args: argparse.Namespace) -> int:
+    """Score saved embeddings and print the metrics (JSON with ``--json``); returns the exit status.
+
+    Raises:
+        DataError: a file is missing or unreadable, or its shape, dtype, length or ids do not fit the others.
+    """
+    import numpy as np
+
+    from bench.scoring.itr import itr_metrics
+
+    img_path, txt_path, map_path = Path(args.image_emb), Path(args.text_emb), Path(args.text_to_image)
+    images = _load_embeddings(img_path)
+    texts = _load_embeddings(txt_path)
+    c2i = _load_ids(map_path, "image ids")
+    if images.shape[1] != texts.shape[1]:
+        raise DataError(
+            f"{img_path} has dimension {images.shape[1]} but {txt_path} has {texts.shape[1]}; "
+            "image and text embeddings must share one space"
+        )
+    if c2i.shape[0] != texts.shape[0]:
+        raise DataError(f"{map_path}: has {c2i.shape[0]} entries but {txt_path} has {texts.shape[0]} rows")
+    bad = np.flatnonzero((c2i < 0) | (c2i >= images.shape[0]))
+    if bad.size:
+        row = int(bad[0])
+        raise DataError(f"{map_path}: row {row} has image id {c2i[row]}, out of range [0, {images.shape[0]})")
+    labels = None
+    if args.labels is not None:
+        labels_path = Path(args.labels)
+        labels = _load_ids(labels_path, "labels")
+        if labels.shape[0] != images.shape[0]:
+            raise DataError(f"{labels_path}: has {labels.shape[0]} entries but {img_path} has {images.shape[0]} rows")
+
+    log.info("scoring %d images x %d captions from %s and %s", images.shape[0], texts.shape[0], img_path, txt_path)
+    metrics = itr_metrics(
+        images, texts, c2i, labels, joint=True, normalize=not args.no_normalize, memory_mb=args.memory_mb
+    )
+    result = {name: metrics[name] for name in _PROTOCOLS} | {"rsum": metrics["rsum"]}
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        sys.stdout.write(_format_table(result) + "\n")
+    return 0

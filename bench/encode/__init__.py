@@ -1,0 +1,1 @@
+"""Stage 1 and 2 of encoding: batched image and caption encoding, and the stage-1 feature cache."""

@@ -1,0 +1,129 @@
+"""Evaluation: embed a split, L2-normalise once, score exactly, return the metrics block of a result record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.adapters.protocol import Adapter, FeatureSupplier
+from bench.config import EvalConfig
+from bench.data.base import RetrievalSplit
+from bench.encode.features import FeatureSet, encode_split
+from bench.evaluation.rerank import check_rerank, rerank_metrics
+from bench.methods.base import Objective
+from bench.scoring.itr import itr_metrics
+
+__all__ = ["evaluate", "fold_mean", "metric_value"]
+
+Views = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x.float(), dim=-1)
+
+
+def _score(views: Views, c2i: np.ndarray, labels: Any, joint: bool, cfg: EvalConfig, device: torch.device) -> dict:
+    kw = {"memory_mb": cfg.memory_mb, "device": device, "normalize": False}
+    c_img, c_txt = views["cross"]
+    u_img, u_txt = views["uni"]
+    same = u_img is c_img and u_txt is c_txt
+    cross = itr_metrics(c_img, c_txt, c2i, labels if same else None, joint=joint, **kw)
+    if same:
+        return cross
+    uni = itr_metrics(u_img, u_txt, c2i, labels, joint=False, **kw)
+    return {**cross, "t2t": uni["t2t"], "i2i": uni["i2i"]}
+
+
+@torch.inference_mode()
+def evaluate(
+    adapter: Adapter,
+    split: RetrievalSplit,
+    cfg: EvalConfig,
+    *,
+    device: torch.device,
+    objective: Objective | None = None,
+    features: tuple[FeatureSet, FeatureSet] | None = None,
+    folds: list[np.ndarray] | None = None,
+    progress: bool = True,
+    rerank: bool = True,
+) -> dict[str, Any]:
+    """Metrics of ``adapter`` (and the heads of ``objective``, if it adds any) on ``split``.
+
+    i2t/t2i use the objective's ``cross`` view and i2i/t2t its ``uni`` view (the same embeddings unless a method adds
+    uni-modal heads). Adapters without a joint space get ``None`` ("n/a") for i2t, t2i and RSUM. With ``folds`` (lists
+    of image rows, e.g. COCO's five 1K folds) the result also carries ``"folds"``: the metrics of each fold, scored
+    on the same embeddings.
+
+    With ``cfg.rerank_k > 0`` (and ``rerank``; validation passes False to skip the cost) the result also carries
+    ``"rerank"``: the i2t/t2i metrics of two-stage retrieval by the adapter's pair scorer
+    (:mod:`bench.evaluation.rerank`);
+    the ITC metrics stay the main ones. An adapter that can supply a split's stage-1 features itself
+    (``split_features(split)``, e.g. precomputed embeddings) gives them here.
+    """
+    if cfg.rerank_k and rerank:
+        check_rerank(adapter, cfg.rerank_k, cfg.rerank_fusion)  # fail before any encoding
+    if isinstance(adapter, FeatureSupplier):
+        features = adapter.split_features(split)
+    img, txt = encode_split(adapter, split, device=device, batch_size=cfg.batch_size, features=features,
+                            progress=progress, precision=cfg.precision)  # fmt: skip
+    if objective is not None:
+        objective.eval()
+        raw = objective.views(img.to(device), txt.to(device))
+    else:
+        raw = {"cross": (img, txt), "uni": (img, txt)}
+    views: Views = {"cross": tuple(_norm(t) for t in raw["cross"])}  # type: ignore[dict-item]
+    views["uni"] = views["cross"] if raw["uni"] is raw["cross"] else tuple(_norm(t) for t in raw["uni"])  # type: ignore[assignment]
+    labels = split.image_labels
+    out = _score(views, split.caption_to_image, labels, adapter.joint_space, cfg, device)
+    if cfg.rerank_k and rerank:
+        c_img, c_txt = views["cross"]
+        out["rerank"] = rerank_metrics(
+            adapter,
+            split,
+            c_img,
+            c_txt,
+            k_test=cfg.rerank_k,
+            fusion=cfg.rerank_fusion,
+            batch_size=cfg.batch_size,
+            device=device,
+            memory_mb=cfg.memory_mb,
+        )
+    if folds:
+        out["folds"] = []
+        for rows in folds:
+            remap = -np.ones(split.n_images, dtype=np.int64)
+            remap[rows] = np.arange(len(rows))
+            caps = np.flatnonzero(remap[split.caption_to_image] >= 0)
+            sub = {k: (v[0][rows], v[1][caps]) for k, v in views.items()}
+            if views["uni"] is views["cross"]:
+                sub["uni"] = sub["cross"]
+            sub_labels = None if labels is None else np.asarray(labels)[rows]
+            c2i = remap[split.caption_to_image[caps]]
+            out["folds"].append(_score(sub, c2i, sub_labels, adapter.joint_space, cfg, device))
+    return out
+
+
+def fold_mean(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean over folds of a metrics block (COCO 1K is reported as the mean of its five folds)."""
+    out: dict[str, Any] = {}
+    for key in ("i2t", "t2i", "t2t", "i2i"):
+        blocks = [f[key] for f in folds]
+        out[key] = (
+            None if any(b is None for b in blocks) else {k: float(np.mean([b[k] for b in blocks])) for k in blocks[0]}
+        )
+    rs = [f["rsum"] for f in folds]
+    out["rsum"] = None if any(r is None for r in rs) else float(np.mean(rs))
+    return out
+
+
+def metric_value(metrics: dict[str, Any], name: str) -> float:
+    """A scalar from a metrics block: ``rsum``, or ``<direction>_<key>`` such as ``t2t_r1``; missing -> -inf."""
+    if name == "rsum":
+        v = metrics.get("rsum")
+    else:
+        direction, _, key = name.partition("_")
+        v = (metrics.get(direction) or {}).get(key)
+    return float("-inf") if v is None else float(v)

@@ -1,0 +1,129 @@
+"""Run one cell and store its outcome: the step every launcher (local loop, submitit debug, SLURM array) shares.
+
+Whatever happens, the cell leaves one record file: ``ok`` with metrics, ``unavailable`` (weights cannot be had) or
+``failed`` (the error, its last line and the job's log path), written atomically. A finished cell's training
+checkpoint (``<results_dir>/checkpoints/...``) is removed once its record is on disk; an interrupted one keeps it,
+and the next run resumes from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.config import BenchConfig
+from bench.errors import BenchError, WeightsUnavailableError
+from bench.grid.cell import Cell, cell_config, run_cell
+from bench.grid.records import SCHEMA, cell_path, config_hash, read_record, safe_name, write_record
+from bench.train.distributed import current as current_dist
+
+__all__ = ["Outcome", "checkpoint_path", "execute_cell", "is_done", "record_path"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :func:`execute_cell` did with one cell."""
+
+    cell: Cell
+    status: str  # "ran", "skipped", "unavailable", "failed" or "worker" (a non-zero distributed rank)
+    path: Path
+    reason: str = ""
+    wall_time_s: float = 0.0
+
+
+def record_path(cfg: BenchConfig, cell: Cell) -> Path:
+    """Where ``cell``'s record lives."""
+    return cell_path(Path(cfg.paths.results_dir), cell.model, cell.dataset, cell.split, cell.method, cell.seed)
+
+
+def checkpoint_path(cfg: BenchConfig, cell: Cell, chash: str) -> Path:
+    """Where ``cell``'s training checkpoint lives while it runs: beside the results it will produce (two grids that
+    share a ``work_dir`` but not a results folder never resume from each other); the config hash in the name keeps a
+    changed config from resuming."""
+    name = f"{safe_name(cell.method)}-seed{cell.seed}-{chash}.pt"
+    parts = (safe_name(cell.model), safe_name(cell.dataset), safe_name(cell.split))
+    return Path(cfg.paths.results_dir).joinpath("checkpoints", *parts, name)
+
+
+def is_done(path: Path, expected_hash: str) -> bool:
+    """``path`` holds an ``ok`` record of the same configuration."""
+    if not path.is_file():
+        return False
+    try:
+        rec = read_record(path)
+    except (OSError, ValueError):
+        return False
+    return rec.get("status") == "ok" and rec.get("config_hash") == expected_hash
+
+
+def _has_ok_record(path: Path) -> bool:
+    try:
+        return read_record(path).get("status") == "ok"
+    except (OSError, ValueError):
+        return False
+
+
+def execute_cell(cfg: BenchConfig, cell: Cell, *, force: bool = False, progress: bool = True) -> Outcome:
+    """Run ``cell`` unless an ``ok`` record with its config hash exists (or ``force``) and write its record."""
+    path = record_path(cfg, cell)
+    snapshot = cell_config(cfg, cell)
+    chash = config_hash(snapshot)
+    if not force and is_done(path, chash):
+        return Outcome(cell, "skipped", path)
+    ckpt = checkpoint_path(cfg, cell, chash)
+    try:
+        record = run_cell(cell, cfg, progress=progress, checkpoint=ckpt)
+    except WeightsUnavailableError as e:
+        log.warning("%s: %s", cell.label, e)
+        write_record(path, status_record(cell, snapshot, "unavailable", str(e)))
+        return Outcome(cell, "unavailable", path, str(e))
+    except Exception as e:  # one broken cell must not lose the rest of the grid
+        if isinstance(e, BenchError):
+            log.error("%s: %s", cell.label, e)
+            reason = str(e)
+        else:
+            log.exception("%s failed", cell.label)
+            reason = f"{type(e).__name__}: {e}"
+        rec = status_record(cell, snapshot, "failed", reason)
+        rec["traceback"] = traceback.format_exc(limit=20)
+        if _has_ok_record(path):
+            log.warning("%s: keeping the earlier ok result %s; this failure is not written over it", cell.label, path)
+        else:
+            write_record(path, rec)
+        return Outcome(cell, "failed", path, reason)
+    if record.get("status") == "worker" or not current_dist().is_main:  # rank 0 alone writes
+        return Outcome(cell, "worker", path)
+    write_record(path, {**record, **_job_fields()})
+    ckpt.unlink(missing_ok=True)
+    return Outcome(cell, "ran", path, wall_time_s=float(record.get("wall_time_s", 0.0)))
+
+
+def _job_fields() -> dict[str, str]:
+    # Set by bench.grid.slurm.CellJob inside a submitit job: which job wrote a record, and its log.
+    out = {"job_id": os.environ.get("BENCH_JOB_ID"), "log": os.environ.get("BENCH_JOB_LOG")}
+    return {k: v for k, v in out.items() if v}
+
+
+def status_record(cell: Cell, snapshot: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
+    """A record for a cell that produced no metrics (``unavailable`` or ``failed``), with the reason."""
+    return {
+        "schema": SCHEMA,
+        "status": status,
+        "reason": reason,
+        "model": cell.model,
+        "adapter": snapshot["model"].get("adapter"),
+        "dataset": cell.dataset,
+        "split": cell.split,
+        "method": cell.method,
+        "seed": cell.seed,
+        "metrics": None,
+        "config": snapshot,
+        "config_hash": config_hash(snapshot),
+        **_job_fields(),
+    }

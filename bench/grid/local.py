@@ -1,0 +1,131 @@
+"""Grids: expand models × datasets × methods × seeds into cells and run the missing ones, one after another.
+
+A cell whose result file exists with status ``ok`` and the same config hash is skipped (``force`` re-runs it). Each
+finished cell is written atomically before the next starts, so an interrupted grid loses only the cell in flight and
+a re-run completes the rest. A failing cell is logged and the grid goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.adapters.registry import adapter_options
+from bench.config import BenchConfig
+from bench.data import format_options
+from bench.errors import ConfigError, UnknownNameError
+from bench.grid.cell import Cell, cell_config, model_spec
+from bench.grid.execute import Outcome, execute_cell
+from bench.methods import get_method
+
+__all__ = ["GridReport", "expand_grid", "run_grid"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GridReport:
+    """What a grid run did, cell by cell."""
+
+    ran: list[Cell] = field(default_factory=list)
+    skipped: list[Cell] = field(default_factory=list)
+    unavailable: list[tuple[Cell, str]] = field(default_factory=list)
+    failed: list[tuple[Cell, str]] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+
+    def add(self, out: Outcome) -> None:
+        """File one cell's outcome."""
+        self.paths.append(out.path)
+        if out.status == "ran":
+            self.ran.append(out.cell)
+        elif out.status == "skipped":
+            self.skipped.append(out.cell)
+        elif out.status == "unavailable":
+            self.unavailable.append((out.cell, out.reason))
+        elif out.status == "failed":
+            self.failed.append((out.cell, out.reason))
+
+    @property
+    def ok(self) -> bool:
+        """No cell failed (unavailable weights are reported, not failures)."""
+        return not self.failed
+
+
+def _names(given: list[str] | None, default: list[str], all_names: list[str]) -> list[str]:
+    names = default if not given else given
+    return list(all_names) if names == ["all"] else list(names)
+
+
+def expand_grid(
+    cfg: BenchConfig,
+    models: list[str] | None = None,
+    datasets: list[str] | None = None,
+    methods: list[str] | None = None,
+    seeds: list[int] | None = None,
+) -> list[Cell]:
+    """The cells of a grid; every name is checked first, so a typo fails before any work starts.
+
+    A method that does not train runs once (the first seed) whatever the seeds: its numbers cannot depend on them.
+    A model whose table lists ``methods`` runs only those of the grid's methods (``towers`` has nothing to fine-tune).
+    """
+    models = _names(models, cfg.grid.models, list(cfg.models))
+    datasets = _names(datasets, cfg.grid.datasets, list(cfg.datasets))
+    methods = methods or cfg.grid.methods
+    seeds = seeds or cfg.grid.seeds
+    for m in models:
+        _check_model(cfg, m, methods)
+    for d in datasets:
+        if d not in cfg.datasets:
+            raise UnknownNameError("dataset", d, list(cfg.datasets))
+        _check_dataset(cfg, d)
+    cells = []
+    for m in models:
+        for d in datasets:
+            allowed = cfg.models.get(m, {}).get("methods")
+            for meth in methods:
+                method = get_method(meth)
+                if allowed is not None and meth not in allowed:
+                    continue
+                for s in seeds if method.trains else seeds[:1]:
+                    cells.append(Cell(m, d, meth, s, cfg.eval.split))
+    for c in cells:
+        cell_config(cfg, c)
+    return cells
+
+
+def _check_model(cfg: BenchConfig, model: str, methods: list[str]) -> None:
+    # A typo in any [models.<id>] table fails here, before a single cell runs.
+    spec = model_spec(cfg, model)
+    where = f"{cfg.source}: [models.{model}]"
+    family = spec.pop("adapter")
+    valid = adapter_options(family)
+    for key in spec:
+        if key not in valid:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}, methods, train")
+    for meth in cfg.models.get(model, {}).get("methods", []):
+        get_method(meth)
+    for meth in methods:
+        get_method(meth).check_options(cfg.methods.get(meth, {}), f"{cfg.source}: [methods.{meth}]")
+
+
+def _check_dataset(cfg: BenchConfig, dataset: str) -> None:
+    spec = cfg.datasets[dataset]
+    valid = format_options(spec.get("format", dataset))
+    for key in spec:
+        if key != "format" and key not in valid:
+            raise ConfigError(f"{cfg.source}: [datasets.{dataset}] unknown key {key!r}; valid keys: {', '.join(valid)}")
+
+
+def run_grid(cfg: BenchConfig, cells: list[Cell], *, force: bool = False, progress: bool = True) -> GridReport:
+    """Run ``cells`` in this process, one after another, and write each result (the ``local`` launcher)."""
+    report = GridReport()
+    for i, cell in enumerate(cells, 1):
+        log.info("[%d/%d] %s", i, len(cells), cell.label)
+        out = execute_cell(cfg, cell, force=force, progress=progress)
+        report.add(out)
+        if out.status == "skipped":
+            log.info("[%d/%d] %s: done, skipped (%s)", i, len(cells), cell.label, out.path)
+        elif out.status == "ran":
+            log.info("[%d/%d] %s: wrote %s (%.1f s)", i, len(cells), cell.label, out.path, out.wall_time_s)
+    return report

@@ -1,0 +1,334 @@
+"""Launchers: run a grid's missing cells in this process (``local``) or through submitit (``debug``, ``slurm``).
+
+With ``slurm`` every missing cell becomes one element of a job array (one ``sbatch``). Each element runs
+:func:`bench.grid.execute.execute_cell`, so the cell writes its own record atomically whatever happens, and the
+submitting
+``bench run`` can be killed at any time: a marker file beside each cell's record (``<method>-seed<N>.job``, JSON)
+remembers its job, and the next ``bench run`` submits only cells that are neither done nor queued/running.
+
+Preemption and time limits: :class:`CellJob` is a ``submitit.helpers.Checkpointable``, so SLURM's warning signal
+requeues it (up to ``launcher.max_requeues`` times after time-outs); ``scontrol requeue`` restarts it too. Training
+saves a checkpoint after every epoch (:func:`bench.train.fit.fit`), so the requeued job resumes where it stopped.
+
+A cell that asks for several GPUs gets one task per GPU; the tasks join a ``torch.distributed`` group through
+submitit's ``TorchDistributedEnvironment`` (never ``torchrun`` inside submitit: submitit#1764).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.config import BenchConfig, LauncherConfig
+from bench.errors import BenchError, ConfigError
+from bench.grid.cell import Cell, cell_config
+from bench.grid.execute import execute_cell, is_done, record_path
+from bench.grid.records import config_hash, read_record
+
+__all__ = [
+    "CellJob",
+    "CellStatus",
+    "LAUNCHERS",
+    "Submission",
+    "grid_status",
+    "job_folder",
+    "submit_grid",
+    "wait_for",
+]
+
+log = logging.getLogger(__name__)
+LAUNCHERS = ("local", "debug", "slurm")
+# sacct states -> what `bench status` says
+_QUEUED = {"PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"}
+_RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
+_FAILED = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "PREEMPTED", "INTERRUPTED"}
+
+
+class CellFailedError(RuntimeError):
+    """Raised inside a job whose cell failed, so SLURM and sacct report the job as FAILED."""
+
+
+class CellJob:
+    """The callable a submitit job runs: one grid cell, by :func:`~bench.grid.execute.execute_cell`.
+
+    Checkpointable: on preemption or time-out submitit calls :meth:`checkpoint` and requeues the same call; the cell
+    then resumes from its last epoch checkpoint on disk.
+    """
+
+    def __init__(self, cfg: BenchConfig, *, force: bool = False, cwd: str | None = None) -> None:
+        self.cfg = cfg
+        self.force = force
+        self.cwd = cwd or os.getcwd()  # relative paths in the config resolve where `bench run` was called
+        # On SLURM a failed cell fails its job (sacct says FAILED). The debug executor would open pdb on the
+        # re-raised error, after the fact; there the failed record is the report.
+        self.raise_on_failure = cfg.launcher.name == "slurm"
+
+    def __call__(self, cell: Cell) -> dict[str, Any]:
+        import submitit
+
+        os.chdir(self.cwd)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+        env = submitit.JobEnvironment()
+        os.environ["BENCH_JOB_ID"] = str(env.job_id)  # stamped on the record: which job wrote it
+        if "SUBMITIT_FOLDER" in os.environ:  # unset under the debug executor
+            os.environ["BENCH_JOB_LOG"] = str(env.paths.stderr)
+        if env.num_tasks > 1:
+            import torch
+
+            from bench.train.distributed import init_from_env
+
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=True)
+            init_from_env(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        log.info("job %s (task %d/%d): %s", env.job_id, env.global_rank, env.num_tasks, cell.label)
+        out = execute_cell(self.cfg, cell, force=self.force, progress=False)
+        if out.status == "failed" and self.raise_on_failure:
+            raise CellFailedError(f"{cell.label}: {out.reason}")
+        return {"cell": cell.label, "status": out.status, "path": str(out.path), "reason": out.reason}
+
+    def checkpoint(self, cell: Cell) -> Any:
+        """Requeue the same cell (its training state is already on disk, saved after every epoch)."""
+        import submitit
+
+        log.warning("%s: preempted or timed out; requeueing (resumes from its last epoch checkpoint)", cell.label)
+        return submitit.helpers.DelayedSubmission(self, cell)
+
+
+def job_folder(cfg: BenchConfig) -> Path:
+    """Where submitit writes job scripts, pickles and logs."""
+    return Path(cfg.launcher.folder or Path(cfg.paths.work_dir) / "jobs").absolute()
+
+
+def _marker(cfg: BenchConfig, cell: Cell) -> Path:
+    return record_path(cfg, cell).with_suffix(".job")
+
+
+def _executor_params(launcher: LauncherConfig) -> dict[str, Any]:
+    gpus = launcher.gpus_per_node
+    params: dict[str, Any] = {
+        "timeout_min": launcher.timeout_min,
+        "cpus_per_task": launcher.cpus_per_task,
+        "mem_gb": launcher.mem_gb,
+        "nodes": 1,
+        "tasks_per_node": launcher.tasks_per_node or max(1, gpus),  # one task per GPU: torch.distributed over them
+        "slurm_array_parallelism": launcher.array_parallelism,
+    }
+    if gpus:
+        params["gpus_per_node"] = gpus
+    for key in ("partition", "account", "qos", "constraint"):
+        value = getattr(launcher, key)
+        if value:
+            params[f"slurm_{key}"] = value
+    if launcher.setup:
+        params["slurm_setup"] = list(launcher.setup)
+    if launcher.sbatch:
+        params["slurm_additional_parameters"] = dict(launcher.sbatch)
+    return params
+
+
+def make_executor(cfg: BenchConfig) -> Any:
+    """A submitit executor for ``cfg.launcher`` (``cluster=`` always explicit: auto-detection picks SLURM whenever
+    ``srun`` is on PATH)."""
+    import submitit
+
+    name = cfg.launcher.name
+    if name not in ("debug", "slurm"):
+        raise ConfigError(f"{cfg.source}: [launcher] name: {name!r} has no executor; use one of {', '.join(LAUNCHERS)}")
+    folder = job_folder(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    kwargs = {"slurm_max_num_timeout": cfg.launcher.max_requeues} if name == "slurm" else {}
+    ex = submitit.AutoExecutor(folder=folder / "%j", cluster=name, **kwargs)
+    if name == "slurm":
+        try:
+            ex.update_parameters(**_executor_params(cfg.launcher))
+        except (NameError, ValueError, TypeError) as e:  # submitit lists the valid parameters
+            raise ConfigError(f"{cfg.source}: [launcher]: {e}") from None
+    ex.update_parameters(name="bench")
+    return ex
+
+
+@dataclass
+class Submission:
+    """What :func:`submit_grid` sent: the jobs of the cells it submitted, and the cells it left alone."""
+
+    jobs: list[tuple[Cell, Any]] = field(default_factory=list)
+    done: list[Cell] = field(default_factory=list)
+    active: list[tuple[Cell, str]] = field(default_factory=list)  # already queued or running: (cell, job id)
+
+
+def submit_grid(cfg: BenchConfig, cells: list[Cell], *, force: bool = False) -> Submission:
+    """Submit every cell that is not done and not already queued or running, as one job array."""
+    sub = Submission()
+    todo = []
+    for cell in cells:
+        st = cell_status(cfg, cell)
+        if not force and st.state == "done":
+            sub.done.append(cell)
+        elif st.state in ("queued", "running"):
+            sub.active.append((cell, st.job_id or "?"))
+        else:
+            todo.append(cell)
+    if not todo:
+        return sub
+    ex = make_executor(cfg)
+    job = CellJob(cfg, force=force)
+    if cfg.launcher.name == "debug":
+        jobs = [ex.submit(job, c) for c in todo]  # the debug executor runs each job when its result is asked for
+    else:
+        jobs = ex.map_array(job, todo)
+    for cell, j in zip(todo, jobs, strict=True):
+        _write_marker(cfg, cell, j)
+        sub.jobs.append((cell, j))
+    return sub
+
+
+def _write_marker(cfg: BenchConfig, cell: Cell, job: Any) -> None:
+    path = _marker(cfg, cell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = {
+        "job_id": str(job.job_id),
+        "cluster": cfg.launcher.name,
+        "folder": str(job_folder(cfg)),
+        "stderr": str(job.paths.stderr),
+        "config_hash": config_hash(cell_config(cfg, cell)),
+        "submitted": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class CellStatus:
+    """One row of ``bench status``."""
+
+    cell: Cell
+    state: str  # done, queued, running, failed, cancelled, unavailable, missing
+    job_id: str | None = None
+    detail: str = ""  # the record path, or the log path and last error line
+    log: str | None = None
+
+
+def _slurm_state(job_id: str, folder: str) -> str:
+    from submitit.slurm.slurm import SlurmJob
+
+    try:
+        state = str(SlurmJob(folder=folder, job_id=job_id).state).split()[0].upper()
+    except Exception as e:  # sacct unreachable: ask squeue below
+        log.warning("cannot read the state of job %s from sacct: %s", job_id, e)
+        state = "UNKNOWN"
+    if state == "UNKNOWN":
+        # Right after sbatch, accounting lags by about a second; squeue already knows the job.
+        state = _squeue_state(job_id) or state
+    return state
+
+
+def _squeue_state(job_id: str) -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[0].upper() if out else None
+
+
+def _last_error_line(path: str | None) -> str:
+    if not path or not Path(path).is_file():
+        return ""
+    lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "Error" in ln or "error:" in ln or "FAILED" in ln]
+    return (errors or lines or [""])[-1][:300]
+
+
+def cell_status(cfg: BenchConfig, cell: Cell) -> CellStatus:
+    """Where ``cell`` stands: its record first (done, failed, unavailable), then its job's SLURM state."""
+    path = record_path(cfg, cell)
+    chash = config_hash(cell_config(cfg, cell))
+    if is_done(path, chash):
+        return CellStatus(cell, "done", detail=str(path))
+    marker = _marker(cfg, cell)
+    info: dict[str, Any] = {}
+    if marker.is_file():
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            info = {}
+        if info.get("config_hash") != chash:
+            info = {}  # a job of an older configuration says nothing about this one
+    job_id, log_path = info.get("job_id"), info.get("stderr")
+    rec: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            rec = read_record(path)
+        except (OSError, ValueError):
+            rec = {}
+    final = rec.get("config_hash") == chash and rec.get("status") in ("failed", "unavailable")
+    if final and (not info or rec.get("job_id") == job_id):
+        # written by the marker's job (or no job at all): final, whatever sacct still says
+        return _record_status(cell, rec, job_id, log_path)
+    if info and info.get("cluster") == "slurm":
+        state = _slurm_state(job_id, info["folder"])
+        if state in _QUEUED:
+            return CellStatus(cell, "queued", job_id, state.lower(), log_path)
+        if state in _RUNNING:
+            return CellStatus(cell, "running", job_id, log_path or "", log_path)
+        if state.startswith("CANCELLED"):
+            return CellStatus(cell, "cancelled", job_id, f"{state}; log {log_path}", log_path)
+        if state in _FAILED and rec.get("config_hash") != chash:
+            return CellStatus(cell, "failed", job_id, f"{state}: {_last_error_line(log_path)}; log {log_path}",
+                              log_path)  # fmt: skip
+    if final:  # a failure of an earlier job of this configuration, and no live job since
+        return _record_status(cell, rec, job_id, log_path)
+    if info:
+        return CellStatus(cell, "failed", job_id, f"job ended without a result; log {log_path}", log_path)
+    return CellStatus(cell, "missing")
+
+
+def _record_status(cell: Cell, rec: dict[str, Any], job_id: str | None, log_path: str | None) -> CellStatus:
+    where = rec.get("log") or log_path
+    detail = f"{rec.get('reason', '')}" + (f"; log {where}" if where else "")
+    return CellStatus(cell, str(rec["status"]), job_id, detail, where)
+
+
+def grid_status(cfg: BenchConfig, cells: list[Cell]) -> list[CellStatus]:
+    """:func:`cell_status` of every cell of a grid."""
+    return [cell_status(cfg, c) for c in cells]
+
+
+def wait_for(sub: Submission, *, poll_s: float = 2.0, progress: bool = True) -> None:
+    """Block until every submitted job has ended, with a progress bar over cells."""
+    from tqdm.auto import tqdm
+
+    pending = list(sub.jobs)
+    with tqdm(total=len(pending), desc="cells", unit="cell", disable=not progress) as bar:
+        while pending:
+            still = []
+            for cell, job in pending:
+                try:
+                    finished = job.done()
+                except Exception:  # the debug executor runs the job inside done() and re-raises its error
+                    finished = True
+                if finished:
+                    bar.update(1)
+                else:
+                    still.append((cell, job))
+            pending = still
+            if pending:
+                time.sleep(poll_s)
+
+
+def check_launcher(cfg: BenchConfig, name: str | None = None) -> str:
+    """The launcher to use (``--launcher`` or ``[launcher] name``), checked."""
+    name = name or cfg.launcher.name
+    if name not in LAUNCHERS:
+        raise BenchError(f"--launcher / [launcher] name: unknown launcher {name!r}; valid: {', '.join(LAUNCHERS)}")
+    return name

@@ -1,0 +1,65 @@
+"""Methods: what a grid varies besides model and data. A method decides whether and how a cell fine-tunes.
+
+A method is a class registered with ``@register_method(name)``. ``objective(adapter, train_cfg, **options)`` returns
+an :class:`Objective`, an ``nn.Module`` whose ``forward`` maps a training batch to a dict of ``*_loss`` terms and whose
+parameters (temperatures, extra heads) are optimised with the adapter's trainable module. ``views`` lets a method
+that adds heads (CUSA's cross and uni heads) say which embeddings evaluation uses for each retrieval direction.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from bench.adapters.protocol import Adapter
+from bench.config import TrainConfig
+from bench.errors import ConfigError
+from bench.methods import register_method
+
+__all__ = ["HARNESS_ARGS", "Method", "Objective", "ZeroShot"]
+
+# Keyword arguments of ``Method.objective`` that the harness fills in; they are not user options.
+HARNESS_ARGS = ("teachers",)
+
+
+class Objective(nn.Module):
+    """A training objective: batch embeddings in, ``*_loss`` terms out."""
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def views(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Embeddings for evaluation: ``{"cross": (img, txt)}`` for i2t/t2i and ``{"uni": ...}`` for i2i/t2t."""
+        return {"cross": (image_emb, text_emb), "uni": (image_emb, text_emb)}
+
+
+class Method:
+    """Base class of methods."""
+
+    name: ClassVar[str] = ""
+    trains: ClassVar[bool] = True
+
+    def objective(self, adapter: Adapter, cfg: TrainConfig, **options: Any) -> Objective:  # pragma: no cover
+        raise NotImplementedError
+
+    def uses_teachers(self, options: dict[str, Any]) -> bool:
+        """Whether this method, with these options, reads the ``[teachers]`` (so they belong in its config hash)."""
+        return False
+
+    def check_options(self, options: dict[str, Any], where: str) -> None:
+        """Raise :class:`ConfigError` for an option ``objective`` does not take, listing the valid ones."""
+        params = inspect.signature(self.objective).parameters
+        valid = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY and p not in HARNESS_ARGS]
+        for key in options:
+            if key not in valid:
+                raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid) or '(none)'}")
+
+
+@register_method("zeroshot")
+class ZeroShot(Method):
+    """Evaluate the adapter as built, without training."""
+
+    trains = False

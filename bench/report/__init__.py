@@ -1,0 +1,1 @@
+"""Results as paper tables (Markdown, CSV, LaTeX) and plots."""
