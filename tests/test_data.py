@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -331,6 +332,9 @@ def test_coco_preset_and_1k_folds(tmp_path: Path) -> None:
     _write_json(tmp_path / "dataset_coco.json", {"images": images})
     s = load_split("coco", {"format": "coco", "root": str(tmp_path)}, "test", work_dir=tmp_path)
     assert s.n_images == 10 and _caps_per_image(s) == n_caps
+    assert s.fold_size is None and s.fold_rows() is None  # only COCO's 5K test declares the 1K protocol
+    declared = dataclasses.replace(s, fold_size=2)
+    assert [r.tolist() for r in declared.fold_rows()] == [[2 * k, 2 * k + 1] for k in range(5)]
     folds = coco_1k_folds(s, n_folds=5, fold_size=2)
     assert len(folds) == 5
     for k, f in enumerate(folds):

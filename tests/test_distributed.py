@@ -60,7 +60,7 @@ def _train(rank: int, world: int, port: int, folder: str, text_folder: str, out:
         split = _split(Path(folder))
         feats = cached_features(adapter, split, Path(folder) / "cache", device=torch.device("cpu"), progress=False)
         cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-3, warmup_epochs=0.5, loss="infonce", device="cpu")
-        torch.manual_seed(0)  # as bench.grid.cell does: the heads' init must not depend on whether features were cached
+        torch.manual_seed(0)  # as bench.grid.pipeline does: head init must not depend on whether features were cached
         objective = get_method("contrastive").objective(adapter, cfg, cross_heads=True, head_init="normal")
         result = fit(adapter, objective, split, cfg, device=torch.device("cpu"), seed=0, freeze_backbone=True,
                      train_features=feats, validate=lambda: 0.0, progress=False)  # fmt: skip

@@ -10,10 +10,10 @@ import torch
 from bench.adapters.protocol import AdapterBase
 
 from bench.config import EvalConfig, config_from_dict
-from bench.data.base import RetrievalSplit
+from bench.data.base import RetrievalSplit, holdout, subset
 from bench.errors import ConfigError
 from bench.evaluation.itr import evaluate, fold_mean, metric_value
-from bench.grid.cell import holdout, subset, train_config
+from bench.grid.cell import train_config
 
 
 class _Lookup(AdapterBase):

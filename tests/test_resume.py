@@ -17,9 +17,11 @@ from tiny_grid import result_path, run_main, write_config
 
 import bench.train.fit
 from bench.config import apply_overrides, load_config
-from bench.grid.cell import Cell, run_cell
+from bench.grid.cell import Cell
 from bench.grid.execute import checkpoint_path, execute_cell, record_path
+from bench.grid.pipeline import run_cell
 from bench.grid.records import config_hash, iter_records, read_record, write_record
+from bench.grid.slurm import cell_status
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -64,6 +66,24 @@ def test_interrupted_training_resumes_to_the_same_metrics(grid, monkeypatch: pyt
     assert resumed["resumed_from_epoch"] == 2
     assert len(resumed["history"]) == 3
     assert _comparable(resumed) == _comparable(clean)
+
+
+def test_status_calls_an_interrupted_cell_resumable(grid, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = bench.train.fit._save
+
+    def save_then_die(path, epoch, *args):
+        original(path, epoch, *args)
+        if epoch == 2:
+            raise Preempted
+
+    monkeypatch.setattr(bench.train.fit, "_save", save_then_die)
+    with pytest.raises(Preempted):
+        execute_cell(grid, CELL, force=True, progress=False)
+    monkeypatch.undo()
+    status = cell_status(grid, CELL)
+    assert status.state == "resumable" and status.detail.startswith("after epoch 2 of 3; `bench run` resumes it")
+    assert execute_cell(grid, CELL, progress=False).status == "ran"
+    assert cell_status(grid, CELL).state == "done"
 
 
 def test_execute_cell_removes_the_checkpoint_once_the_record_is_written(grid) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 
 from bench.errors import DataError
 
-__all__ = ["RetrievalSplit", "load_image", "read_text", "text_rows"]
+__all__ = ["RetrievalSplit", "holdout", "load_image", "read_text", "subset", "text_rows"]
 
 
 def load_image(path: Path):  # -> PIL.Image.Image (PIL imported lazily)
@@ -68,6 +68,8 @@ class RetrievalSplit:
         caption_to_image: int64 array ``[n_captions]`` of image rows.
         image_labels: Optional int64 array ``[n_images]`` of class labels, used for image-to-image retrieval.
         source: The file the split was read from, named in errors.
+        fold_size: Set by a dataset whose protocol also reports the mean over folds of this many consecutive images
+            (COCO's 5K test: five 1K folds); None for one gallery.
     """
 
     dataset: str
@@ -78,6 +80,7 @@ class RetrievalSplit:
     caption_to_image: np.ndarray
     image_labels: np.ndarray | None = None
     source: Path | None = None
+    fold_size: int | None = None
     _fingerprint: list[str] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -102,6 +105,13 @@ class RetrievalSplit:
         if self.image_labels is not None and np.asarray(self.image_labels).shape != (n_img,):
             raise DataError(f"{where}: image_labels has shape {np.shape(self.image_labels)}, expected ({n_img},)")
         object.__setattr__(self, "caption_to_image", c2i.astype(np.int64, copy=False))
+
+    def fold_rows(self) -> list[np.ndarray] | None:
+        """The image rows of each evaluation fold the dataset declares (``fold_size``), or None."""
+        if not self.fold_size:
+            return None
+        n = self.n_images // self.fold_size
+        return [np.arange(k * self.fold_size, (k + 1) * self.fold_size) for k in range(n)]
 
     @property
     def n_images(self) -> int:
@@ -149,3 +159,28 @@ class RetrievalSplit:
             i, c = img.hexdigest()[:16], cap.hexdigest()[:16]
             self._fingerprint.extend([hashlib.sha256(f"{i}{c}".encode()).hexdigest()[:16], i, c])
         return self._fingerprint[("all", "images", "captions").index(part)]
+
+
+def holdout(train: RetrievalSplit, fraction: float, seed: int = 0) -> tuple[RetrievalSplit, RetrievalSplit]:
+    """Split train images (with all their captions) into train and val; deterministic, shared by every method."""
+    n_val = max(1, int(round(train.n_images * fraction)))
+    perm = np.random.default_rng(seed).permutation(train.n_images)
+    val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    return subset(train, train_rows, train.split), subset(train, val_rows, "val-heldout")
+
+
+def subset(split: RetrievalSplit, image_rows: np.ndarray, name: str) -> RetrievalSplit:
+    """The images ``image_rows`` of ``split`` with their captions, renumbered."""
+    remap = -np.ones(split.n_images, dtype=np.int64)
+    remap[image_rows] = np.arange(len(image_rows))
+    keep = np.flatnonzero(remap[split.caption_to_image] >= 0)
+    return RetrievalSplit(
+        dataset=split.dataset,
+        split=name,
+        image_paths=[split.image_paths[i] for i in image_rows],
+        image_ids=[split.image_ids[i] for i in image_rows],
+        captions=[split.captions[j] for j in keep],
+        caption_to_image=remap[split.caption_to_image[keep]],
+        image_labels=None if split.image_labels is None else np.asarray(split.image_labels)[image_rows],
+        source=split.source,
+    )

@@ -24,6 +24,7 @@ at load time. Errors name the file and the row; JSON rows are counted from 0 (th
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -449,6 +450,9 @@ def load_flickr30k(
     return load_karpathy(root, split, name=name, file=file, image_dir=image_dir, restval_in_train=True)
 
 
+COCO_FOLD = 1000  # images per fold of the COCO 1K protocol
+
+
 @register_format("coco")
 def load_coco(
     root: Path,
@@ -472,7 +476,11 @@ def load_coco(
     Returns:
         The split.
     """
-    return load_karpathy(root, split, name=name, file=file, image_dir=image_dir, restval_in_train=restval_in_train)
+    out = load_karpathy(root, split, name=name, file=file, image_dir=image_dir, restval_in_train=restval_in_train)
+    if split == "test" and out.n_images == 5 * COCO_FOLD:
+        # The COCO protocol reports the 5K test and, beside it, the mean over its five 1K folds (VSE∞, CUSA).
+        out = dataclasses.replace(out, fold_size=COCO_FOLD)
+    return out
 
 
 def coco_1k_folds(split: RetrievalSplit, n_folds: int = 5, fold_size: int = 1000) -> list[RetrievalSplit]:

@@ -13,12 +13,13 @@ import os
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bench.config import BenchConfig
 from bench.errors import BenchError, WeightsUnavailableError
-from bench.grid.cell import Cell, cell_config, run_cell
-from bench.grid.records import SCHEMA, cell_path, config_hash, read_record, safe_name, write_record
+from bench.grid.cell import Cell, cell_config
+from bench.grid.pipeline import run_cell
+from bench.grid.records import SCHEMA, RecordStatus, cell_path, config_hash, read_record, safe_name, write_record
 from bench.train.distributed import current as current_dist
 
 __all__ = ["Outcome", "checkpoint_path", "execute_cell", "is_done", "record_path"]
@@ -26,12 +27,16 @@ __all__ = ["Outcome", "checkpoint_path", "execute_cell", "is_done", "record_path
 log = logging.getLogger(__name__)
 
 
+# "worker": a non-zero distributed rank, which writes nothing.
+OutcomeStatus = Literal["ran", "skipped", "unavailable", "failed", "worker"]
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What :func:`execute_cell` did with one cell."""
 
     cell: Cell
-    status: str  # "ran", "skipped", "unavailable", "failed" or "worker" (a non-zero distributed rank)
+    status: OutcomeStatus
     path: Path
     reason: str = ""
     wall_time_s: float = 0.0
@@ -110,7 +115,7 @@ def _job_fields() -> dict[str, str]:
     return {k: v for k, v in out.items() if v}
 
 
-def status_record(cell: Cell, snapshot: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
+def status_record(cell: Cell, snapshot: dict[str, Any], status: RecordStatus, reason: str) -> dict[str, Any]:
     """A record for a cell that produced no metrics (``unavailable`` or ``failed``), with the reason."""
     return {
         "schema": SCHEMA,

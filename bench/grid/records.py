@@ -50,14 +50,24 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bench.atomic import atomic_open
 
-__all__ = ["SCHEMA", "cell_path", "config_hash", "iter_records", "read_record", "safe_name", "write_record"]
+__all__ = [
+    "SCHEMA",
+    "RecordStatus",
+    "cell_path",
+    "config_hash",
+    "iter_records",
+    "read_record",
+    "safe_name",
+    "write_record",
+]
 
 log = logging.getLogger(__name__)
 SCHEMA = 1
+RecordStatus = Literal["ok", "failed", "unavailable"]  # what a record file on disk can say
 
 
 def safe_name(name: str) -> str:

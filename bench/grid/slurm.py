@@ -24,13 +24,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bench.config import BenchConfig, LauncherConfig
 from bench.errors import BenchError, ConfigError
-from bench.grid.cell import Cell, cell_config
-from bench.grid.execute import execute_cell, is_done, record_path
+from bench.grid.cell import Cell, cell_config, train_config
+from bench.grid.execute import checkpoint_path, execute_cell, is_done, record_path
 from bench.grid.records import config_hash, read_record
+from bench.train.fit import checkpoint_epoch
 
 __all__ = [
     "CellJob",
@@ -204,12 +205,15 @@ def _write_marker(cfg: BenchConfig, cell: Cell, job: Any) -> None:
     os.replace(tmp, path)
 
 
+CellState = Literal["done", "queued", "running", "resumable", "failed", "cancelled", "unavailable", "missing"]
+
+
 @dataclass(frozen=True)
 class CellStatus:
     """One row of ``bench status``."""
 
     cell: Cell
-    state: str  # done, queued, running, failed, cancelled, unavailable, missing
+    state: CellState
     job_id: str | None = None
     detail: str = ""  # the record path, or the log path and last error line
     log: str | None = None
@@ -288,9 +292,21 @@ def cell_status(cfg: BenchConfig, cell: Cell) -> CellStatus:
                               log_path)  # fmt: skip
     if final:  # a failure of an earlier job of this configuration, and no live job since
         return _record_status(cell, rec, job_id, log_path)
+    resumable = _resumable(cfg, cell, chash)
+    if resumable:
+        return CellStatus(cell, "resumable", job_id, resumable, log_path)
     if info:
         return CellStatus(cell, "failed", job_id, f"job ended without a result; log {log_path}", log_path)
     return CellStatus(cell, "missing")
+
+
+def _resumable(cfg: BenchConfig, cell: Cell, chash: str) -> str:
+    # A cell interrupted mid-training (Ctrl-C, a kill, a time-out) left its epoch checkpoint: the next run resumes it.
+    path = checkpoint_path(cfg, cell, chash)
+    epoch = checkpoint_epoch(path) if path.is_file() else None
+    if epoch is None:
+        return ""
+    return f"after epoch {epoch} of {train_config(cfg, cell.model).epochs}; `bench run` resumes it ({path})"
 
 
 def _record_status(cell: Cell, rec: dict[str, Any], job_id: str | None, log_path: str | None) -> CellStatus:

@@ -239,6 +239,17 @@ def _save(
     atomic_torch_save(state, path)  # a job killed mid-save leaves the previous checkpoint intact
 
 
+def checkpoint_epoch(path: Path) -> int | None:
+    """The last finished epoch (1-based) saved in a training checkpoint, or None if it is absent or unreadable.
+
+    Memory-mapped, so only the small pickled part is read, whatever the size of the weights it holds.
+    """
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except Exception:  # a missing, truncated or foreign file resumes nothing
+        return None
+
+
 def _restore(
     path: Path,
     module: nn.Module,

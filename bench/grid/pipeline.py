@@ -1,0 +1,279 @@
+"""One cell, end to end, in named steps: build, data, train or reuse, score, provenance.
+
+:func:`run_cell` reads top to bottom as the data path of one cell; each step is a function of the :class:`Plan`
+(everything the config decides about the cell) and what the steps before it produced.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from bench.adapters.protocol import Adapter, FeatureSupplier
+from bench.adapters.registry import create_adapter
+from bench.config import BenchConfig, TrainConfig
+from bench.data import load_split
+from bench.data.base import RetrievalSplit, holdout
+from bench.device import device_of
+from bench.encode.features import FeatureSet, cached_features
+from bench.errors import SplitNotFoundError
+from bench.evaluation.itr import evaluate, fold_mean, metric_value
+from bench.evaluation.unimodal import UnimodalScorer, dataset_task, train_dataset
+from bench.grid.cell import (
+    Cell,
+    cell_config,
+    load_trained,
+    model_spec,
+    resolve_freeze,
+    save_trained,
+    train_config,
+    trained_path,
+)
+from bench.grid.provenance import provenance
+from bench.grid.records import SCHEMA
+from bench.methods import get_method
+from bench.methods.base import Method, Objective
+from bench.train.distributed import current as current_dist
+from bench.train.fit import FitResult, fit, load_state, seed_everything
+
+__all__ = ["Plan", "plan_cell", "run_cell"]
+
+log = logging.getLogger(__name__)
+Stage1 = tuple[FeatureSet, FeatureSet] | None  # a split's cached backbone features (images, captions), if frozen
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the config decides about one cell before anything is loaded."""
+
+    cell: Cell
+    cfg: BenchConfig
+    train: TrainConfig
+    method: Method
+    method_options: dict[str, Any]
+    family: str
+    options: dict[str, Any]  # the adapter's build options
+    device: torch.device
+    frozen: bool  # backbone frozen (its features cached) or trained end to end
+    task: str  # the scored dataset's task: "itr", "image_retrieval" or "sts"
+    train_name: str  # the dataset a trained method fine-tunes on (uni-modal sets: their train_on)
+    work: Path
+    cache: Path | None  # the stage-1 feature cache, or None when [eval] cache_features is off
+    progress: bool
+
+
+def plan_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> Plan:
+    """Step 0: resolve the cell's settings (checks the method's options and the device before any loading)."""
+    tcfg = train_config(cfg, cell.model)
+    method = get_method(cell.method)
+    method_opts = cfg.methods.get(cell.method, {})
+    method.check_options(method_opts, f"{cfg.source}: [methods.{cell.method}]")
+    options = model_spec(cfg, cell.model)
+    family = options.pop("adapter")
+    device = device_of(tcfg.device)
+    work = Path(cfg.paths.work_dir)
+    return Plan(
+        cell=cell,
+        cfg=cfg,
+        train=tcfg,
+        method=method,
+        method_options=method_opts,
+        family=family,
+        options=options,
+        device=device,
+        frozen=resolve_freeze(tcfg.freeze_backbone, device) if method.trains else True,
+        task=dataset_task(cfg, cell.dataset),
+        # Uni-modal sets are eval-only: a trained method fine-tunes on their train_on dataset, as its own cell does.
+        train_name=train_dataset(cfg, cell.dataset) if method.trains else cell.dataset,
+        work=work,
+        cache=work / "features" if cfg.eval.cache_features else None,
+        progress=progress,
+    )
+
+
+def build_adapter(plan: Plan) -> Adapter:
+    """Step 1: the adapter, seeded, on the cell's device."""
+    seed_everything(plan.cell.seed)
+    where = f"{plan.cfg.source}: [models.{plan.cell.model}]"
+    return create_adapter(plan.family, plan.options, where=where).to(plan.device)
+
+
+def stage1(plan: Plan, adapter: Adapter, split: RetrievalSplit) -> Stage1:
+    """Cached backbone features of ``split`` for a frozen backbone; None when the backbone runs (or the adapter
+    supplies its own features)."""
+    if not plan.frozen or isinstance(adapter, FeatureSupplier):
+        return None
+    return cached_features(
+        adapter,
+        split,
+        plan.cache,
+        device=plan.device,
+        batch_size=plan.cfg.eval.batch_size,
+        num_workers=plan.train.num_workers,
+        progress=plan.progress,
+        precision=plan.cfg.eval.precision,
+    )
+
+
+class SplitScorer(Protocol):
+    """Scores the adapter (with a method's heads) on the cell's test split."""
+
+    embedding: str | None  # uni-modal sets: which embedding was scored
+
+    def __call__(self, objective: Objective | None = None, *, last: bool = False) -> dict[str, Any]: ...
+
+
+class ItrScorer:
+    """Image-text test scoring; a split that declares evaluation folds (COCO's 1K) also gets their mean, under
+    ``extra_metrics["<split>_1k"]``."""
+
+    embedding = None
+
+    def __init__(self, plan: Plan, adapter: Adapter, test: RetrievalSplit) -> None:
+        self.plan, self.adapter, self.test = plan, adapter, test
+        self.features = stage1(plan, adapter, test)
+        self.extra_metrics: dict[str, Any] = {}
+
+    def __call__(self, objective: Objective | None = None, *, last: bool = False) -> dict[str, Any]:
+        folds = None if last else self.test.fold_rows()
+        m = evaluate(self.adapter, self.test, self.plan.cfg.eval, device=self.plan.device, objective=objective,
+                     features=self.features, folds=folds, progress=self.plan.progress)  # fmt: skip
+        per_fold = m.pop("folds", None)
+        if per_fold:
+            self.extra_metrics[f"{self.test.split}_1k"] = fold_mean(per_fold)
+        return m
+
+
+def scorer_for(plan: Plan, adapter: Adapter, test: Any) -> SplitScorer:
+    """Step 2b: how the test split is scored, by its task."""
+    if plan.task == "itr":
+        return ItrScorer(plan, adapter, test)
+    return UnimodalScorer(adapter, test, plan.cfg.eval, device=plan.device, frozen=plan.frozen, cache_dir=plan.cache,
+                          num_workers=plan.train.num_workers, progress=plan.progress)  # fmt: skip
+
+
+def train_data(plan: Plan) -> tuple[RetrievalSplit, RetrievalSplit, str]:
+    """Step 3a: the train split and the validation split that selects the checkpoint (never the test split)."""
+    spec = plan.cfg.datasets[plan.train_name]
+    train = load_split(plan.train_name, spec, "train", work_dir=plan.work)
+    try:
+        return train, load_split(plan.train_name, spec, "val", work_dir=plan.work), "val"
+    except SplitNotFoundError:
+        fraction = plan.train.val_fraction
+        train, val = holdout(train, fraction)
+        return train, val, f"{fraction:.0%} of train images held out"
+
+
+def make_objective(plan: Plan, adapter: Adapter, train: RetrievalSplit) -> Objective:
+    """Step 3b: the method's objective (its heads seeded by the cell's seed alone) with its teachers prepared."""
+    extra = {"teachers": plan.cfg.teachers} if "teachers" in inspect.signature(plan.method.objective).parameters else {}
+    # Re-seed: a method's random head initialisation must not depend on what loading the data and features drew
+    # from the global RNG (the encode loop keeps its own generator; other loading steps may not).
+    seed_everything(plan.cell.seed)
+    objective = plan.method.objective(adapter, plan.train, **plan.method_options, **extra).to(plan.device)
+    prepare = getattr(objective, "prepare", None)  # soft-label methods load their (cached) teacher features here
+    if callable(prepare):
+        prepare(train, work_dir=plan.work, device=plan.device, stage1_cache=plan.cache, progress=plan.progress)
+    return objective
+
+
+def train_or_reuse(
+    plan: Plan, adapter: Adapter, objective: Objective, train: RetrievalSplit, val: RetrievalSplit,
+    features: tuple[Stage1, Stage1], checkpoint: Path | None,
+) -> tuple[FitResult, str | None]:  # fmt: skip
+    """Step 3c: fit (resuming from ``checkpoint``), or reuse a stored training of the same key; returns the result and
+    the store it was reused from.
+
+    A frozen-backbone training is stored under its training key (heads only: small), so the uni-modal cells that
+    train on the same dataset with the same settings reuse it. Image-text cells always train (so ``--force`` really
+    re-trains) and refresh the store.
+    """
+    train_feats, val_feats = features
+
+    def validate() -> float:
+        m = evaluate(adapter, val, plan.cfg.eval, device=plan.device, objective=objective, features=val_feats,
+                     progress=False, rerank=False)  # fmt: skip
+        return metric_value(m, plan.train.select_metric)
+
+    store = trained_path(plan.cfg, plan.cell, plan.train_name) if plan.frozen else None
+    stored = load_trained(store) if store is not None and plan.task != "itr" else None
+    if stored is not None:
+        log.info("%s: reusing the training stored in %s", plan.cell.label, store)
+        load_state(adapter, objective, stored.last_state, plan.frozen)
+        return stored, str(store)
+    result = fit(adapter, objective, train, plan.train, device=plan.device, seed=plan.cell.seed,
+                 freeze_backbone=plan.frozen, train_features=train_feats, validate=validate,
+                 progress=plan.progress, checkpoint=checkpoint)  # fmt: skip
+    if store is not None and current_dist().is_main:
+        save_trained(store, result)
+    return result, None
+
+
+def _param_groups(module: torch.nn.Module) -> list[str]:
+    return sorted({n.split(".")[0] for n, p in module.named_parameters() if p.requires_grad})
+
+
+def trained_metrics(
+    plan: Plan, adapter: Adapter, objective: Objective, result: FitResult, score: SplitScorer, selected_on: str
+) -> dict[str, Any]:
+    """Step 4 (trained): the last epoch's test metrics, then the selected state's, and how training went."""
+    last = score(objective, last=True)
+    load_state(adapter, objective, result.best_state or result.last_state, plan.frozen)
+    describe = getattr(objective, "describe", None)
+    return {
+        "metrics": score(objective),
+        "metrics_last": last,
+        "selected_epoch": result.selected_epoch,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "selected_on": selected_on,
+        "select_metric": plan.train.select_metric,
+        "history": result.history,
+        "trained_parts": adapter.trained_parts(plan.frozen) + [f"objective.{n}" for n in _param_groups(objective)],
+        "method_settings": describe() if callable(describe) else {},
+        "frozen_backbone": plan.frozen,
+    }
+
+
+def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True, checkpoint: Path | None = None) -> dict[str, Any]:
+    """Run one cell and return its result record (not yet written).
+
+    ``checkpoint`` is where training saves its state after each epoch and resumes from (see
+    :func:`bench.train.fit.fit`). Under ``torch.distributed`` every rank trains; only rank 0 evaluates on the test
+    split and returns a record with ``status`` ``"ok"`` (the others return ``status`` ``"worker"``, not to be
+    written).
+    """
+    t0 = time.perf_counter()
+    snapshot = cell_config(cfg, cell)
+    plan = plan_cell(cell, cfg, progress=progress)
+    test = load_split(cell.dataset, cfg.datasets[cell.dataset], cell.split, work_dir=plan.work)  # data errors first
+    adapter = build_adapter(plan)
+    score = scorer_for(plan, adapter, test)
+    record: dict[str, Any] = {"schema": SCHEMA, "status": "ok", "model": cell.model, "adapter": plan.family,
+                              "dataset": cell.dataset, "split": cell.split, "method": cell.method,
+                              "seed": cell.seed}  # fmt: skip
+    if not plan.method.trains:
+        record["metrics"] = score()
+        record.update(metrics_last=None, selected_epoch=None, history=[], trained_parts=[], frozen_backbone=True)
+    else:
+        train, val, selected_on = train_data(plan)
+        features = stage1(plan, adapter, train), stage1(plan, adapter, val)
+        objective = make_objective(plan, adapter, train)
+        result, reused = train_or_reuse(plan, adapter, objective, train, val, features, checkpoint)
+        if reused is not None:
+            record["reused_training"] = reused
+        if not current_dist().is_main:
+            return {**record, "status": "worker"}
+        record.update(trained_metrics(plan, adapter, objective, result, score, selected_on))
+    if getattr(score, "extra_metrics", None):
+        record["extra_metrics"] = score.extra_metrics
+    if plan.task != "itr":  # which embedding was scored (uni heads, joint, towers) and what the model was trained on
+        trained_on = plan.train_name if plan.method.trains else None
+        record.update(task=plan.task, embedding=score.embedding, train_dataset=trained_on)
+    record.update(provenance(snapshot, plan.device, t0))
+    return record
