@@ -19,7 +19,7 @@ from tiny_grid import N_TEST, result_path, run_main, write_config
 
 from bench.config import load_config
 from bench.data.base import RetrievalSplit
-from bench.data.synthetic import N_CAPTIONS
+from bench.data.scenes import N_CAPTIONS
 from bench.grid.local import expand_grid
 from bench.grid.records import read_record
 

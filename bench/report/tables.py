@@ -1,10 +1,9 @@
-"""Result records -> paper tables (Markdown, CSV, LaTeX booktabs) and a Recall@K plot.
+"""Result records -> paper tables (Markdown, CSV, LaTeX booktabs).
 
-Records are the JSON dicts documented in :mod:`bench.grid.records` (one per model, dataset, split, method, seed; recall
-in
-percent). :func:`collect` aggregates them into one row per (dataset, split, model, method): the mean over seeds, the
-sample standard deviation when there is more than one seed, and the seed count. :func:`render` turns that frame into
-text, :func:`plot_recall_at_k` into a PNG.
+Records are the JSON dicts documented in :mod:`bench.grid.records` (one per model, dataset, split, method, seed;
+recall in percent). :func:`collect` aggregates them into one row per (dataset, split, model, method): the mean over
+seeds, the sample standard deviation when there is more than one seed, and the seed count. :func:`render` turns that
+frame into text, :func:`bench.report.plots.plot_recall_at_k` into a PNG.
 
 Conventions shared by every format:
 
@@ -25,230 +24,40 @@ booktabs) that compiles with pdflatex.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from bench.errors import BenchError, UnknownNameError
-from bench.report.unimodal import (
-    UniColumn,
-    is_unimodal,
-    orphan_cells,
-    train_dataset_of,
-    uni_column,
-    unimodal_columns,
-    unimodal_rows,
+from bench.errors import UnknownNameError
+from bench.report.collect import (
+    DASH,
+    GROUPS,
+    K_LABEL,
+    KEY_COLUMNS,
+    NA,
+    TableError,
+    collect,
+    group_columns,
+    uni_columns,
+    visible_groups,
+    with_delta,
 )
+from bench.report.plots import plot_recall_at_k
+from bench.report.unimodal import UniColumn, is_unimodal, train_dataset_of
 
 __all__ = ["FORMATS", "TableError", "UnknownFormatError", "collect", "plot_recall_at_k", "render"]
 
 log = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("csv", "latex", "markdown")
-ZEROSHOT = "zeroshot"
-PROBLEM_STATUSES: frozenset[str] = frozenset({"unavailable", "failed"})
-
-# (record key, Markdown label, LaTeX label, recall keys); RSUM is a single column with no recall keys.
-_GROUPS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
-    ("i2t", "i2t", r"Image $\to$ Text", ("r1", "r5", "r10")),
-    ("t2i", "t2i", r"Text $\to$ Image", ("r1", "r5", "r10")),
-    ("rsum", "RSUM", "RSUM", ()),
-    ("t2t", "t2t", r"Text $\to$ Text", ("r1", "r5", "r10")),
-    ("i2i", "i2i", r"Image $\to$ Image", ("r1", "r5", "r10")),
-)
-_K_LABEL = {"r1": "R@1", "r5": "R@5", "r10": "R@10"}
-_KEY_COLUMNS = ["dataset", "split", "model", "method"]
-_DASH = "–"  # en dash: "no value here", as opposed to "n/a" (cannot exist for this model)
-_NA = "n/a"
-
-
-class TableError(BenchError, ValueError):
-    """Records that cannot be tabulated (none at all, no match for a filter, a record without its cell keys)."""
 
 
 class UnknownFormatError(UnknownNameError, ValueError):
     """An output format :func:`render` does not know; the message lists the valid ones."""
-
-
-def _group_columns(group: str) -> list[str]:
-    ks = next(g[3] for g in _GROUPS if g[0] == group)
-    return [f"{group}_{k}" for k in ks] if ks else [group]
-
-
-_METRIC_COLUMNS: list[str] = [c for g in _GROUPS for c in _group_columns(g[0])]
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# collect
-
-
-def _cell_key(rec: Mapping[str, Any]) -> tuple[str, str, str, str]:
-    missing = [k for k in _KEY_COLUMNS if rec.get(k) is None]
-    if missing:
-        raise TableError(f"record {rec.get('_path', '(in memory)')} lacks {', '.join(missing)}")
-    return (str(rec["dataset"]), str(rec["split"]), str(rec["model"]), str(rec["method"]))
-
-
-def _record_values(rec: Mapping[str, Any]) -> tuple[dict[str, float], set[str]]:
-    """The numeric metric values of one record, and the groups it marks n/a (``null``)."""
-    metrics = rec.get("metrics") or {}
-    values: dict[str, float] = {}
-    na: set[str] = set()
-    for group, _, _, ks in _GROUPS:
-        if group not in metrics:
-            continue
-        block = metrics[group]
-        if block is None:
-            na.add(group)
-        elif not ks:
-            values[group] = float(block)
-        else:
-            for k in ks:
-                if isinstance(block, Mapping) and block.get(k) is not None:
-                    values[f"{group}_{k}"] = float(block[k])
-    if "rsum" not in metrics:
-        # Older or hand-written records may omit RSUM; it is fully determined by i2t and t2i R@1/5/10.
-        parts = _group_columns("i2t") + _group_columns("t2i")
-        if all(c in values for c in parts):
-            values["rsum"] = sum(values[c] for c in parts)
-        elif {"i2t", "t2i"} & na:
-            na.add("rsum")
-    return values, na
-
-
-def _dedupe_seeds(recs: list[Mapping[str, Any]], key: tuple[str, ...]) -> list[Mapping[str, Any]]:
-    by_seed: dict[Any, Mapping[str, Any]] = {}
-    unseeded: list[Mapping[str, Any]] = []
-    for r in recs:
-        seed = r.get("seed")
-        if seed is None:
-            unseeded.append(r)
-            continue
-        if seed in by_seed:
-            log.warning("cell %s has two records for seed %s; keeping the later one", "/".join(key), seed)
-        by_seed[seed] = r
-    return [*by_seed.values(), *unseeded]
-
-
-def _problem_note(recs: list[Mapping[str, Any]], bad: list[Mapping[str, Any]]) -> str:
-    notes: list[str] = []
-    for r in bad:
-        text = f"{r['status']}: {r['reason']}" if r.get("reason") else str(r["status"])
-        if len(bad) < len(recs):
-            text = f"seed {r.get('seed', '?')} {text}"
-        notes.append(text)
-    return "; ".join(dict.fromkeys(notes))
-
-
-def _aggregate(key: tuple[str, str, str, str], recs: list[Mapping[str, Any]]) -> dict[str, Any]:
-    recs = _dedupe_seeds(recs, key)
-    bad = [r for r in recs if r.get("status") in PROBLEM_STATUSES]
-    ok = [r for r in recs if r.get("status") not in PROBLEM_STATUSES]
-    row: dict[str, Any] = dict(zip(_KEY_COLUMNS, key, strict=True))
-    row["status"] = "ok" if ok or not bad else str(bad[0]["status"])  # no records: a row of uni-modal columns only
-    row["seeds"] = len(ok)
-    parsed = [_record_values(r) for r in ok]
-    for col in _METRIC_COLUMNS:
-        nums = [v[col] for v, _ in parsed if col in v]
-        row[col] = float(np.mean(nums)) if nums else math.nan
-        row[f"{col}_std"] = float(np.std(nums, ddof=1)) if len(nums) > 1 else math.nan
-    for group, *_ in _GROUPS:
-        n_na = sum(group in na for _, na in parsed)
-        if 0 < n_na < len(parsed):
-            log.warning(
-                "cell %s: %s is null in %d of %d seeds; averaging the others", "/".join(key), group, n_na, len(parsed)
-            )
-        row[f"{group}_na"] = bool(parsed) and n_na == len(parsed)
-    row["note"] = _problem_note(recs, bad) if bad else ""
-    return row
-
-
-def _frame_columns() -> list[str]:
-    cols = [*_KEY_COLUMNS, "status", "seeds"]
-    for c in _METRIC_COLUMNS:
-        cols += [c, f"{c}_std"]
-    return [*cols, *(f"{g[0]}_na" for g in _GROUPS), "note"]
-
-
-def collect(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Aggregate result records over seeds into one row per (dataset, split, model, method).
-
-    Args:
-        records: Result records as documented in :mod:`bench.grid.records` (e.g. from ``iter_records``).
-
-    Returns:
-        A frame with key columns ``dataset, split, model, method``, ``status`` (``ok`` when any seed succeeded, else
-        the problem status), ``seeds`` (successful seeds), each metric (``i2t_r1`` ... ``rsum`` ... ``i2i_r10``) as
-        the mean over seeds with a ``<metric>_std`` sample std (NaN for one seed), boolean ``<group>_na`` columns
-        (the group is null, i.e. n/a, in every seed) and ``note`` (why a seed or the whole cell is missing). Rows
-        follow first appearance of dataset/split, then model, then method, with ``zeroshot`` first. Uni-modal
-        records add ``uni|<task>|<dataset>|<metric>`` columns (and ``_std``) to the rows they join.
-
-    Raises:
-        TableError: A record lacks one of its cell keys.
-    """
-    cells: dict[tuple[str, str, str, str], list[Mapping[str, Any]]] = {}
-    uni: list[Mapping[str, Any]] = []
-    for rec in records:
-        if is_unimodal(rec):
-            _cell_key(rec)
-            uni.append(rec)
-        else:
-            cells.setdefault(_cell_key(rec), []).append(rec)
-    uni_rows, uni_cols = unimodal_rows(uni)
-    for key in orphan_cells(uni_rows, list(cells)):
-        cells.setdefault(key, [])
-    # Insertion order of `cells` is first appearance, so the ranks below are too.
-    group_rank: dict[tuple[str, ...], int] = {}
-    model_rank: dict[tuple[str, ...], int] = {}
-    method_rank: dict[tuple[str, ...], int] = {}
-    for d, s, m, meth in cells:
-        group_rank.setdefault((d, s), len(group_rank))
-        model_rank.setdefault((d, s, m), len(model_rank))
-        method_rank.setdefault((d, s, meth), len(method_rank))
-
-    def rank(c: tuple[str, str, str, str]) -> tuple[int, int, bool, int]:
-        return group_rank[c[:2]], model_rank[c[:3]], c[3] != ZEROSHOT, method_rank[(c[0], c[1], c[3])]
-
-    rows = [_aggregate(key, cells[key]) for key in sorted(cells, key=rank)]
-    df = pd.DataFrame(rows, columns=_frame_columns()).astype({"seeds": int})
-    return unimodal_columns(df, uni_cols, uni_rows) if uni_cols else df
-
-
-def _uni_columns(df: pd.DataFrame, *, shown_only: bool) -> list[UniColumn]:
-    """The uni-modal columns of ``df`` that hold a number (and are shown in Markdown/LaTeX, with ``shown_only``)."""
-    out = []
-    for name in df.columns:
-        if name.startswith("uni|") and not name.endswith("_std"):
-            col = uni_column(name)
-            if (col.shown or not shown_only) and df[name].notna().any():
-                out.append(col)
-    return out
-
-
-def _with_delta(df: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Add ``delta_rsum``: RSUM minus the same model's ``baseline``-method RSUM on the same dataset/split."""
-    base = df[(df["method"] == baseline) & (df["status"] == "ok")].set_index(["dataset", "split", "model"])["rsum"]
-    if base.empty:
-        log.warning("no records of baseline method %r; the ΔRSUM column stays blank", baseline)
-    lookup = base.reindex(pd.MultiIndex.from_frame(df[["dataset", "split", "model"]])).to_numpy()
-    delta = df["rsum"].to_numpy(dtype=float) - lookup
-    delta[(df["method"] == baseline).to_numpy()] = math.nan
-    df = df.copy()
-    df.insert(df.columns.get_loc("rsum_std") + 1, "delta_rsum", delta)
-    return df
-
-
-def _visible_groups(df: pd.DataFrame) -> list[str]:
-    """Metric groups with at least one number in ``df`` (a group that is all n/a or absent says nothing)."""
-    return [g[0] for g in _GROUPS if df[_group_columns(g[0])].notna().to_numpy().any()]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -292,7 +101,7 @@ def _markdown_escape(text: str) -> str:
     return text.replace("|", r"\|").replace("\n", " ")
 
 
-_MARKDOWN = _Style(bold=lambda s: f"**{s}**", std=lambda s: f" ± {s}", dash=_DASH, escape=_markdown_escape, minus="-")
+_MARKDOWN = _Style(bold=lambda s: f"**{s}**", std=lambda s: f" ± {s}", dash=DASH, escape=_markdown_escape, minus="-")
 # A small std keeps a 2-group table with seeds within a landscape page, as papers typeset it.
 _LATEX = _Style(
     bold=lambda s: rf"\textbf{{{s}}}",
@@ -338,19 +147,19 @@ def _number(r: pd.Series, col: str, bold: bool, style: _Style) -> str:
 
 
 def _format_table(sub: pd.DataFrame, style: _Style, *, delta: bool) -> _Table:
-    groups = _visible_groups(sub)
+    groups = visible_groups(sub)
     show_seeds = bool((sub["seeds"] > 1).any())
     # A ΔRSUM column with no number (no baseline run on this dataset) would only be noise.
     show_delta = delta and "rsum" in groups and bool(sub["delta_rsum"].notna().any())
-    uni = _uni_columns(sub, shown_only=True)
-    cols = [c for g in groups for c in _group_columns(g)] + [c.name for c in uni]
+    uni = uni_columns(sub, shown_only=True)
+    cols = [c for g in groups for c in group_columns(g)] + [c.name for c in uni]
     best = {c: _best_rows(sub.loc[sub["status"] == "ok", c]) for c in cols}
 
     headers = ["Model", "Method", *(["Seeds"] if show_seeds else [])]
-    for group, md_label, _, ks in _GROUPS:
+    for group, md_label, _, ks in GROUPS:
         if group not in groups:
             continue
-        headers += [f"{md_label} {_K_LABEL[k]}" for k in ks] or [md_label]
+        headers += [f"{md_label} {K_LABEL[k]}" for k in ks] or [md_label]
         if group == "rsum" and show_delta:
             headers.append("ΔRSUM")
     headers += [f"{c.dataset} {c.label}" for c in uni]
@@ -363,12 +172,12 @@ def _format_table(sub: pd.DataFrame, style: _Style, *, delta: bool) -> _Table:
         if show_seeds:
             cells.append(style.dash if problem else str(r["seeds"]))
         for group in groups:
-            for c in _group_columns(group):
+            for c in group_columns(group):
                 if problem:
                     cells.append(style.dash)
                 elif r[f"{group}_na"]:
                     any_na = True
-                    cells.append(_NA)
+                    cells.append(NA)
                 elif pd.isna(r[c]):
                     cells.append(style.dash)
                 else:
@@ -425,21 +234,21 @@ def _render_markdown(df: pd.DataFrame, *, delta: bool) -> str:
 
 
 def _render_csv(df: pd.DataFrame) -> str:
-    groups = _visible_groups(df)
-    keep = [*_KEY_COLUMNS, "status", "seeds"]
+    groups = visible_groups(df)
+    keep = [*KEY_COLUMNS, "status", "seeds"]
     out = df.copy()
-    for group, *_ in _GROUPS:
+    for group, *_ in GROUPS:
         if group not in groups:
             continue
-        for c in _group_columns(group):
+        for c in group_columns(group):
             # "n/a" (not empty) keeps "cannot exist" apart from "missing"; pandas.read_csv still reads it as NaN.
-            out[c] = out[c].round(6).astype(object).where(~out[f"{group}_na"], _NA)
+            out[c] = out[c].round(6).astype(object).where(~out[f"{group}_na"], NA)
             out[f"{c}_std"] = out[f"{c}_std"].round(6)
             keep += [c, f"{c}_std"]
         if group == "rsum" and "delta_rsum" in out:
             out["delta_rsum"] = out["delta_rsum"].round(6)
             keep.append("delta_rsum")
-    for col in _uni_columns(df, shown_only=False):
+    for col in uni_columns(df, shown_only=False):
         # Uni-modal columns are named <dataset>_<metric> in CSV (e.g. cub_r1, stsb_rho_mean, stsb_rho_sts-test).
         name = (
             f"{col.dataset}_{col.name.rsplit('|', 1)[1]}"
@@ -462,14 +271,14 @@ def _latex_table(t: _Table) -> str:
     bottom = ["Model", "Method", *(["Seeds"] if t.show_seeds else [])]
     rules = []
     col = len(top) + 1  # 1-based index of the next column
-    for group, _, tex_label, ks in _GROUPS:
+    for group, _, tex_label, ks in GROUPS:
         if group not in t.groups:
             continue
         if ks:
             spec += "r" * len(ks)
             top.append(rf"\multicolumn{{{len(ks)}}}{{c}}{{{tex_label}}}")
             rules.append(rf"\cmidrule(lr){{{col}-{col + len(ks) - 1}}}")
-            bottom += [_K_LABEL[k] for k in ks]
+            bottom += [K_LABEL[k] for k in ks]
             col += len(ks)
         else:
             spec += "r"
@@ -588,99 +397,9 @@ def render(
         log.debug("standalone=True only affects LaTeX output; ignored for %s", fmt)
     df = collect(records)
     if baseline_method is not None:
-        df = _with_delta(df, baseline_method)
+        df = with_delta(df, baseline_method)
     if fmt == "csv":
         return _render_csv(df)
     if fmt == "markdown":
         return _render_markdown(df, delta=baseline_method is not None)
     return _render_latex(df, delta=baseline_method is not None, standalone=standalone)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# plot
-
-
-def plot_recall_at_k(records: Iterable[Mapping[str, Any]], out: Path) -> Path:
-    """Plot R@K against K (1, 5, 10) for every table row, image->text and text->image side by side.
-
-    Colour follows the model (the method when there is one model), line style the method, marker the dataset/split;
-    error bars show the std over seeds.
-    Rows without recall values (n/a, unavailable, failed) are left out.
-
-    Args:
-        records: Result records (see :mod:`bench.grid.records`).
-        out: Where to write the PNG; parent folders are created.
-
-    Returns:
-        ``out``.
-
-    Raises:
-        TableError: There are no records.
-    """
-    # Lazy and pyplot-free: importing this module must not need matplotlib, and an Agg canvas on our own Figure
-    # leaves the caller's global backend (a notebook, say) alone.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    df = collect(records)
-    if df.empty:
-        raise TableError("no records to plot")
-    ks = (1, 5, 10)
-    recall_cols = [f"{d}_r{k}" for d in ("i2t", "t2i") for k in ks]
-    shown = df[(df["status"] == "ok") & df[recall_cols].notna().any(axis=1)]
-    several_groups = shown[["dataset", "split"]].drop_duplicates().shape[0] > 1
-    palette = [f"C{i}" for i in range(10)]
-    styles = ["-", "--", ":", "-."]
-    markers = ["o", "s", "^", "D", "v", "P", "X"]
-    model_ix = {m: i for i, m in enumerate(dict.fromkeys(shown["model"]))}
-    method_ix = {m: i for i, m in enumerate(dict.fromkeys(shown["method"]))}
-    # Colour tells models apart; with a single model it is better spent on methods.
-    colour_by, colour_ix = ("model", model_ix) if len(model_ix) > 1 else ("method", method_ix)
-    group_ix = {g: i for i, g in enumerate(dict.fromkeys(zip(shown["dataset"], shown["split"], strict=True)))}
-
-    fig = Figure(figsize=(11, 5), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2, sharey=True)
-    plotted = 0
-    for ax, direction, title in zip(axes, ("i2t", "t2i"), (r"Image $\to$ Text", r"Text $\to$ Image"), strict=True):
-        for _, r in shown.iterrows():
-            ys = np.array([r[f"{direction}_r{k}"] for k in ks], dtype=float)
-            if np.isnan(ys).all():
-                continue
-            err = np.nan_to_num(np.array([r[f"{direction}_r{k}_std"] for k in ks], dtype=float))
-            label = f"{r['model']} / {r['method']}" + (f" — {r['dataset']} ({r['split']})" if several_groups else "")
-            ax.errorbar(
-                ks, ys, yerr=err if err.any() else None, label=label, capsize=3,
-                color=palette[colour_ix[r[colour_by]] % len(palette)],
-                linestyle=styles[method_ix[r["method"]] % len(styles)],
-                marker=markers[group_ix[(r["dataset"], r["split"])] % len(markers)],
-            )  # fmt: skip
-            plotted += 1
-        ax.set_title(title)
-        ax.set_xlabel("K")
-        ax.set_xticks(ks)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("Recall@K (%)")
-    axes[0].set_ylim(bottom=0)
-    if plotted:
-        seen: dict[str, Any] = {}  # a row drawn in both panels needs one legend entry
-        for ax in axes:
-            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-                seen.setdefault(label, handle)
-        fig.legend(
-            list(seen.values()),
-            list(seen.keys()),
-            loc="outside lower center",
-            ncol=min(3, len(seen)),
-            fontsize="small",
-            frameon=False,
-        )
-    else:
-        log.warning("no i2t/t2i recall values to plot; writing an empty figure to %s", out)
-        for ax in axes:
-            ax.text(0.5, 0.5, "no R@K values", ha="center", va="center", transform=ax.transAxes)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", dpi=120)
-    log.info("wrote %s", out)
-    return out

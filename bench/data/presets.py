@@ -1,0 +1,125 @@
+"""Presets of the standard benchmarks: Karpathy Flickr30K (1K test) and COCO (5K test, with the 1K protocol's folds
+declared on it), over the ``karpathy`` format."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from bench.data import register_format
+from bench.data.base import RetrievalSplit
+from bench.data.formats import load_karpathy
+from bench.errors import DataError
+
+__all__ = ["COCO_FOLD", "coco_1k_folds", "load_coco", "load_flickr30k"]
+
+
+@register_format("flickr30k")
+def load_flickr30k(
+    root: Path,
+    split: str,
+    *,
+    name: str = "flickr30k",
+    file: str = "dataset_flickr30k.json",
+    image_dir: str | None = None,
+) -> RetrievalSplit:
+    """Karpathy Flickr30K: 29K train / 1K val / 1K test images, 5 captions each.
+
+    Args:
+        root: Folder holding ``dataset_flickr30k.json`` and the images.
+        split: ``train``, ``val`` or ``test``.
+        name: Dataset name stamped on the split.
+        file: The Karpathy JSON file, relative to root.
+        image_dir: Image folder; default ``root/flickr30k-images``, else ``root/images`` (whichever exists).
+
+    Returns:
+        The split.
+    """
+    if image_dir is None:
+        candidates = [root / "flickr30k-images", root / "images"]
+        found = next((c for c in candidates if c.is_dir()), None)
+        if found is None:
+            raise DataError(
+                f"{root}: no image folder; expected {candidates[0]} or {candidates[1]} (or set 'image_dir')"
+            )
+        image_dir = str(found)
+    return load_karpathy(root, split, name=name, file=file, image_dir=image_dir, restval_in_train=True)
+
+
+COCO_FOLD = 1000  # images per fold of the COCO 1K protocol
+
+
+@register_format("coco")
+def load_coco(
+    root: Path,
+    split: str,
+    *,
+    name: str = "coco",
+    file: str = "dataset_coco.json",
+    image_dir: str | None = None,
+    restval_in_train: bool = True,
+) -> RetrievalSplit:
+    """Karpathy COCO: 113K train (with restval) / 5K val / 5K test images; see :func:`coco_1k_folds` for 1K test.
+
+    Args:
+        root: Folder holding ``dataset_coco.json`` and ``train2014/``, ``val2014/``.
+        split: ``train``, ``val`` or ``test``.
+        name: Dataset name stamped on the split.
+        file: The Karpathy JSON file, relative to root.
+        image_dir: Folder holding ``train2014/`` and ``val2014/``; default root.
+        restval_in_train: Count the 30K ``restval`` images as train.
+
+    Returns:
+        The split.
+    """
+    out = load_karpathy(root, split, name=name, file=file, image_dir=image_dir, restval_in_train=restval_in_train)
+    if split == "test" and out.n_images == 5 * COCO_FOLD:
+        # The COCO protocol reports the 5K test and, beside it, the mean over its five 1K folds (VSE∞, CUSA).
+        out = dataclasses.replace(out, fold_size=COCO_FOLD)
+    return out
+
+
+def coco_1k_folds(split: RetrievalSplit, n_folds: int = 5, fold_size: int = 1000) -> list[RetrievalSplit]:
+    """Cut the COCO 5K test split into folds of consecutive images with their captions (the COCO 1K protocol).
+
+    As VSE∞ evaluates it: fold ``k`` holds images ``[k*1000, (k+1)*1000)`` and every caption of those images; the
+    reported 1K numbers are the mean over the folds.
+
+    Args:
+        split: The 5K split.
+        n_folds: Number of folds.
+        fold_size: Images per fold.
+
+    Returns:
+        ``n_folds`` splits named ``{split}_1k_fold{k}``.
+
+    Raises:
+        DataError: the split does not hold exactly ``n_folds * fold_size`` images.
+    """
+    if n_folds < 1 or fold_size < 1:
+        raise ValueError(f"n_folds and fold_size must be positive, got {n_folds} and {fold_size}")
+    if split.n_images != n_folds * fold_size:
+        raise DataError(
+            f"{split.source or split.dataset}: {split.split} has {split.n_images} images; "
+            f"{n_folds} folds of {fold_size} need exactly {n_folds * fold_size}"
+        )
+    c2i = split.caption_to_image
+    folds = []
+    for k in range(n_folds):
+        lo, hi = k * fold_size, (k + 1) * fold_size
+        rows = np.flatnonzero((c2i >= lo) & (c2i < hi))
+        folds.append(
+            RetrievalSplit(
+                dataset=split.dataset,
+                split=f"{split.split}_1k_fold{k}",
+                image_paths=list(split.image_paths[lo:hi]),
+                image_ids=list(split.image_ids[lo:hi]),
+                captions=[split.captions[j] for j in rows],
+                caption_to_image=c2i[rows] - lo,
+                image_labels=None if split.image_labels is None else np.asarray(split.image_labels)[lo:hi],
+                source=split.source,
+            )
+        )
+    return folds
