@@ -30,7 +30,9 @@ def _wait_for_checkpoint(results: Path, proc: subprocess.Popen[str], timeout: fl
     pytest.fail("no training checkpoint appeared")
 
 
-@pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+@pytest.mark.parametrize(
+    ("sig", "code", "word"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
 def test_signal_ends_with_one_line_and_keeps_everything(tmp_path: Path, sig: int, code: int, word: str) -> None:
     results = tmp_path / "results"
     config = write_config(tmp_path / "bench.toml", results=results, work=tmp_path / "work")

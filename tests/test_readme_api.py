@@ -79,7 +79,9 @@ def test_import_bench_is_light_and_the_api_is_lazy() -> None:
     import subprocess
     import sys
 
-    code = "import sys, bench; assert 'torch' not in sys.modules and 'bench.api' not in sys.modules; print(bench.__all__)"
+    code = (
+        "import sys, bench; assert 'torch' not in sys.modules and 'bench.api' not in sys.modules; print(bench.__all__)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
     assert done.returncode == 0, done.stderr
     assert "evaluate" in done.stdout and "score" in done.stdout
