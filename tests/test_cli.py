@@ -219,6 +219,48 @@ def test_table_markdown_matches_the_run(grid: Run, capsys: pytest.CaptureFixture
     assert parse_markdown(out) == parse_markdown(grid.out)
 
 
+def _row_order(out: str) -> list[tuple[str, str]]:
+    return list(parse_markdown(out))  # dicts keep the table's row order
+
+
+def test_table_rows_follow_the_grid_not_the_alphabet(grid: Run, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["table", "--config", str(grid.config)]) == 0
+    assert _row_order(capsys.readouterr()[0]) == CELLS  # models as configured, zeroshot before contrastive
+    assert _row_order(grid.out) == CELLS  # and bench run prints the same order
+    assert main(["table", "--config", str(grid.config), "--models", "towers"]) == 0
+    assert _row_order(capsys.readouterr()[0]) == [("towers", "zeroshot")]
+    assert main(["table", "--config", str(grid.config), "--methods", "contrastive"]) == 0
+    assert _row_order(capsys.readouterr()[0]) == [("vse_infty", "contrastive")]
+
+
+def test_an_ad_hoc_unavailable_row_stays_out_of_later_tables(
+    grid: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, results = grid.clone(tmp_path)
+    rc, _, err = run_main(["run", "--config", str(config), "--models", "clip:ViT-B-32/openai", "--methods", "zeroshot"])
+    assert rc == 1 and "weights unavailable" in err  # nothing ran, offline
+    assert "Failed to download" not in err  # open_clip's own root-logger error is not shown before our line
+    assert main(["table", "--config", str(config)]) == 0
+    assert _row_order(capsys.readouterr()[0]) == CELLS
+    assert main(["table", "--config", str(config), "--all"]) == 0
+    assert ("clip:ViT-B-32/openai", "zeroshot") in _row_order(capsys.readouterr()[0])
+    assert main(["rm", "--config", str(config), "--status", "unavailable", "--dry-run"]) == 0
+    assert "would remove" in capsys.readouterr()[0]
+    assert main(["rm", "--config", str(config), "--status", "unavailable"]) == 0
+    out, _ = capsys.readouterr()
+    assert out.count("removed ") == 1 and "clip" in out
+    assert main(["table", "--config", str(config), "--all"]) == 0
+    assert _row_order(capsys.readouterr()[0]) == CELLS
+    assert sum(1 for _ in (results / "runs").rglob("*.json")) == len(CELLS)  # the ok records are untouched
+
+
+def test_rm_needs_a_selection(grid: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, results = grid.clone(tmp_path)
+    assert main(["rm", "--config", str(config), "--status", "any"]) == 2
+    assert "name what to remove" in capsys.readouterr()[1]
+    assert sum(1 for _ in (results / "runs").rglob("*.json")) == len(CELLS)
+
+
 def test_table_csv_holds_the_stored_numbers(grid: Run, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["table", "--config", str(grid.config), "--format", "csv"]) == 0
     out, _ = capsys.readouterr()

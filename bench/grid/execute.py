@@ -85,7 +85,7 @@ def execute_cell(cfg: BenchConfig, cell: Cell, *, force: bool = False, progress:
     try:
         record = run_cell(cell, cfg, progress=progress, checkpoint=ckpt)
     except WeightsUnavailableError as e:
-        log.warning("%s: %s", cell.label, e)
+        log.info("%s: %s", cell.label, e)  # the launcher's summary states it once, as the run's last lines
         write_record(path, status_record(cell, snapshot, "unavailable", str(e)))
         return Outcome(cell, "unavailable", path, str(e))
     except Exception as e:  # one broken cell must not lose the rest of the grid

@@ -1,0 +1,105 @@
+"""``bench table`` and ``bench rm``: the stored records of a grid, as tables, or removed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.cli.common import baseline_for, csv_list, grid_cells, load_cfg
+from bench.errors import BenchError
+
+__all__ = ["cmd_rm", "cmd_table", "grid_records"]
+
+
+def grid_records(args: argparse.Namespace, cfg: Any, results: Path) -> list[dict[str, Any]]:
+    """The stored records to tabulate or remove: those of the configured grid (with the command's filters), in grid
+    order (models as configured, methods in ablation order, seeds ascending); ``--all`` keeps every record."""
+    from bench.grid.records import iter_records
+    from bench.methods import method_order
+
+    records = list(iter_records(results))
+    models = csv_list(args.models) if args.models else None
+    methods = csv_list(args.methods) if args.methods else None
+    datasets = csv_list(args.datasets) if getattr(args, "datasets", None) else None
+    if getattr(args, "all", False):
+        keep = [
+            r
+            for r in records
+            if (models is None or r.get("model") in models)
+            and (methods is None or r.get("method") in methods)
+            and (datasets is None or r.get("dataset") in datasets)
+        ]
+        model_order = list(
+            dict.fromkeys([*(models or cfg.grid.models), *cfg.models, *sorted({str(r.get("model")) for r in keep})])
+        )
+        dataset_order = list(dict.fromkeys([*(datasets or cfg.grid.datasets), *cfg.datasets]))
+    else:
+        cells = grid_cells(args, cfg)
+        wanted = {(c.model, c.dataset, c.split, c.method, c.seed) for c in cells}
+        keep = [
+            r
+            for r in records
+            if (r.get("model"), r.get("dataset"), r.get("split"), r.get("method"), r.get("seed")) in wanted
+        ]
+        model_order = list(dict.fromkeys(c.model for c in cells))
+        dataset_order = list(dict.fromkeys(c.dataset for c in cells))
+    method_rank = {m: i for i, m in enumerate(method_order(sorted({str(r.get("method")) for r in keep})))}
+
+    def rank(r: dict[str, Any]) -> tuple[int, int, int, int]:
+        model, dataset = str(r.get("model")), str(r.get("dataset"))
+        d = dataset_order.index(dataset) if dataset in dataset_order else len(dataset_order)
+        m = model_order.index(model) if model in model_order else len(model_order)
+        seed = r.get("seed")
+        return d, m, method_rank[str(r.get("method"))], seed if isinstance(seed, int) else 0
+
+    return sorted(keep, key=rank)
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    """Render the stored results of the configured grid as a Markdown, CSV or LaTeX table (and a PNG plot)."""
+    from bench.report.tables import plot_recall_at_k, render
+
+    cfg = load_cfg(args)
+    results = Path(args.results_dir or cfg.paths.results_dir)
+    records = grid_records(args, cfg, results)
+    if not records:
+        hint = "" if args.all else " of the configured grid (--all shows every stored record)"
+        raise BenchError(f"{results}/runs: no results{hint}; run `bench run` first")
+    text = render(
+        records,
+        args.format,
+        standalone=args.standalone,
+        baseline_method=baseline_for(records, args.baseline),
+        dataset=args.dataset,
+    )
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+        print(f"bench: wrote {args.out}", file=sys.stderr)
+    else:
+        print(text)
+    if args.plot:
+        print(f"bench: wrote {plot_recall_at_k(records, Path(args.plot))}", file=sys.stderr)
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    """Remove stored records (by default only those whose status is ``--status``), so tables stop showing them."""
+    from bench.grid.records import cell_path
+
+    cfg = load_cfg(args)
+    results = Path(args.results_dir or cfg.paths.results_dir)
+    args.all = True  # a record to remove may be from an ad-hoc run outside the configured grid
+    statuses = set(csv_list(args.status)) if args.status != "any" else None
+    chosen = [r for r in grid_records(args, cfg, results) if statuses is None or r.get("status") in statuses]
+    if not (args.models or args.methods or args.datasets or statuses):
+        raise BenchError("bench rm: name what to remove (--models, --methods, --datasets or --status)")
+    for r in chosen:
+        path = cell_path(results, r["model"], r["dataset"], r["split"], r["method"], r["seed"])
+        print(f"{'would remove' if args.dry_run else 'removed'} {path} ({r.get('status')})")
+        if not args.dry_run:
+            path.unlink(missing_ok=True)
+    print(f"bench: {len(chosen)} record(s) {'would be ' if args.dry_run else ''}removed", file=sys.stderr)
+    return 0
