@@ -11,7 +11,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, check_keys
 from bench.plugins import ENTRY_POINT_GROUPS, Registry
 
 __all__ = ["ADAPTERS", "adapter_options", "create_adapter", "get_adapter_class", "list_adapters", "register_adapter"]
@@ -76,9 +76,7 @@ def create_adapter(name: str, options: dict[str, Any] | None = None, *, where: s
     options = dict(options or {})
     valid = adapter_options(name)
     where = where or f"adapter {name!r}"
-    for key in options:
-        if key not in valid:
-            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}")
+    check_keys(options, sorted(valid), where)
     missing = [k for k, v in valid.items() if v is inspect.Parameter.empty and k not in options]
     if missing:
         raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")

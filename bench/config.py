@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, check_keys
 
 __all__ = [
     "BenchConfig",
@@ -199,9 +199,8 @@ def build_section(cls: type, table: Any, where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
+    check_keys(table, names, where)
     for key, value in table.items():
-        if key not in names:
-            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(names)}")
         kwargs[key] = _check_type(value, hints[key], f"{where}.{key}")
     return cls(**kwargs)
 

@@ -6,7 +6,10 @@ CLI can print one clear line instead of a traceback. Messages name the file and 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 __all__ = [
+    "check_keys",
     "BenchError",
     "ConfigError",
     "DataError",
@@ -45,3 +48,16 @@ class UnknownNameError(BenchError, KeyError):
 
 class WeightsUnavailableError(BenchError):
     """Pretrained weights could not be found locally, in a package, or on the hub (offline)."""
+
+
+def check_keys(keys: Iterable[str], valid: Iterable[str], where: str) -> None:
+    """Raise :class:`ConfigError` naming the first of ``keys`` not in ``valid``, and listing the valid ones.
+
+    The one check behind every table: ``[train]`` and the other fixed sections, ``[models.<id>]`` against the
+    adapter's ``build`` options, ``[datasets.<id>]`` against the format's loader, ``[methods.<id>]`` against the
+    method's ``objective``.
+    """
+    valid = list(valid)
+    for key in keys:
+        if key not in valid:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid) or '(none)'}")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.data.base import RetrievalSplit, load_image
-from bench.errors import ConfigError, UnknownNameError
+from bench.errors import ConfigError, UnknownNameError, check_keys
 from bench.plugins import ENTRY_POINT_GROUPS
 
 __all__ = [
@@ -194,11 +194,7 @@ def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path
     params = inspect.signature(loader).parameters
 
     valid = format_options(fmt)
-    unknown = sorted(k for k in options if k not in valid)
-    if unknown:
-        raise ConfigError(
-            f"dataset {name!r} (format {fmt!r}): unknown key {unknown[0]!r}; valid keys: format, {', '.join(valid)}"
-        )
+    check_keys(sorted(options), ["format", *valid], f"dataset {name!r} (format {fmt!r})")
     for key, p in params.items():
         if key == "split" or key in _CONTEXT_PARAMS:
             continue

@@ -14,8 +14,8 @@ from pathlib import Path
 from bench.adapters.registry import adapter_options
 from bench.config import BenchConfig
 from bench.data import format_options
-from bench.errors import ConfigError, UnknownNameError
-from bench.grid.cell import Cell, cell_config, model_spec
+from bench.errors import UnknownNameError, check_keys
+from bench.grid.cell import MODEL_GRID_KEYS, Cell, cell_config, model_spec
 from bench.grid.execute import Outcome, execute_cell
 from bench.methods import get_method
 
@@ -100,9 +100,7 @@ def _check_model(cfg: BenchConfig, model: str, methods: list[str]) -> None:
     where = f"{cfg.source}: [models.{model}]"
     family = spec.pop("adapter")
     valid = adapter_options(family)
-    for key in spec:
-        if key not in valid:
-            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}, methods, train")
+    check_keys(spec, [*sorted(valid), *MODEL_GRID_KEYS], where)
     for meth in cfg.models.get(model, {}).get("methods", []):
         get_method(meth)
     for meth in methods:
@@ -112,9 +110,7 @@ def _check_model(cfg: BenchConfig, model: str, methods: list[str]) -> None:
 def _check_dataset(cfg: BenchConfig, dataset: str) -> None:
     spec = cfg.datasets[dataset]
     valid = format_options(spec.get("format", dataset))
-    for key in spec:
-        if key != "format" and key not in valid:
-            raise ConfigError(f"{cfg.source}: [datasets.{dataset}] unknown key {key!r}; valid keys: {', '.join(valid)}")
+    check_keys((k for k in spec if k != "format"), valid, f"{cfg.source}: [datasets.{dataset}]")
 
 
 def run_grid(cfg: BenchConfig, cells: list[Cell], *, force: bool = False, progress: bool = True) -> GridReport:

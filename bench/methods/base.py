@@ -16,7 +16,7 @@ from torch import nn
 
 from bench.adapters.protocol import Adapter
 from bench.config import TrainConfig
-from bench.errors import ConfigError
+from bench.errors import check_keys
 from bench.methods import register_method
 
 __all__ = ["HARNESS_ARGS", "Method", "Objective", "ZeroShot"]
@@ -53,9 +53,7 @@ class Method:
         """Raise :class:`ConfigError` for an option ``objective`` does not take, listing the valid ones."""
         params = inspect.signature(self.objective).parameters
         valid = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY and p not in HARNESS_ARGS]
-        for key in options:
-            if key not in valid:
-                raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid) or '(none)'}")
+        check_keys(options, valid, where)
 
 
 @register_method("zeroshot")
