@@ -9,6 +9,8 @@ valid ones); each ``[models.<id>]`` table is checked against its adapter's ``bui
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 import types
 import typing
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench.errors import ConfigError, check_keys
+from bench.grid.records import safe_name
 
 __all__ = [
     "BenchConfig",
@@ -158,6 +161,88 @@ _SECTIONS: dict[str, type] = {
 }
 _FREE_TABLES = ("models", "datasets", "methods")
 
+# Allowed ranges of the numeric settings, checked whenever a config is read (file, --set, the Python API), so a
+# bad value is one line naming the key before any cell runs: key -> (low, high, low included, high included).
+# Every float must also be finite.
+_INF = math.inf
+_RANGES: dict[type, dict[str, tuple[float, float, bool, bool]]] = {
+    TrainConfig: {
+        "epochs": (1, _INF, True, False),
+        "batch_size": (1, _INF, True, False),
+        "lr": (0, _INF, False, False),
+        "weight_decay": (0, _INF, True, False),
+        "warmup_epochs": (0, _INF, True, False),
+        "min_lr_ratio": (0, 1, True, True),
+        "grad_accum": (1, _INF, True, False),
+        "grad_clip": (0, _INF, True, False),
+        "margin": (0, _INF, True, False),
+        "temperature": (0, _INF, False, False),
+        "val_fraction": (0, 1, False, False),
+        "num_workers": (0, 1024, True, True),
+    },
+    EvalConfig: {
+        "batch_size": (1, _INF, True, False),
+        "memory_mb": (0, _INF, False, False),
+        "rerank_k": (0, _INF, True, False),
+    },
+    LauncherConfig: {
+        "gpus_per_node": (0, 1024, True, True),
+        "tasks_per_node": (0, 1024, True, True),
+        "cpus_per_task": (1, _INF, True, False),
+        "mem_gb": (0, _INF, False, False),
+        "timeout_min": (1, _INF, True, False),
+        "max_requeues": (0, _INF, True, False),
+        "array_parallelism": (1, _INF, True, False),
+    },
+    TeachersConfig: {"text_max_length": (1, _INF, True, False)},
+}
+SEED_RANGE = (0, 2**32 - 1)  # what numpy and torch seeding accept
+
+
+def _range_text(lo: float, hi: float, lo_in: bool, hi_in: bool) -> str:
+    if hi == _INF:
+        return f"{'>=' if lo_in else '>'} {lo:g}"
+    return f"in {'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
+
+
+def check_range(cls: type, key: str, value: Any, where: str) -> None:
+    """Raise :class:`ConfigError` when a numeric setting is out of its range (or a float is nan or infinite)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+    bounds = _RANGES.get(cls, {}).get(key)
+    if bounds is None or value is None or not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    lo, hi, lo_in, hi_in = bounds
+    ok = (value >= lo if lo_in else value > lo) and (value <= hi if hi_in else value < hi)
+    if not ok:
+        raise ConfigError(f"{where}: must be {_range_text(*bounds)}, got {value!r}")
+
+
+def check_seeds(seeds: list[int], where: str) -> None:
+    """Seeds are integers in [0, 2**32 - 1] (numpy's and torch's seeding range)."""
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or not SEED_RANGE[0] <= s <= SEED_RANGE[1]:
+            raise ConfigError(f"{where}: seed {s!r} must be an integer in [0, {SEED_RANGE[1]}]")
+
+
+_BAD_ID = re.compile(r"[/\\\x00]")
+
+
+def check_ids(table: str, ids: list[str], where: str) -> None:
+    """Ids of ``[models.<id>]`` / ``[datasets.<id>]`` / ``[methods.<id>]`` name result folders: no path separators, no
+    ``.`` or ``..``, and no two that become the same folder name once made file-system safe."""
+    seen: dict[str, str] = {}
+    for key in ids:
+        if not key.strip() or key in (".", "..") or _BAD_ID.search(key):
+            raise ConfigError(f"{where}: [{table}.{key!r}]: an id must be a plain name (no '/', '\\', '.' or '..')")
+        folder = safe_name(key)
+        if folder in seen:
+            raise ConfigError(
+                f"{where}: [{table}.{seen[folder]!r}] and [{table}.{key!r}] would share the result folder {folder!r}; "
+                "rename one"
+            )
+        seen[folder] = key
+
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
@@ -202,6 +287,9 @@ def build_section(cls: type, table: Any, where: str) -> Any:
     check_keys(table, names, where)
     for key, value in table.items():
         kwargs[key] = _check_type(value, hints[key], f"{where}.{key}")
+        check_range(cls, key, kwargs[key], f"{where}.{key}")
+    if cls is GridConfig and "seeds" in kwargs:
+        check_seeds(kwargs["seeds"], f"{where}.seeds")
     return cls(**kwargs)
 
 
@@ -219,6 +307,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> BenchConfi
         else:
             raise ConfigError(f"{source}: unknown top-level key {key!r}; valid keys: {', '.join(valid)}")
     cfg = BenchConfig(**kwargs)
+    for table in _FREE_TABLES:
+        check_ids(table, list(getattr(cfg, table)), source)
     for mid, spec in cfg.models.items():
         if "adapter" not in spec:
             raise ConfigError(f"{source}: [models.{mid}] has no 'adapter' key (e.g. adapter = \"clip\")")

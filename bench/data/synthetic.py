@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.atomic import atomic_write_bytes
 from bench.data import register_format
 from bench.data.base import RetrievalSplit
 from bench.data.scenes import (
@@ -71,13 +72,6 @@ DUPLICATE_FRACTION = 0.15
 def synthetic_dir(base: Path, seed: int, n_train: int, n_val: int, n_test: int, image_size: int) -> Path:
     """The cache folder of one synthetic configuration under ``base`` (``<work_dir>/synthetic``)."""
     return Path(base) / f"v{VERSION}-seed{seed}-{n_train}-{n_val}-{n_test}-{image_size}"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # Same-folder temp file + os.replace: a reader (or a concurrent generator) never sees a half-written file.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _generate_split(seed: int, split: str, n: int, size: int) -> list[dict[str, Any]]:
@@ -164,7 +158,7 @@ def _ensure(base: Path, params: dict[str, int]) -> tuple[Path, dict[str, Any]]:
             buf = io.BytesIO()
             # compress_level 1: several times faster than the default and the flat scenes still compress well.
             render_scene(row["scene"], image_size).save(buf, format="PNG", compress_level=1)
-            _write_atomic(folder / row["file"], buf.getvalue())
+            atomic_write_bytes(folder / row["file"], buf.getvalue())
     index = {
         "format": "itr-bench synthetic",
         "version": VERSION,
@@ -173,7 +167,7 @@ def _ensure(base: Path, params: dict[str, int]) -> tuple[Path, dict[str, Any]]:
         "splits": splits,
     }
     # Written last: its presence marks the folder complete.
-    _write_atomic(folder / "index.json", json.dumps(index, indent=1).encode())
+    atomic_write_bytes(folder / "index.json", json.dumps(index, indent=1).encode())
     log.info("generated %d synthetic images in %.1f s", sum(len(r) for r in splits.values()), time.perf_counter() - t0)
     return folder, index
 

@@ -62,7 +62,8 @@ def is_done(path: Path, expected_hash: str) -> bool:
         return False
     try:
         rec = read_record(path)
-    except (OSError, ValueError):
+    except (OSError, ValueError) as e:  # a truncated, hand-edited or foreign file: the cell runs again
+        log.warning("%s; the cell runs again", e)
         return False
     return rec.get("status") == "ok" and rec.get("config_hash") == expected_hash
 
@@ -86,8 +87,8 @@ def execute_cell(cfg: BenchConfig, cell: Cell, *, force: bool = False, progress:
         record = run_cell(cell, cfg, progress=progress, checkpoint=ckpt)
     except WeightsUnavailableError as e:
         log.info("%s: %s", cell.label, e)  # the launcher's summary states it once, as the run's last lines
-        write_record(path, status_record(cell, snapshot, "unavailable", str(e)))
-        return Outcome(cell, "unavailable", path, str(e))
+        failed_write = _write(path, status_record(cell, snapshot, "unavailable", str(e)), cell)
+        return failed_write or Outcome(cell, "unavailable", path, str(e))
     except Exception as e:  # one broken cell must not lose the rest of the grid
         if isinstance(e, BenchError):
             log.error("%s: %s", cell.label, e)
@@ -100,13 +101,27 @@ def execute_cell(cfg: BenchConfig, cell: Cell, *, force: bool = False, progress:
         if _has_ok_record(path):
             log.warning("%s: keeping the earlier ok result %s; this failure is not written over it", cell.label, path)
         else:
-            write_record(path, rec)
+            _write(path, rec, cell)
         return Outcome(cell, "failed", path, reason)
     if record.get("status") == "worker" or not current_dist().is_main:  # rank 0 alone writes
         return Outcome(cell, "worker", path)
-    write_record(path, {**record, **_job_fields()})
+    failed_write = _write(path, {**record, **_job_fields()}, cell)
+    if failed_write is not None:
+        return failed_write  # the checkpoint stays: the next run resumes instead of training again
     ckpt.unlink(missing_ok=True)
     return Outcome(cell, "ran", path, wall_time_s=float(record.get("wall_time_s", 0.0)))
+
+
+def _write(path: Path, record: dict[str, Any], cell: Cell) -> Outcome | None:
+    """Write a record; a write that fails (disk full, read-only folder) is the cell's failure, as one line, and the
+    grid goes on with the next cell."""
+    try:
+        write_record(path, record)
+    except OSError as e:
+        reason = f"cannot write {path}: {e.strerror or e}"
+        log.error("%s: %s", cell.label, reason)
+        return Outcome(cell, "failed", path, reason)
+    return None
 
 
 def _job_fields() -> dict[str, str]:

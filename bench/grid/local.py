@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.adapters.registry import adapter_options
-from bench.config import BenchConfig
+from bench.config import BenchConfig, check_seeds
 from bench.data import format_options
+from bench.device import device_of
 from bench.errors import UnknownNameError, check_keys
-from bench.grid.cell import MODEL_GRID_KEYS, Cell, cell_config, model_spec
+from bench.grid.cell import MODEL_GRID_KEYS, Cell, cell_config, model_spec, train_config
 from bench.grid.execute import Outcome, execute_cell
+from bench.grid.records import prepare_results_dir
 from bench.methods import get_method
 
 __all__ = ["GridReport", "expand_grid", "run_grid"]
@@ -73,6 +75,7 @@ def expand_grid(
     datasets = _names(datasets, cfg.grid.datasets, list(cfg.datasets))
     methods = methods or cfg.grid.methods
     seeds = seeds or cfg.grid.seeds
+    check_seeds(seeds, "--seeds" if seeds is not cfg.grid.seeds else f"{cfg.source}: [grid] seeds")
     for m in models:
         _check_model(cfg, m, methods)
     for d in datasets:
@@ -113,8 +116,20 @@ def _check_dataset(cfg: BenchConfig, dataset: str) -> None:
     check_keys((k for k in spec if k != "format"), valid, f"{cfg.source}: [datasets.{dataset}]")
 
 
+def check_devices(cfg: BenchConfig, cells: list[Cell]) -> None:
+    """Each cell's ``[train] device`` (``cuda`` on a machine without one, a typo) fails here, as one line."""
+    for model in dict.fromkeys(c.model for c in cells):
+        device_of(train_config(cfg, model).device)
+
+
 def run_grid(cfg: BenchConfig, cells: list[Cell], *, force: bool = False, progress: bool = True) -> GridReport:
-    """Run ``cells`` in this process, one after another, and write each result (the ``local`` launcher)."""
+    """Run ``cells`` in this process, one after another, and write each result (the ``local`` launcher).
+
+    Before any cell runs: every model's device must exist here, and the results folder must be writable; stale
+    temporary files of earlier killed runs are removed.
+    """
+    check_devices(cfg, cells)
+    prepare_results_dir(cfg)
     report = GridReport()
     for i, cell in enumerate(cells, 1):
         log.info("[%d/%d] %s", i, len(cells), cell.label)

@@ -52,7 +52,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.atomic import atomic_open
+from bench.atomic import atomic_open, remove_stale_temporaries
+from bench.errors import BenchError
 
 __all__ = [
     "SCHEMA",
@@ -61,6 +62,8 @@ __all__ = [
     "config_hash",
     "iter_records",
     "read_record",
+    "prepare_results_dir",
+    "record_problem",
     "safe_name",
     "write_record",
 ]
@@ -100,12 +103,37 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
         f.write("\n")
 
 
+_CELL_KEYS = ("model", "dataset", "split", "method", "seed")
+
+
+def record_problem(rec: Any) -> str | None:
+    """Why ``rec`` is not a complete record for its status, or None: an ``ok`` record needs its metrics, a
+    ``failed`` or ``unavailable`` one its reason, every record its cell keys."""
+    if not isinstance(rec, dict) or rec.get("schema") != SCHEMA:
+        return f"not an itr-bench result record (schema {SCHEMA})"
+    missing = [k for k in _CELL_KEYS if rec.get(k) is None]
+    if missing:
+        return f"no {', '.join(missing)}"
+    status = rec.get("status")
+    if status == "ok":
+        if not isinstance(rec.get("metrics"), dict) or not rec["metrics"]:
+            return "status ok but no metrics"
+    elif status in ("failed", "unavailable"):
+        if not isinstance(rec.get("reason"), str):
+            return f"status {status} but no reason"
+    else:
+        return f"unknown status {status!r}"
+    return None
+
+
 def read_record(path: Path) -> dict[str, Any]:
-    """Read one record."""
+    """Read one record; a file that is not a complete record (see :func:`record_problem`) raises ``ValueError``
+    naming it, so it counts as not done and its cell runs again."""
     with open(path) as f:
         rec = json.load(f)
-    if not isinstance(rec, dict) or rec.get("schema") != SCHEMA:
-        raise ValueError(f"{path}: not an itr-bench result record (schema {SCHEMA})")
+    problem = record_problem(rec)
+    if problem is not None:
+        raise ValueError(f"{path}: invalid record: {problem}")
     return rec
 
 
@@ -119,3 +147,18 @@ def iter_records(results_dir: Path) -> Iterator[dict[str, Any]]:
             continue
         rec["_path"] = str(p)
         yield rec
+
+
+def prepare_results_dir(cfg: Any) -> None:
+    """Before a grid runs: the results folder must be writable (else one line, and nothing runs), and temporary files
+    that earlier killed runs left there or in the work folder are removed."""
+    runs = Path(cfg.paths.results_dir) / "runs"
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        with atomic_open(runs / ".write-probe") as f:
+            f.write("")
+        (runs / ".write-probe").unlink()
+    except OSError as e:
+        raise BenchError(f"{runs}: the results folder is not writable ({e.strerror or e})") from None
+    for path in remove_stale_temporaries(cfg.paths.results_dir, cfg.paths.work_dir):
+        log.info("removed %s, left by an interrupted run", path)

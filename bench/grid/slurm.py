@@ -26,11 +26,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from bench.atomic import atomic_open
 from bench.config import BenchConfig, LauncherConfig
 from bench.errors import BenchError, ConfigError
 from bench.grid.cell import Cell, cell_config, train_config
 from bench.grid.execute import checkpoint_path, execute_cell, is_done, record_path
-from bench.grid.records import config_hash, read_record
+from bench.grid.records import config_hash, prepare_results_dir, read_record
 from bench.train.fit import checkpoint_epoch
 
 __all__ = [
@@ -165,6 +166,7 @@ class Submission:
 
 def submit_grid(cfg: BenchConfig, cells: list[Cell], *, force: bool = False) -> Submission:
     """Submit every cell that is not done and not already queued or running, as one job array."""
+    prepare_results_dir(cfg)  # an unwritable results folder is one line here, not a failure in every job
     sub = Submission()
     todo = []
     for cell in cells:
@@ -200,9 +202,8 @@ def _write_marker(cfg: BenchConfig, cell: Cell, job: Any) -> None:
         "config_hash": config_hash(cell_config(cfg, cell)),
         "submitted": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
-    os.replace(tmp, path)
+    with atomic_open(path) as f:
+        f.write(json.dumps(info, indent=1) + "\n")
 
 
 CellState = Literal["done", "queued", "running", "resumable", "failed", "cancelled", "unavailable", "missing"]
