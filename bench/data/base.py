@@ -2,29 +2,97 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bench.errors import DataError
 
-__all__ = ["RetrievalSplit", "holdout", "load_image", "read_text", "subset", "text_rows"]
+__all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "RetrievalSplit",
+    "holdout",
+    "load_image",
+    "max_image_pixels",
+    "read_text",
+    "subset",
+    "text_rows",
+    "to_rgb",
+]
+
+
+# Images larger than this are refused (a decompression bomb, or a file that is not what it says), as PIL's default
+# limit; BENCH_MAX_IMAGE_PIXELS raises or lowers it.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+
+
+def max_image_pixels() -> int:
+    """The pixel limit of :func:`load_image` (``BENCH_MAX_IMAGE_PIXELS``, else PIL's default of about 89.5 MP)."""
+    value = os.environ.get("BENCH_MAX_IMAGE_PIXELS", "")
+    try:
+        return int(value) if value else DEFAULT_MAX_IMAGE_PIXELS
+    except ValueError:
+        raise DataError(f"BENCH_MAX_IMAGE_PIXELS={value!r}: expected an integer number of pixels") from None
+
+
+def to_rgb(im: Any) -> Any:
+    """A PIL image of any mode as 8-bit RGB: 16- and 32-bit greyscale scaled to 0-255 (not clipped), transparency
+    composited on white (as transformers' image processors do), palette, CMYK and the rest through PIL."""
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        if im.mode.startswith("I;16"):
+            top = 65535.0
+        else:  # 32-bit integer or float: 16-bit data often arrives as "I"; else scale by the image's own maximum
+            top = 65535.0 if arr.max(initial=0) <= 65535 and arr.min(initial=0) >= 0 and im.mode == "I" else arr.max()
+        scaled = np.clip(np.round(arr / max(float(top), 1e-12) * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, mode="L").convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
 
 
 def load_image(path: Path):  # -> PIL.Image.Image (PIL imported lazily)
-    """Open an image as RGB, raising :class:`DataError` that names the file when it is missing or unreadable."""
+    """Open an image as RGB (:func:`to_rgb`), raising :class:`DataError` that names the file when it is missing, a
+    symlink loop, unreadable, or over the pixel limit (:func:`max_image_pixels`)."""
     from PIL import Image, UnidentifiedImageError
 
+    limit = max_image_pixels()
+    Image.MAX_IMAGE_PIXELS = limit  # PIL refuses twice the limit itself; the check below refuses the rest
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            if im.width * im.height > limit:
+                raise DataError(
+                    f"{path}: {im.width}x{im.height} = {im.width * im.height:,} pixels is over the limit of {limit:,} "
+                    "(a decompression bomb, or set BENCH_MAX_IMAGE_PIXELS)"
+                )
+            return to_rgb(im)
     except FileNotFoundError:
+        if os.path.islink(path):
+            raise DataError(f"{path}: image is a broken symlink (to {os.readlink(path)})") from None
         raise DataError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DataError(f"{path}: image path is a symlink loop") from None
+        raise DataError(f"{path}: cannot decode image ({e})") from None
+    except Image.DecompressionBombError:
+        raise DataError(
+            f"{path}: over the limit of {limit:,} pixels (a decompression bomb, or set BENCH_MAX_IMAGE_PIXELS)"
+        ) from None
+    except (UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot decode image ({e})") from None
 
 

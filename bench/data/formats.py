@@ -119,9 +119,13 @@ class _Builder:
     captions: list[list[str]] = field(default_factory=list)
     index: dict[Any, int] = field(default_factory=dict)
     path_keys: dict[Any, str] = field(default_factory=dict)
+    first_seen: list[str] = field(default_factory=list)  # where each image was first listed, for errors
+    by_path: dict[str, int] = field(default_factory=dict)
+    by_id: dict[str, int] = field(default_factory=dict)
 
-    def image(self, key: Any, path: Path, image_id: str, where: str) -> int:
-        """Row of the image ``key``, adding it (after checking its file exists) on first sight."""
+    def image(self, key: Any, path: Path, image_id: Any, where: str) -> int:
+        """Row of the image ``key``, adding it on first sight after checking that its file exists and that neither its
+        file nor its id is another image's (a gallery listing one image twice changes i2t and t2i silently)."""
         i = self.index.get(key)
         if i is not None:
             if self.image_paths[i] != path:
@@ -129,9 +133,28 @@ class _Builder:
                     f"{where}: image {image_id!r} has path {path}, but an earlier row gave {self.image_paths[i]}"
                 )
             return i
+        if image_id is None or (isinstance(image_id, str) and not image_id.strip()):
+            raise DataError(f"{where}: image id is {'null' if image_id is None else 'empty'}")
+        norm = os.path.normpath(path)
+        if norm in self.by_path:
+            j = self.by_path[norm]
+            raise DataError(
+                f"{where}: image file {path} is already image {self.image_ids[j]!r} ({self.first_seen[j]}); "
+                "a gallery lists each image once"
+            )
+        if str(image_id) in self.by_id:
+            j = self.by_id[str(image_id)]
+            raise DataError(
+                f"{where}: image id {image_id!r} is already {self.image_paths[j]} ({self.first_seen[j]}); "
+                "two files cannot share an id"
+            )
         if not os.path.exists(path):
+            if os.path.islink(path):
+                raise DataError(f"{where} references image {path}, a broken symlink or a symlink loop")
             raise DataError(f"{where} references image {path}, which does not exist")
         i = self.index[key] = len(self.image_paths)
+        self.by_path[norm], self.by_id[str(image_id)] = i, i
+        self.first_seen.append(where)
         self.image_paths.append(path)
         self.image_ids.append(str(image_id))
         self.captions.append([])
