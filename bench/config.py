@@ -103,6 +103,7 @@ class TeachersConfig:
     image_mode: str = "pooled"  # "pooled" feature, or "patchflat" (final tokens flattened, the reference's Unicom)
     text_model: str = "all-mpnet-base-v2"  # sentence-transformers name or folder (the paper's text teacher)
     text_max_length: int | None = None  # token limit (None: the model's max_seq_length); longer captions are cut
+    allow_pickle: bool = False  # load an image_weights file that pickles more than tensors (runs code from it)
 
 
 @dataclass(frozen=True)

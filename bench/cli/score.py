@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,8 +34,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 
@@ -87,9 +88,16 @@ def _load_embeddings(path: Path) -> np.ndarray:
         raise DataError(f"{path}: expected float embeddings, got dtype {arr.dtype}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(f"{path}: empty array of shape {arr.shape}")
+    if not arr.dtype.isnative:  # a big-endian file: same values, this machine's byte order
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     finite = np.isfinite(arr).all(axis=1)
     if not finite.all():
         raise DataError(f"{path}: row {int(np.flatnonzero(~finite)[0])} has a non-finite value (nan or inf)")
+    big = np.abs(arr).max(axis=1) > np.finfo(np.float32).max
+    if big.any():
+        raise DataError(
+            f"{path}: row {int(np.flatnonzero(big)[0])} has a value beyond float32's range (scores are float32)"
+        )
     return arr
 
 
@@ -101,7 +109,7 @@ def _load_ids(path: Path, what: str) -> np.ndarray:
         raise DataError(f"{path}: expected a 1-D array of {what}, got shape {arr.shape}")
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise DataError(f"{path}: expected integer {what}, got dtype {arr.dtype}")
-    return arr.astype(np.int64, copy=False)
+    return arr.astype(np.int64)  # native byte order whatever the file's
 
 
 def _format_table(metrics: dict[str, Any]) -> str:

@@ -105,8 +105,13 @@ def cell_config(cfg: BenchConfig, cell: Cell) -> dict[str, Any]:
             name = train_dataset(cfg, cell.dataset)
             out["train_dataset"] = {"name": name, **cfg.datasets[name]}
     if method.uses_teachers(cfg.methods.get(cell.method, {})):
-        out["teachers"] = dataclasses.asdict(cfg.teachers)
+        out["teachers"] = teachers_snapshot(cfg)
     return out
+
+
+def teachers_snapshot(cfg: BenchConfig) -> dict[str, Any]:
+    """The ``[teachers]`` settings that determine numbers (``allow_pickle`` only says whether a file may load)."""
+    return {k: v for k, v in dataclasses.asdict(cfg.teachers).items() if k != "allow_pickle"}
 
 
 def training_config(cfg: BenchConfig, cell: Cell, train_name: str) -> dict[str, Any]:
@@ -120,7 +125,7 @@ def training_config(cfg: BenchConfig, cell: Cell, train_name: str) -> dict[str, 
         "train": {k: v for k, v in vars(train_config(cfg, cell.model)).items() if k not in {"num_workers"}},
     }
     if method.uses_teachers(cfg.methods.get(cell.method, {})):
-        out["teachers"] = dataclasses.asdict(cfg.teachers)
+        out["teachers"] = teachers_snapshot(cfg)
     return out
 
 

@@ -119,7 +119,7 @@ def _build(spec: TeacherSpec, modality: str) -> Any:
     from bench.adapters.backbones import build_text_tower, build_timm_tower
 
     if modality == "image":
-        return build_timm_tower(spec.image_model, spec.image_weights)
+        return build_timm_tower(spec.image_model, spec.image_weights, allow_pickle=spec.allow_pickle)
     return build_text_tower(spec.text_model, spec.text_max_length)
 
 

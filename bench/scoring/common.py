@@ -96,6 +96,12 @@ def full_fp32_matmul() -> Iterator[None]:
 
 
 def as_matrix(x: ArrayLike, name: str, device: torch.device | None) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        x = np.asarray(x)
+        if not x.dtype.isnative:  # big-endian arrays: torch takes native byte order only
+            x = x.astype(x.dtype.newbyteorder("="))
+        if x.dtype.kind == "f" and x.size and np.abs(x).max() > np.finfo(np.float32).max:
+            raise ValueError(f"{name} has values beyond float32's range (scores are float32)")
     t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
     if t.ndim != 2:
         raise ValueError(f"{name} must be 2-D [N, D], got shape {tuple(t.shape)}")
