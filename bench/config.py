@@ -313,12 +313,21 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> BenchConfi
     for mid, spec in cfg.models.items():
         if "adapter" not in spec:
             raise ConfigError(f"{source}: [models.{mid}] has no 'adapter' key (e.g. adapter = \"clip\")")
+        if not isinstance(spec["adapter"], str):
+            raise ConfigError(f"{source}: [models.{mid}].adapter: expected a family name, got {spec['adapter']!r}")
+        if "train" in spec and not isinstance(spec["train"], dict):
+            raise ConfigError(f"{source}: [models.{mid}].train must be a table of [train] keys, got {spec['train']!r}")
+        if isinstance(spec.get("train"), dict):  # checked like [train] itself, so a bad value fails here
+            build_section(TrainConfig, {**dataclasses.asdict(kwargs.get("train", TrainConfig())), **spec["train"]},
+                          f"{source}: [models.{mid}.train]")  # fmt: skip
         methods = spec.get("methods", [])
         if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
             raise ConfigError(f"{source}: [models.{mid}] methods must be a list of method names, got {methods!r}")
     for did, spec in cfg.datasets.items():
         if "format" not in spec:
             raise ConfigError(f"{source}: [datasets.{did}] has no 'format' key (e.g. format = \"synthetic\")")
+        if not isinstance(spec["format"], str):
+            raise ConfigError(f"{source}: [datasets.{did}].format: expected a format name, got {spec['format']!r}")
     return cfg
 
 
