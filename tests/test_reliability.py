@@ -350,3 +350,11 @@ def test_the_next_run_removes_a_killed_runs_temporary(config: Path) -> None:
     rc, _, err = run_main(["run", "--config", str(config), "--models", "towers", "-q"])
     assert rc == 0, err
     assert not left.exists()
+
+
+def test_a_json_caption_file_with_a_bom_loads_as_the_csv_loader_does(tmp_path: Path) -> None:
+    rows = [{"image_path": "images/a.jpg", "caption": "a red square", "image_id": "1"}]
+    spec = _flat(tmp_path, rows)
+    (tmp_path / "test.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(rows).encode())
+    split = load_split("d", spec, "test", work_dir=tmp_path)
+    assert list(split.captions) == ["a red square"]

@@ -100,7 +100,7 @@ def read_text(path: Path, what: str) -> str:
     """The UTF-8 text of ``path``; :class:`DataError` naming the file and ``what`` it is when it is missing, a
     directory, not UTF-8 or unreadable."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig")  # a BOM (editors on Windows) is not part of the text
     except FileNotFoundError:
         raise DataError(f"{path}: {what} not found") from None
     except IsADirectoryError:
