@@ -106,3 +106,37 @@ def test_score_equals_the_cli_contract(tmp_path: Path) -> None:
     cli = json.loads(out)
     api = bench.score(img, txt, c2i)
     assert rc == 0 and cli["i2t"] == api["i2t"] and cli["t2i"] == api["t2i"] and cli["rsum"] == api["rsum"]
+
+
+def test_evaluate_passes_a_mapping_tokenizer_as_keywords(tmp_path: Path, tiny_hf_clip_folder: Path) -> None:
+    import torch
+    import transformers as tf
+    from PIL import Image
+
+    model = tf.CLIPModel.from_pretrained(str(tiny_hf_clip_folder)).eval()
+    processor = tf.CLIPProcessor.from_pretrained(str(tiny_hf_clip_folder))
+
+    def features(out: object) -> torch.Tensor:  # transformers 4 returns the tensor, 5 an output with pooler_output
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    class Duck:  # a user's own wrapper: encode_text takes the tokenizer's mapping as keywords
+        def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            return features(model.get_image_features(pixel_values=pixel_values))
+
+        def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: torch.Tensor) -> torch.Tensor:
+            return features(model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
+
+    def transform(image: Image.Image) -> torch.Tensor:
+        return processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+    def tokenizer(texts: list[str]) -> dict[str, torch.Tensor]:
+        return processor.tokenizer(texts, padding="max_length", max_length=24, truncation=True, return_tensors="pt")
+
+    split = bench.load_dataset({"format": "synthetic", "n_train": 2, "n_val": 2, "n_test": 10}, work_dir=tmp_path)
+    got = bench.evaluate(Duck(), split, transform=transform, tokenizer=tokenizer, device="cpu", batch_size=4)
+    with torch.inference_mode():
+        img = Duck().encode_image(torch.stack([transform(Image.open(p).convert("RGB")) for p in split.image_paths]))
+        txt = Duck().encode_text(**tokenizer(list(split.captions)))
+    want = bench.score(img.numpy(), txt.numpy(), split.caption_to_image)
+    for direction in ("i2t", "t2i", "t2t"):
+        assert got[direction] == pytest.approx(want[direction], abs=1e-9), direction
