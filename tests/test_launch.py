@@ -24,13 +24,18 @@ def test_unknown_launcher_key_lists_the_valid_ones(tmp_path: Path) -> None:
     assert rc == 2 and "partiton" in err
 
 
-def test_launcher_table_maps_to_submitit_parameters(tmp_path: Path) -> None:
+def _slurm_config(tmp_path: Path) -> Path:
     config = write_config(tmp_path / "bench.toml", results=tmp_path / "r", work=tmp_path / "w")
     config.write_text(
         config.read_text()
         + '\n[launcher]\nname = "slurm"\npartition = "gpu"\ngpus_per_node = 4\nmem_gb = 64\n'
         + 'setup = ["module load cuda"]\nsbatch = { exclusive = true }\n'
     )
+    return config
+
+
+def test_launcher_table_maps_to_submitit_parameters(tmp_path: Path) -> None:
+    config = _slurm_config(tmp_path)
     params = _executor_params(load_config(config).launcher)
     assert params["slurm_partition"] == "gpu" and params["gpus_per_node"] == 4
     assert params["tasks_per_node"] == 4  # one task per GPU
@@ -40,12 +45,7 @@ def test_launcher_table_maps_to_submitit_parameters(tmp_path: Path) -> None:
 
 @pytest.mark.slurm  # submitit's SLURM executor looks for srun when it is made
 def test_submitit_accepts_every_launcher_parameter(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "bench.toml", results=tmp_path / "r", work=tmp_path / "w")
-    config.write_text(
-        config.read_text()
-        + '\n[launcher]\nname = "slurm"\npartition = "gpu"\ngpus_per_node = 4\nmem_gb = 64\n'
-        + 'setup = ["module load cuda"]\nsbatch = { exclusive = true }\n'
-    )
+    config = _slurm_config(tmp_path)
     ex = make_executor(load_config(config))  # submitit accepts every parameter (it rejects unknown ones)
     assert ex.cluster == "slurm"
 

@@ -86,6 +86,9 @@ def test_import_bench_is_light_and_the_api_is_lazy() -> None:
     assert done.returncode == 0, done.stderr
     assert "evaluate" in done.stdout and "score" in done.stdout
     assert callable(bench.evaluate) and callable(bench.register_adapter)
+    from bench import api
+
+    assert set(bench.__all__) - {"__version__"} == set(api.__all__)  # the lazy table lists the whole API
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         bench.nope  # noqa: B018
 

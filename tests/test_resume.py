@@ -32,6 +32,18 @@ class Preempted(BaseException):
     """Stands in for the job being killed right after a checkpoint was written."""
 
 
+def _die_after_epoch(monkeypatch: pytest.MonkeyPatch, last: int) -> None:
+    """Training saves its checkpoint after epoch ``last``, then the job is killed (monkeypatch.undo() revives it)."""
+    original = bench.train.fit._save
+
+    def save_then_die(path, epoch, *args):
+        original(path, epoch, *args)
+        if epoch == last:
+            raise Preempted
+
+    monkeypatch.setattr(bench.train.fit, "_save", save_then_die)
+
+
 def _comparable(rec: dict) -> dict:
     hist = [{k: v for k, v in h.items() if k != "seconds"} for h in rec["history"]]
     return {"metrics": rec["metrics"], "metrics_last": rec["metrics_last"], "history": hist,
@@ -50,14 +62,7 @@ def test_interrupted_training_resumes_to_the_same_metrics(grid, monkeypatch: pyt
     assert clean["resumed_from_epoch"] == 0
 
     ckpt = checkpoint_path(grid, CELL, "test")
-    original = bench.train.fit._save
-
-    def save_then_die(path, epoch, *args):
-        original(path, epoch, *args)
-        if epoch == 2:
-            raise Preempted
-
-    monkeypatch.setattr(bench.train.fit, "_save", save_then_die)
+    _die_after_epoch(monkeypatch, 2)
     with pytest.raises(Preempted):
         run_cell(CELL, grid, progress=False, checkpoint=ckpt)
     monkeypatch.undo()
@@ -69,14 +74,7 @@ def test_interrupted_training_resumes_to_the_same_metrics(grid, monkeypatch: pyt
 
 
 def test_status_calls_an_interrupted_cell_resumable(grid, monkeypatch: pytest.MonkeyPatch) -> None:
-    original = bench.train.fit._save
-
-    def save_then_die(path, epoch, *args):
-        original(path, epoch, *args)
-        if epoch == 2:
-            raise Preempted
-
-    monkeypatch.setattr(bench.train.fit, "_save", save_then_die)
+    _die_after_epoch(monkeypatch, 2)
     with pytest.raises(Preempted):
         execute_cell(grid, CELL, force=True, progress=False)
     monkeypatch.undo()
