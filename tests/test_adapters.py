@@ -184,7 +184,7 @@ def test_backbone_key_changes_with_stage_one(build_tiny: Callable, tiny_adapter:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Uni-modal towers (adapters/_towers.py)
+# Uni-modal towers (adapters/backbones.py)
 
 
 @pytest.mark.parametrize(
