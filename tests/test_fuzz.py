@@ -312,3 +312,44 @@ def test_score_inputs_never_raise(img: np.ndarray, txt: np.ndarray, c2i: np.ndar
 @given(arrays(), arrays(), arrays())
 def test_score_inputs_never_raise_long(img: np.ndarray, txt: np.ndarray, c2i: np.ndarray) -> None:
     check_score(img, txt, c2i)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# whole runs: whatever the settings, every record written is complete
+
+
+@st.composite
+def run_edits(draw: st.DrawFn) -> list[tuple[str, str, Any]]:
+    small = st.one_of(st.integers(-2, 40), st.floats(-1, 1e4), st.sampled_from(["auto", "x", True, math.nan]))
+    keys = {"eval": ["batch_size", "memory_mb", "precision", "split"],
+            "datasets.synthetic": ["n_test", "n_val", "image_size", "seed"]}  # fmt: skip
+    table = draw(st.sampled_from(sorted(keys)))
+    return [(table, draw(st.sampled_from(keys[table])), draw(small)) for _ in range(draw(st.integers(1, 2)))]
+
+
+def check_run(edits: list[tuple[str, str, Any]]) -> None:
+    from bench.grid.records import record_problem
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = _base_config(tmp)
+        data["grid"] = {**data["grid"], "models": ["towers"], "methods": ["zeroshot"]}
+        path = Path(tmp) / "bench.toml"
+        path.write_text(dump_toml(apply(data, edits)))
+        rc, err = _cli(["run", "--config", str(path), "-q", "--no-table"])
+        assert rc in (0, 1, 2) and "Traceback" not in err, err[-2000:]
+        for record in (Path(tmp) / "results").rglob("*.json"):
+            assert record_problem(json.loads(record.read_text())) is None, record
+        assert not list(Path(tmp).rglob("*.tmp"))
+
+
+@settings(max_examples=6, **_SETTINGS)
+@given(run_edits())
+def test_runs_write_only_complete_records(edits: list[tuple[str, str, Any]]) -> None:
+    check_run(edits)
+
+
+@pytest.mark.slow
+@settings(max_examples=60, **_SETTINGS)
+@given(run_edits())
+def test_runs_write_only_complete_records_long(edits: list[tuple[str, str, Any]]) -> None:
+    check_run(edits)

@@ -73,6 +73,7 @@ def test_ids_that_are_paths_or_collide_are_refused(config: Path, tables: str, me
         ("eval.batch_size=0", "[eval].batch_size: must be >= 1"),
         ("grid.seeds=[-1]", "seed -1 must be an integer in [0, 4294967295]"),
         ("grid.seeds=[4294967296]", "seed 4294967296 must be an integer"),
+        ("datasets.synthetic.n_test=x", "dataset 'synthetic': option 'n_test' must be int, got str"),
     ],
 )
 def test_out_of_range_values_are_one_line_and_nothing_runs(config: Path, override: str, key: str) -> None:

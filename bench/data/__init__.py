@@ -35,6 +35,7 @@ from bench.plugins import ENTRY_POINT_GROUPS
 
 __all__ = [
     "RetrievalSplit",
+    "check_dataset",
     "coco_1k_folds",
     "format_options",
     "format_task",
@@ -161,6 +162,36 @@ def _check_type(dataset: str, key: str, value: Any, default: Any) -> None:
         )
 
 
+def check_dataset(name: str, spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Check a dataset table without loading anything: its format, unknown and missing keys, and each option's type
+    (inferred from the loader's defaults). Returns the format and the options (without ``format``).
+
+    Raises:
+        UnknownNameError: the format is not registered.
+        ConfigError: a key is unknown to the format, a required key is missing, or a value has the wrong type.
+    """
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"dataset {name!r}: expected a table of settings, got {type(spec).__name__}")
+    options = dict(spec)
+    fmt = options.pop("format", None)
+    if fmt is None:
+        if name not in list_formats():
+            raise ConfigError(f"dataset {name!r} has no 'format' key; known formats: {', '.join(list_formats())}")
+        fmt = name
+    if not isinstance(fmt, str):
+        raise ConfigError(f"dataset {name!r}: 'format' must be a string, got {type(fmt).__name__}")
+    params = inspect.signature(_loader(fmt)).parameters
+    check_keys(sorted(options), ["format", *format_options(fmt)], f"dataset {name!r} (format {fmt!r})")
+    for key, p in params.items():
+        if key == "split" or key in _CONTEXT_PARAMS:
+            continue
+        if key not in options and p.default is inspect.Parameter.empty:
+            raise ConfigError(f"dataset {name!r} (format {fmt!r}): missing required key {key!r}")
+        if key in options and key != "root":
+            _check_type(name, key, options[key], p.default)
+    return fmt, options
+
+
 def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path) -> Any:
     """Load one split of a configured dataset.
 
@@ -180,28 +211,9 @@ def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path
         ConfigError: a key is unknown to the format, a required key is missing, or a value has the wrong type.
         DataError: the split does not exist, or a data file, row or image is missing or malformed.
     """
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"dataset {name!r}: expected a table of settings, got {type(spec).__name__}")
-    options = dict(spec)
-    fmt = options.pop("format", None)
-    if fmt is None:
-        if name not in list_formats():
-            raise ConfigError(f"dataset {name!r} has no 'format' key; known formats: {', '.join(list_formats())}")
-        fmt = name
-    if not isinstance(fmt, str):
-        raise ConfigError(f"dataset {name!r}: 'format' must be a string, got {type(fmt).__name__}")
+    fmt, options = check_dataset(name, spec)
     loader = _loader(fmt)
     params = inspect.signature(loader).parameters
-
-    valid = format_options(fmt)
-    check_keys(sorted(options), ["format", *valid], f"dataset {name!r} (format {fmt!r})")
-    for key, p in params.items():
-        if key == "split" or key in _CONTEXT_PARAMS:
-            continue
-        if key not in options and p.default is inspect.Parameter.empty:
-            raise ConfigError(f"dataset {name!r} (format {fmt!r}): missing required key {key!r}")
-        if key in options and key != "root":
-            _check_type(name, key, options[key], p.default)
 
     for key in EVAL_ONLY_KEYS:
         if key not in params:
