@@ -77,7 +77,8 @@ def test_register_duplicate_raises_and_custom_loader_gets_name(tmp_path: Path) -
                 "mine", {"format": "_test_custom", "root": str(tmp_path), "level": "3"}, "test", work_dir=tmp_path
             )
     finally:
-        data._FORMATS.pop("_test_custom")
+        data.FORMATS._items.pop("_test_custom")
+        data._TASKS.pop("_test_custom")
 
 
 def test_unknown_format(tmp_path: Path) -> None:

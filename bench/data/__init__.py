@@ -25,15 +25,15 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from bench.data.base import RetrievalSplit, load_image
-from bench.errors import ConfigError, UnknownNameError, check_keys
-from bench.plugins import ENTRY_POINT_GROUPS
+from bench.errors import ConfigError, check_keys
+from bench.plugins import ENTRY_POINT_GROUPS, Registry
 
 __all__ = [
+    "FORMATS",
     "RetrievalSplit",
     "check_dataset",
     "coco_1k_folds",
@@ -49,14 +49,23 @@ log = logging.getLogger(__name__)
 
 Loader = Callable[..., RetrievalSplit]
 
-_FORMATS: dict[str, Loader] = {}
-_TASKS: dict[str, str] = {}
-_ENTRY_POINTS: dict[str, metadata.EntryPoint] | None = None
 TASKS = ("itr", "image_retrieval", "sts")
 # Keys of an eval-only (uni-modal) dataset table that steer the grid rather than the loader.
 EVAL_ONLY_KEYS = ("train_on",)
 # Keyword parameters a loader may declare to receive context from load_split; they are never user options.
 _CONTEXT_PARAMS = ("name", "work_dir")
+
+
+def _check_loader(name: str, fn: Loader) -> None:
+    params = list(inspect.signature(fn).parameters)
+    if params[:2] != ["root", "split"]:
+        raise TypeError(f"loader {fn.__qualname__} must take (root, split, ...), takes ({', '.join(params)})")
+
+
+# Built-in formats register when the loader modules are imported, at the end of this module; plug-ins come from the
+# itr_bench.formats entry points (a loader may carry a ``task`` attribute; else it is an image-text format).
+FORMATS: Registry[Loader] = Registry("dataset format", ENTRY_POINT_GROUPS["format"], {}, on_register=_check_loader)
+_TASKS: dict[str, str] = {}
 
 
 def register_format(name: str, *, task: str = "itr") -> Callable[[Loader], Loader]:
@@ -77,43 +86,27 @@ def register_format(name: str, *, task: str = "itr") -> Callable[[Loader], Loade
         raise ValueError(f"format {name!r}: unknown task {task!r}; valid: {', '.join(TASKS)}")
 
     def deco(fn: Loader) -> Loader:
-        if name in _FORMATS:
-            raise ValueError(f"dataset format {name!r} is already registered (by {_FORMATS[name].__qualname__})")
-        params = list(inspect.signature(fn).parameters)
-        if params[:2] != ["root", "split"]:
-            raise TypeError(f"loader {fn.__qualname__} must take (root, split, ...), takes ({', '.join(params)})")
-        _FORMATS[name] = fn
+        if name in FORMATS.names():  # a second registration of a name, even of the same loader, is a mistake
+            raise ValueError(f"dataset format {name!r} is already registered (by {FORMATS.get(name).__qualname__})")
+        FORMATS.register(name, fn)
         _TASKS[name] = task
         return fn
 
     return deco
 
 
-def _plugins() -> dict[str, metadata.EntryPoint]:
-    global _ENTRY_POINTS
-    if _ENTRY_POINTS is None:
-        _ENTRY_POINTS = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUPS["format"])}
-    return _ENTRY_POINTS
-
-
 def list_formats() -> list[str]:
     """Names of the dataset formats, built-in and from installed plug-ins (``itr_bench.formats``), sorted."""
-    return sorted({*_FORMATS, *_plugins()})
+    return FORMATS.names()
 
 
 def _loader(fmt: str) -> Loader:
-    if fmt not in _FORMATS and fmt in _plugins():
-        ep = _plugins()[fmt]
-        try:
-            fn = ep.load()  # a loader decorated with register_format registers itself on import
-        except Exception as e:
-            raise ConfigError(f"dataset format {fmt!r}: plug-in {ep.value} failed to load: {e}") from e
-        if fmt not in _FORMATS:
-            register_format(fmt, task=getattr(fn, "task", "itr"))(fn)
-    try:
-        return _FORMATS[fmt]
-    except KeyError:
-        raise UnknownNameError("dataset format", fmt, list_formats()) from None
+    return FORMATS.get(fmt)
+
+
+def _task(fmt: str) -> str:
+    loader = _loader(fmt)
+    return _TASKS.get(fmt) or getattr(loader, "task", "itr")
 
 
 def format_options(fmt: str) -> list[str]:
@@ -123,7 +116,7 @@ def format_options(fmt: str) -> list[str]:
         UnknownNameError: ``fmt`` is not registered.
     """
     params = inspect.signature(_loader(fmt)).parameters
-    extra = EVAL_ONLY_KEYS if _TASKS[fmt] != "itr" else ()
+    extra = EVAL_ONLY_KEYS if _task(fmt) != "itr" else ()
     return sorted([*(p for p in params if p != "split" and p not in _CONTEXT_PARAMS), *extra])
 
 
@@ -133,8 +126,7 @@ def format_task(fmt: str) -> str:
     Raises:
         UnknownNameError: ``fmt`` is not registered.
     """
-    _loader(fmt)
-    return _TASKS[fmt]
+    return _task(fmt)
 
 
 def _resolve_root(value: Any, dataset: str) -> Path:

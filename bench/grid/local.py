@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.adapters.registry import adapter_options
 from bench.config import BenchConfig, check_seeds
-from bench.data import check_dataset, format_options
+from bench.data import check_dataset
 from bench.device import device_of
 from bench.errors import ConfigError, UnknownNameError, check_keys
 from bench.grid.cell import MODEL_GRID_KEYS, Cell, cell_config, model_spec, train_config
@@ -112,11 +112,8 @@ def _check_model(cfg: BenchConfig, model: str, methods: list[str]) -> None:
 
 def _check_dataset(cfg: BenchConfig, dataset: str) -> None:
     # Keys and option types of every dataset table fail here, before a single cell runs.
-    spec = cfg.datasets[dataset]
-    valid = format_options(spec.get("format", dataset))
-    check_keys((k for k in spec if k != "format"), valid, f"{cfg.source}: [datasets.{dataset}]")
     try:
-        check_dataset(dataset, spec)
+        check_dataset(dataset, cfg.datasets[dataset])
     except ConfigError as e:
         raise ConfigError(f"{cfg.source}: {e}") from None
 
