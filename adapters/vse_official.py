@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from bench.adapters.backbones import HFTextTower, build_timm_tower
-from bench.adapters.weights import refused
+from bench.adapters.weights import load_checkpoint
 from torch import nn
 
 from bench.errors import ConfigError, WeightsUnavailableError
@@ -88,16 +87,7 @@ def read_official(path: str | Path, allow_pickle: bool = False) -> OfficialCheck
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsUnavailableError(f"weights unavailable: vse_infty checkpoint file {path} not found")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if not allow_pickle:
-            raise refused(path, e) from None
-        log.warning("loading %s with weights_only=False (allow_pickle = true)", path)
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError) as e:
-        raise ConfigError(f"{path}: cannot read a torch checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+    ckpt = load_checkpoint(path, allow_pickle=allow_pickle, safe=(argparse.Namespace,))
     model = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not (isinstance(model, list | tuple) and len(model) == 2 and all(isinstance(m, dict) for m in model)):
         found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__

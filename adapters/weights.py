@@ -185,7 +185,8 @@ def refused(
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False, safe: tuple[type, ...] = ()) -> Any:
-    """``torch.load`` of a local checkpoint on the CPU, ``weights_only`` unless ``allow_pickle``.
+    """``torch.load`` of a local checkpoint on the CPU with ``weights_only`` (tensors and the classes in ``safe``); a
+    file that pickles more loads in full only with ``allow_pickle``.
 
     Raises:
         CheckpointRefusedError: the file pickles objects other than tensors (and the classes in ``safe``).
@@ -196,12 +197,13 @@ def load_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False,
     import torch
 
     try:
-        if allow_pickle:
+        try:
+            with torch.serialization.safe_globals(list(safe)):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            if not allow_pickle:
+                raise refused(path, e) from None
             log.warning("loading %s with weights_only=False (allow_pickle = true)", path)
             return torch.load(path, map_location="cpu", weights_only=False)
-        with torch.serialization.safe_globals(list(safe)):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise refused(path, e) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise ConfigError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
