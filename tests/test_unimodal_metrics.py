@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import bench.scoring.common as scoring_common
 import bench.scoring.unimodal as um
 from bench.scoring.unimodal import image_retrieval_metrics, label_retrieval, spearman, sts_metrics
 
@@ -100,13 +101,13 @@ def test_queries_without_positives_are_skipped_and_none_when_no_query_has_one() 
 
 def test_strips_stay_within_the_memory_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     heights = []
-    real = um._strip_scores
+    real = scoring_common.strip_scores
 
     def spy(q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         heights.append(q.shape[0])
         return real(q, g)
 
-    monkeypatch.setattr(um, "_strip_scores", spy)
+    monkeypatch.setattr(scoring_common, "strip_scores", spy)
     rng = np.random.default_rng(0)
     x, labels = rng.normal(size=(500, 16)).astype(np.float32), rng.integers(0, 20, size=500)
     budget_mb = 0.5

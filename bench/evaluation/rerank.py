@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from bench.adapters.protocol import Adapter, PairScorer
 from bench.data.base import RetrievalSplit
-from bench.encode.features import iter_image_batches
+from bench.encode.features import iter_image_batches, to_device
 from bench.errors import ConfigError
 from bench.scoring.itr import pessimistic_order_key, ranks_and_topk, recall_summary
 
@@ -74,10 +74,6 @@ def _image_groups(pair_img: np.ndarray, batch_size: int) -> Iterator[tuple[np.nd
         yield images[g:h], order[bounds[g] : bounds[h]]
 
 
-def _to(tokens: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in tokens.items()}
-
-
 def _score_pairs(
     adapter: Adapter,
     split: RetrievalSplit,
@@ -98,7 +94,7 @@ def _score_pairs(
         local = torch.from_numpy(np.searchsorted(group, pair_img[idx])).to(state.device)
         for s in range(0, idx.shape[0], batch_size):
             chunk = idx[s : s + batch_size]
-            tokens = _to(adapter.tokenize([captions[j] for j in pair_cap[chunk]]), device)
+            tokens = to_device(adapter.tokenize([captions[j] for j in pair_cap[chunk]]), device)
             out[torch.from_numpy(chunk)] = adapter.pair_scores(state[local[s : s + batch_size]], tokens).float().cpu()
         del state
     return out

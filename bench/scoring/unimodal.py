@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.scoring import common
 from bench.scoring.common import (
     ArrayLike,
     as_index_array,
@@ -43,11 +44,6 @@ log = logging.getLogger(__name__)
 # Bytes per score while a strip is alive: the float32 scores, a bool comparison and top-k's working copy.
 _BYTES_PER_SCORE = 10
 KS = (1, 2, 4, 8)
-
-
-def _strip_scores(q_strip: torch.Tensor, gallery_t: torch.Tensor) -> torch.Tensor:
-    """Scores of one strip of queries against the gallery (a seam the tests use to watch strip sizes)."""
-    return q_strip @ gallery_t
 
 
 def label_retrieval(
@@ -114,7 +110,7 @@ def label_retrieval(
         for s in range(0, keep.shape[0], rows):
             idx = keep[s : s + rows]
             h = idx.shape[0]
-            scores = _strip_scores(q[torch.from_numpy(idx).to(device)], gallery_t)  # [h, Ng]
+            scores = common.strip_scores(q[torch.from_numpy(idx).to(device)], gallery_t)  # [h, Ng]
             ex = torch.from_numpy(excl[idx]).to(device)
             has = ex >= 0
             scores[torch.arange(h, device=device)[has], ex[has]] = neg_inf
