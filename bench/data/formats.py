@@ -1,4 +1,4 @@
-"""Loaders for the common image-text retrieval annotation formats, and the COCO / Flickr30K presets.
+"""Loaders for the common image-text retrieval annotation formats (the COCO / Flickr30K presets: :mod:`.presets`).
 
 Formats (``format = ...`` in a dataset table) and their options:
 
@@ -16,9 +16,9 @@ Formats (``format = ...`` in a dataset table) and their options:
 
 Conventions shared by all loaders: relative ``image_dir`` and file names resolve against ``root``; image paths are
 absolute; images are ordered by first appearance in the file and captions are grouped by image in that order (so a
-file whose rows of one image are contiguous keeps its caption order exactly). Every image path is checked to exist
-at load time. Errors name the file and the row; JSON rows are counted from 0 (the list index), CSV rows from 1
-(the first data row after the header) together with their line number.
+file whose rows of one image are contiguous keeps its caption order exactly). Every image path is checked to exist at
+load time, and each image listed once (:mod:`.gallery`). Errors name the file and the row; JSON rows are counted from
+0 (the list index), CSV rows from 1 (the first data row after the header) together with their line number.
 """
 
 from __future__ import annotations
@@ -27,15 +27,13 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench.data import register_format
 from bench.data.base import RetrievalSplit, read_text
+from bench.data.gallery import GalleryBuilder
 from bench.errors import ConfigError, DataError, SplitNotFoundError
 
 __all__ = [
@@ -109,82 +107,6 @@ def _caption(value: Any, where: str, key: str = "caption") -> str:
     return value
 
 
-@dataclass
-class _Builder:
-    """Groups caption rows by an image key, keeping images in order of first appearance."""
-
-    source: Path
-    image_paths: list[Path] = field(default_factory=list)
-    image_ids: list[str] = field(default_factory=list)
-    captions: list[list[str]] = field(default_factory=list)
-    index: dict[Any, int] = field(default_factory=dict)
-    path_keys: dict[Any, str] = field(default_factory=dict)
-    first_seen: list[str] = field(default_factory=list)  # where each image was first listed, for errors
-    by_path: dict[str, int] = field(default_factory=dict)
-    by_id: dict[str, int] = field(default_factory=dict)
-
-    def image(self, key: Any, path: Path, image_id: Any, where: str) -> int:
-        """Row of the image ``key``, adding it on first sight after checking that its file exists and that neither its
-        file nor its id is another image's (a gallery listing one image twice changes i2t and t2i silently)."""
-        i = self.index.get(key)
-        if i is not None:
-            if self.image_paths[i] != path:
-                raise DataError(
-                    f"{where}: image {image_id!r} has path {path}, but an earlier row gave {self.image_paths[i]}"
-                )
-            return i
-        if image_id is None or (isinstance(image_id, str) and not image_id.strip()):
-            raise DataError(f"{where}: image id is {'null' if image_id is None else 'empty'}")
-        norm = os.path.normpath(path)
-        if norm in self.by_path:
-            j = self.by_path[norm]
-            raise DataError(
-                f"{where}: image file {path} is already image {self.image_ids[j]!r} ({self.first_seen[j]}); "
-                "a gallery lists each image once"
-            )
-        if str(image_id) in self.by_id:
-            j = self.by_id[str(image_id)]
-            raise DataError(
-                f"{where}: image id {image_id!r} is already {self.image_paths[j]} ({self.first_seen[j]}); "
-                "two files cannot share an id"
-            )
-        if not os.path.exists(path):
-            if os.path.islink(path):
-                raise DataError(f"{where} references image {path}, a broken symlink or a symlink loop")
-            raise DataError(f"{where} references image {path}, which does not exist")
-        i = self.index[key] = len(self.image_paths)
-        self.by_path[norm], self.by_id[str(image_id)] = i, i
-        self.first_seen.append(where)
-        self.image_paths.append(path)
-        self.image_ids.append(str(image_id))
-        self.captions.append([])
-        return i
-
-    def build(
-        self, dataset: str, split: str, *, sort_images: bool = False, labels: Iterable[int] | None = None
-    ) -> RetrievalSplit:
-        order = list(range(len(self.image_paths)))
-        if sort_images:
-            order.sort(key=lambda i: self.image_ids[i])
-        caps: list[str] = []
-        c2i: list[int] = []
-        for new, old in enumerate(order):
-            caps.extend(self.captions[old])
-            c2i.extend([new] * len(self.captions[old]))
-        if not order:
-            raise DataError(f"{self.source}: split {split!r} has no images")
-        return RetrievalSplit(
-            dataset=dataset,
-            split=split,
-            image_paths=[self.image_paths[i] for i in order],
-            image_ids=[self.image_ids[i] for i in order],
-            captions=caps,
-            caption_to_image=np.asarray(c2i, dtype=np.int64),
-            image_labels=None if labels is None else np.asarray(list(labels), dtype=np.int64),
-            source=self.source,
-        )
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # karpathy
 
@@ -239,7 +161,7 @@ def load_karpathy(
             f"{path}: unknown split {split!r}{hint}; available splits: {', '.join(sorted(present))}"
         )
 
-    b = _Builder(path)
+    b = GalleryBuilder(path)
     for i, row in enumerate(images):
         if split_of(row, i) != split:
             continue
@@ -306,7 +228,7 @@ def load_albef(
     if not isinstance(rows, list):
         raise DataError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
     img_root = _sub_path(root, image_dir, "image_dir")
-    b = _Builder(path)
+    b = GalleryBuilder(path)
     for i, row in enumerate(rows):
         where = f"{path.name}: row {i}"
         image = _field(row, "image", where)
@@ -360,7 +282,7 @@ def load_flat_json(
     if not isinstance(rows, list):
         raise DataError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
     img_root = _sub_path(root, image_dir, "image_dir")
-    b = _Builder(path)
+    b = GalleryBuilder(path)
     for i, row in enumerate(rows):
         where = f"{path.name}: row {i}"
         image_path = _field(row, "image_path", where)
@@ -404,7 +326,7 @@ def load_csv(
     """
     path, _ = _split_file(root, split, files, "{split}.csv", ext_hint="*.csv")
     img_root = _sub_path(root, image_dir, "image_dir")
-    b = _Builder(path)
+    b = GalleryBuilder(path)
     try:
         # utf-8-sig: spreadsheet exports often start with a BOM that would otherwise glue onto the first header.
         with open(path, encoding="utf-8-sig", newline="") as f:
