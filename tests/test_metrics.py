@@ -98,7 +98,7 @@ def assert_summary_close(got: dict[str, float] | None, want: dict[str, float] | 
     assert (got is None) == (want is None), (got, want)
     if want is None:
         return
-    assert set(got) == set(want)
+    assert set(want) <= set(got)  # the list metrics (MRR, nDCG, mAP@R) are checked in test_per_query.py
     for k in want:
         assert got[k] == pytest.approx(want[k], abs=tol), (k, got, want)
 

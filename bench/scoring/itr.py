@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,18 +32,28 @@ from bench.scoring.common import (
     scoring_device,
     tile_floats,
 )
+from bench.scoring.queries import DEFAULT_KS, NDCG_AT, QueryRanks, direction_summary, rsum
 from bench.scoring.strips import RankedLists, pessimistic_order_key, ranks_and_topk, retrieval_ranks
+from bench.scoring.topk import QueryLists, RunningTopK
 
 __all__ = [
     "TIE_RULE",
+    "ItrScan",
+    "QueryLists",
     "RankedLists",
+    "SiblingScan",
     "itr_metrics",
+    "itr_queries",
     "itr_ranks",
+    "itr_scan",
     "pessimistic_order_key",
     "ranks_and_topk",
+    "recall_ks",
     "recall_summary",
     "retrieval_ranks",
     "sibling_ranks",
+    "sibling_scan",
+    "summarize",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,9 +87,11 @@ def _count_tile(
     row_cnt: torch.Tensor,
     col_cnt: torch.Tensor,
     tile_floats: int,
+    on_tile: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> None:
     """Score ``rows`` against ``cols`` in tiles of at most ``tile_floats`` scores (whole rows of ``cols``) and add, in
-    place, how many scores reach each row's threshold to ``row_cnt`` and each column's to ``col_cnt``."""
+    place, how many scores reach each row's threshold to ``row_cnt`` and each column's to ``col_cnt``; ``on_tile(s0,
+    s1, scores)`` sees each tile (rows ``s0:s1``), for the top-k lists."""
     step = max(1, tile_floats // max(cols.shape[0], 1))
     cols_t = cols.T
     for s0 in range(0, rows.shape[0], step):
@@ -87,7 +100,19 @@ def _count_tile(
         # int32 sums: the int64 default costs a third more, and a tile never holds 2**31 scores.
         row_cnt[s0:s1] += (scores >= row_thr[s0:s1, None]).sum(dim=1, dtype=torch.int32)
         col_cnt += (scores >= col_thr[None, :]).sum(dim=0, dtype=torch.int32)
+        if on_tile is not None:
+            on_tile(s0, s1, scores)
         del scores
+
+
+@dataclass(frozen=True)
+class ItrScan:
+    """What :func:`itr_scan` returns: both directions' ranks and, when asked for, their top-k lists."""
+
+    i2t: np.ndarray  # int64 0-based ranks of the images that have a caption, in image order
+    t2i: np.ndarray  # int64 0-based ranks of every caption
+    i2t_lists: QueryLists | None  # caption rows of each captioned image's top k
+    t2i_lists: QueryLists | None  # image rows of each caption's top k
 
 
 def itr_ranks(
@@ -98,34 +123,54 @@ def itr_ranks(
     memory_mb: float = 256.0,
     device: torch.device | str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Image-to-text and text-to-image ranks from one pass over the caption x image scores.
+    """Image-to-text and text-to-image ranks from one pass over the caption x image scores (see :func:`itr_scan`).
+
+    Returns:
+        ``(i2t, t2i)``: int64 0-based ranks of the images that have at least one caption (in image order) and of
+        every caption.
+    """
+    scan = itr_scan(image_emb, text_emb, caption_to_image, memory_mb=memory_mb, device=device)
+    return scan.i2t, scan.t2i
+
+
+def itr_scan(
+    image_emb: ArrayLike,
+    text_emb: ArrayLike,
+    caption_to_image: ArrayLike | Sequence[int],
+    *,
+    topk: int = 0,
+    memory_mb: float = 256.0,
+    device: torch.device | str | None = None,
+) -> ItrScan:
+    """Image-to-text and text-to-image ranks (and top-k lists) from one pass over the caption x image scores.
 
     Each score is computed once and serves both directions, so this costs one matrix product where two
     :func:`retrieval_ranks` calls cost two; ranks follow the same :data:`TIE_RULE`. Images are cut into contiguous
     groups and captions ordered by image, so that every positive score lies in a diagonal tile (a group's captions x
     the group's images). The diagonal tiles come first and fix each caption's and each image's best positive score;
     the off-diagonal tiles are then counted against those thresholds. No tile is computed twice, so a positive and
-    the negatives it is compared with are the same float32 products.
+    the negatives it is compared with are the same float32 products. With ``topk`` each tile is also merged into
+    both directions' running top-k lists (:class:`~bench.scoring.topk.RunningTopK`), in the same pass.
 
     Args:
         image_emb: [N_img, D] image embeddings (scored as float32 dot products, not normalised here).
         text_emb: [N_txt, D] caption embeddings.
         caption_to_image: int [N_txt]: the image row of each caption.
+        topk: also keep each query's ``topk`` best gallery rows (capped at the gallery size); 0: ranks only.
         memory_mb: budget for one float32 tile of scores; the N_txt x N_img matrix is never built. A single image's
             captions x 1 column may exceed it.
         device: where to score; defaults to the device of ``image_emb`` if it is a tensor, else CPU.
-
-    Returns:
-        ``(i2t, t2i)``: int64 0-based ranks of the images that have at least one caption (in image order) and of
-        every caption.
     """
+    if topk < 0:
+        raise ValueError(f"topk must be >= 0, got {topk}")
     budget = tile_floats(memory_mb)
     img, txt, device = query_gallery(image_emb, text_emb, device, ("image_emb", "text_emb"))
     n_img, n_txt = img.shape[0], txt.shape[0]
     c2i = check_caption_to_image(caption_to_image, n_txt, n_img)
     counts = np.bincount(c2i, minlength=n_img)
     if n_txt == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        empty = np.zeros(0, dtype=np.int64)
+        return ItrScan(empty, empty, None, None)
     has_caption = torch.from_numpy(counts > 0).to(device)
 
     if device.type == "cpu":
@@ -150,8 +195,11 @@ def itr_ranks(
     thr_i = torch.full((n_img,), math.inf, device=device)  # +inf: captionless images count nothing
     cnt_i = torch.zeros(n_img, dtype=torch.int64, device=device)
     pos_at_best = torch.zeros(n_img, dtype=torch.int64, device=device)
+    # Top-k lists: captions (grouped order) over images, and images over captions (original caption rows).
+    t2i_top = RunningTopK(n_txt, min(topk, n_img), device) if topk else None
+    i2t_top = RunningTopK(n_img, min(topk, n_txt), device) if topk else None
     n_groups = len(bounds) - 1
-    log.debug("itr_ranks: %d images x %d captions in %d groups on %s", n_img, n_txt, n_groups, device)
+    log.debug("itr_scan: %d images x %d captions in %d groups on %s", n_img, n_txt, n_groups, device)
 
     with torch.inference_mode(), full_fp32_matmul():
         # Diagonal tiles: every positive score, hence every threshold, plus the counts inside the tile.
@@ -161,7 +209,8 @@ def itr_ranks(
                 continue
             scores = common.strip_scores(caption_rows(r0, r1), img[c0:c1].T)
             col = c2i_t[order_t[r0:r1]] - c0
-            pos = scores[torch.arange(r1 - r0, device=device), col]
+            rows = torch.arange(r1 - r0, device=device)
+            pos = scores[rows, col]
             thr_t[r0:r1] = pos
             cnt_t[r0:r1] = (scores >= pos[:, None]).sum(dim=1)
             best = torch.full((c1 - c0,), -math.inf, device=device).scatter_reduce(
@@ -173,6 +222,12 @@ def itr_ranks(
             pos_at_best[c0:c1] = torch.zeros(c1 - c0, dtype=torch.int64, device=device).index_add_(
                 0, col, (pos >= best[col]).to(torch.int64)
             )
+            if t2i_top is not None and i2t_top is not None:
+                mask = torch.zeros_like(scores, dtype=torch.bool)
+                mask[rows, col] = True
+                t2i_top.add(slice(r0, r1), scores, c0, mask)
+                i2t_top.add(slice(c0, c1), scores.T, order_t[r0:r1], mask.T)
+                del mask
             del scores
         # Off-diagonal tiles: negatives only, counted against the thresholds fixed above.
         for r in range(n_groups):
@@ -183,12 +238,49 @@ def itr_ranks(
             for c in range(n_groups):
                 if c != r:
                     c0, c1 = int(bounds[c]), int(bounds[c + 1])
-                    _count_tile(rows_t, img[c0:c1], thr_t[r0:r1], thr_i[c0:c1], cnt_t[r0:r1], cnt_i[c0:c1], tile)
+                    on_tile = None
+                    if t2i_top is not None and i2t_top is not None:
+                        on_tile = _merge_both(t2i_top, i2t_top, r0, c0, c1, c0, order_t)
+                    _count_tile(rows_t, img[c0:c1], thr_t[r0:r1], thr_i[c0:c1], cnt_t[r0:r1], cnt_i[c0:c1], tile,
+                                on_tile)  # fmt: skip
     # A caption's own image reaches its threshold exactly once; an image's positives at its best are no competitors.
     t2i = torch.empty(n_txt, dtype=torch.int64, device=device)
     t2i[order_t] = cnt_t - 1
     i2t = (cnt_i - pos_at_best)[has_caption]
-    return i2t.cpu().numpy(), t2i.cpu().numpy()
+    if t2i_top is None or i2t_top is None:
+        return ItrScan(i2t.cpu().numpy(), t2i.cpu().numpy(), None, None)
+    i2t_lists = i2t_top.lists()
+    keep = counts > 0
+    i2t_lists = QueryLists(i2t_lists.index[keep], i2t_lists.score[keep], i2t_lists.positive[keep])
+    return ItrScan(i2t.cpu().numpy(), t2i.cpu().numpy(), i2t_lists, t2i_top.lists(order_t))
+
+
+def _merge_both(
+    rows_top: RunningTopK,
+    cols_top: RunningTopK,
+    r0: int,
+    c0: int,
+    c1: int,
+    row_gallery: torch.Tensor | int,
+    col_ids: torch.Tensor,
+) -> Callable[[int, int, torch.Tensor], None]:
+    """A tile callback merging a tile of negatives into its rows' lists (the tile's columns are gallery rows
+    ``row_gallery``) and, transposed, into its columns' lists (gallery rows ``col_ids`` of the tile's rows)."""
+
+    def on_tile(s0: int, s1: int, scores: torch.Tensor) -> None:
+        rows_top.add(slice(r0 + s0, r0 + s1), scores, row_gallery)
+        cols_top.add(slice(c0, c1), scores.T, col_ids[r0 + s0 : r0 + s1])
+
+    return on_tile
+
+
+@dataclass(frozen=True)
+class SiblingScan:
+    """What :func:`sibling_scan` returns."""
+
+    queries: np.ndarray  # int64: the items that have at least one sibling, ascending
+    ranks: np.ndarray  # int64 0-based rank of each
+    lists: QueryLists | None  # their top-k lists (gallery: every other item), when asked for
 
 
 def sibling_ranks(
@@ -199,6 +291,24 @@ def sibling_ranks(
     device: torch.device | str | None = None,
     name: str = "emb",
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Within-modality ranks where an item's positives are the other members of its group (see :func:`sibling_scan`).
+
+    Returns:
+        ``(queries, ranks)``: the items that have at least one sibling (ascending) and their int64 0-based ranks.
+    """
+    scan = sibling_scan(emb, groups, memory_mb=memory_mb, device=device, name=name)
+    return scan.queries, scan.ranks
+
+
+def sibling_scan(
+    emb: ArrayLike,
+    groups: ArrayLike | Sequence[int],
+    *,
+    topk: int = 0,
+    memory_mb: float = 256.0,
+    device: torch.device | str | None = None,
+    name: str = "emb",
+) -> SiblingScan:
     """Within-modality ranks where an item's positives are the other members of its group, the item itself excluded
     from its gallery (t2t: the captions of one image; i2i: the images of one label), under :data:`TIE_RULE`.
 
@@ -210,13 +320,13 @@ def sibling_ranks(
     Args:
         emb: [N, D] embeddings (scored as float32 dot products, not normalised here).
         groups: int [N] group id of each item.
+        topk: also keep each query's ``topk`` best other items, from the same tiles; 0: ranks only.
         memory_mb: budget for one float32 tile of scores; the N x N matrix is never built.
         device: where to score; defaults to the device of ``emb`` if it is a tensor, else CPU.
         name: how errors name ``emb``.
-
-    Returns:
-        ``(queries, ranks)``: the items that have at least one sibling (ascending) and their int64 0-based ranks.
     """
+    if topk < 0:
+        raise ValueError(f"topk must be >= 0, got {topk}")
     budget = tile_floats(memory_mb)
     device = scoring_device(emb, device)
     x = as_matrix(emb, name, device)
@@ -229,17 +339,23 @@ def sibling_ranks(
     sizes = np.diff(np.r_[starts, g.size])
     queries = np.sort(order[np.repeat(sizes, sizes) >= 2]) if g.size else np.zeros(0, dtype=np.int64)
     if queries.size == 0:
-        return queries.astype(np.int64), np.zeros(0, dtype=np.int64)
+        return SiblingScan(queries.astype(np.int64), np.zeros(0, dtype=np.int64), None)
+    k = min(topk, g.size - 1)
 
     side = math.isqrt(budget) if device.type == "cuda" else min(math.isqrt(budget), _CPU_TILE_SIDE)
     if sizes.max() > side:
         log.debug(
-            "sibling_ranks: a group of %d items exceeds the %d-item tile side; scanning in strips", sizes.max(), side
+            "sibling_scan: a group of %d items exceeds the %d-item tile side; scanning in strips", sizes.max(), side
         )
         q_sorted, indptr, indices = group_siblings(g)
         q_t = torch.from_numpy(q_sorted).to(device)
-        ranks = retrieval_ranks(x[q_t], x, (indptr, indices), exclude=q_sorted, memory_mb=memory_mb, device=device)
-        return q_sorted, ranks
+        kw: dict[str, Any] = {"exclude": q_sorted, "memory_mb": memory_mb, "device": device}
+        if not k:
+            return SiblingScan(q_sorted, retrieval_ranks(x[q_t], x, (indptr, indices), **kw), None)
+        ranked = ranks_and_topk(x[q_t], x, (indptr, indices), k, **kw)
+        assert ranked.indices is not None and ranked.scores is not None and ranked.positive is not None
+        lists = QueryLists(ranked.indices.cpu().numpy(), ranked.scores.cpu().numpy(), ranked.positive.cpu().numpy())
+        return SiblingScan(q_sorted, ranked.ranks, lists)
     # Blocks of whole groups, at most `side` items each.
     block_starts, filled = [0], 0
     for start, size in zip(starts.tolist(), sizes.tolist(), strict=True):
@@ -253,8 +369,9 @@ def sibling_ranks(
     gs = torch.from_numpy(sorted_groups).to(device)
     thr = torch.empty(g.size, device=device)
     cnt = torch.zeros(g.size, dtype=torch.int64, device=device)
+    top = RunningTopK(g.size, k, device) if k else None  # in sorted order
     n_blocks = len(bounds) - 1
-    log.debug("sibling_ranks: %d items in %d blocks on %s", g.size, n_blocks, device)
+    log.debug("sibling_scan: %d items in %d blocks on %s", g.size, n_blocks, device)
 
     with torch.inference_mode(), full_fp32_matmul():
         for b in range(n_blocks):  # diagonal blocks: every sibling score, hence every threshold
@@ -268,19 +385,26 @@ def sibling_ranks(
             thr[b0:b1] = best
             # Siblings counted here are exactly those equal to best; they are not competitors.
             cnt[b0:b1] = ((scores >= best[:, None]) & ~sibling).sum(dim=1)
+            if top is not None:
+                top.add(slice(b0, b1), scores, order_t[b0:b1], sibling)
             del scores, sibling
         for r in range(n_blocks):  # tiles above the diagonal: negatives only, each counted for both its items
             r0, r1 = int(bounds[r]), int(bounds[r + 1])
             for c in range(r + 1, n_blocks):
                 c0, c1 = int(bounds[c]), int(bounds[c + 1])
-                _count_tile(xs[r0:r1], xs[c0:c1], thr[r0:r1], thr[c0:c1], cnt[r0:r1], cnt[c0:c1], side * side)
+                on_tile = None if top is None else _merge_both(top, top, r0, c0, c1, order_t[c0:c1], order_t)
+                _count_tile(xs[r0:r1], xs[c0:c1], thr[r0:r1], thr[c0:c1], cnt[r0:r1], cnt[c0:c1], side * side,
+                            on_tile)  # fmt: skip
     ranks = torch.empty(g.size, dtype=torch.int64, device=device)
     ranks[order_t] = cnt
-    return queries.astype(np.int64), ranks.cpu().numpy()[queries]
+    lists = None
+    if top is not None:
+        full = top.lists(order_t)
+        lists = QueryLists(full.index[queries], full.score[queries], full.positive[queries])
+    return SiblingScan(queries.astype(np.int64), ranks.cpu().numpy()[queries], lists)
 
 
-
-def itr_metrics(
+def itr_queries(
     image_emb: ArrayLike,
     text_emb: ArrayLike,
     caption_to_image: ArrayLike | Sequence[int],
@@ -288,24 +412,14 @@ def itr_metrics(
     *,
     joint: bool = True,
     normalize: bool = True,
+    topk: int = 0,
     memory_mb: float = 256.0,
     device: torch.device | str | None = None,
-) -> dict[str, Any]:
-    """Image-text retrieval metrics: i2t, t2i, rsum, and within-modality t2t and i2i.
+) -> dict[str, QueryRanks | None]:
+    """Per-query ranks (and top-k lists) of i2t, t2i, t2t and i2i: what :func:`itr_metrics` summarises.
 
-    Args:
-        image_emb: [N_img, D] image embeddings.
-        text_emb: [N_txt, D] caption embeddings (row j is caption j).
-        caption_to_image: int [N_txt]: the image row of each caption.
-        image_labels: optional int [N_img] class labels; enables i2i (same-label images are positives).
-        joint: False for towers without a shared space (dims may differ): i2t, t2i and rsum are then None.
-        normalize: L2-normalise each row once before scoring (pass False if already normalised).
-        memory_mb: tile/strip budget for :func:`itr_ranks` (i2t and t2i, one pass) and :func:`retrieval_ranks`.
-        device: where to score; defaults to the embeddings' device if they are tensors, else CPU.
-
-    Returns:
-        ``{"i2t", "t2i", "rsum", "t2t", "i2i"}``: :func:`recall_summary` dicts (percent), rsum a float, or None
-        where a protocol does not apply (never 0 for "n/a").
+    Arguments as :func:`itr_metrics`; ``topk`` keeps each query's ``topk`` best gallery rows from the same scans.
+    A direction that does not apply is None.
     """
     device = scoring_device(image_emb, device)
     img = as_matrix(image_emb, "image_emb", device)
@@ -326,27 +440,82 @@ def itr_metrics(
         img = torch.nn.functional.normalize(img, dim=1)
         txt = torch.nn.functional.normalize(txt, dim=1)
 
-    kw: dict[str, Any] = {"memory_mb": memory_mb, "device": device}
-    out: dict[str, Any] = {"i2t": None, "t2i": None, "rsum": None, "t2t": None, "i2i": None}
+    kw: dict[str, Any] = {"memory_mb": memory_mb, "device": device, "topk": topk}
+    counts = np.bincount(c2i, minlength=n_img)
+    out: dict[str, QueryRanks | None] = {"i2t": None, "t2i": None, "t2t": None, "i2i": None}
     if joint and n_txt > 0:
-        n_captionless = n_img - int(np.count_nonzero(np.bincount(c2i, minlength=n_img)))
+        n_captionless = n_img - int(np.count_nonzero(counts))
         if n_captionless:
             log.info("i2t: %d of %d images have no caption and are skipped", n_captionless, n_img)
-        i2t, t2i = itr_ranks(img, txt, c2i, **kw)
-        out["i2t"], out["t2i"] = recall_summary(i2t), recall_summary(t2i)
-        out["rsum"] = float(sum(out[d][f"r{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10)))
+        scan = itr_scan(img, txt, c2i, **kw)
+        with_caption = np.flatnonzero(counts > 0)
+        out["i2t"] = QueryRanks(with_caption, scan.i2t, counts[with_caption], with_caption, n_txt, scan.i2t_lists)
+        every = np.arange(n_txt, dtype=np.int64)
+        out["t2i"] = QueryRanks(every, scan.t2i, np.ones(n_txt, dtype=np.int64), c2i, n_img, scan.t2i_lists)
 
     if n_txt > 0:
-        queries, ranks = sibling_ranks(txt, c2i, name="text_emb", **kw)
-        if queries.size:
-            out["t2t"] = recall_summary(ranks)
+        sib = sibling_scan(txt, c2i, name="text_emb", **kw)
+        if sib.queries.size:
+            cl = c2i[sib.queries]
+            out["t2t"] = QueryRanks(sib.queries, sib.ranks, counts[cl] - 1, cl, n_txt - 1, sib.lists)
         else:
             log.info("t2t: no image has two captions; t2t is n/a")
     if labels is not None and n_img > 0:
-        queries, ranks = sibling_ranks(img, labels, name="image_emb", **kw)
-        if queries.size:
-            out["i2i"] = recall_summary(ranks)
+        sib = sibling_scan(img, labels, name="image_emb", **kw)
+        if sib.queries.size:
+            _, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+            n_pos = sizes[inverse[sib.queries]] - 1
+            out["i2i"] = QueryRanks(sib.queries, sib.ranks, n_pos, sib.queries, n_img - 1, sib.lists)
         else:
             log.info("i2i: no label has two images; i2i is n/a")
     return out
 
+
+def summarize(queries: dict[str, QueryRanks | None], ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
+    """The metrics block of per-query results: each direction's :func:`~bench.scoring.queries.direction_summary`
+    (None where n/a) and RSUM."""
+    out: dict[str, Any] = {d: None if q is None else direction_summary(q, d, ks) for d, q in queries.items()}
+    out["rsum"] = rsum(out)
+    return {k: out[k] for k in ("i2t", "t2i", "rsum", "t2t", "i2i")}
+
+
+def itr_metrics(
+    image_emb: ArrayLike,
+    text_emb: ArrayLike,
+    caption_to_image: ArrayLike | Sequence[int],
+    image_labels: ArrayLike | Sequence[int] | None = None,
+    *,
+    joint: bool = True,
+    normalize: bool = True,
+    ks: Sequence[int] = DEFAULT_KS,
+    topk: int = NDCG_AT,
+    memory_mb: float = 256.0,
+    device: torch.device | str | None = None,
+) -> dict[str, Any]:
+    """Image-text retrieval metrics: i2t, t2i, rsum, and within-modality t2t and i2i.
+
+    Args:
+        image_emb: [N_img, D] image embeddings.
+        text_emb: [N_txt, D] caption embeddings (row j is caption j).
+        caption_to_image: int [N_txt]: the image row of each caption.
+        image_labels: optional int [N_img] class labels; enables i2i (same-label images are positives).
+        joint: False for towers without a shared space (dims may differ): i2t, t2i and rsum are then None.
+        normalize: L2-normalise each row once before scoring (pass False if already normalised).
+        ks: the Recall@K cut-offs (RSUM always sums R@1, 5 and 10, which are added when missing).
+        topk: length of the top-k lists the list metrics (nDCG@10, mAP@R) are read from; 0 skips them where a
+            direction has several positives.
+        memory_mb: tile/strip budget for :func:`itr_scan` (i2t and t2i, one pass) and :func:`sibling_scan`.
+        device: where to score; defaults to the embeddings' device if they are tensors, else CPU.
+
+    Returns:
+        ``{"i2t", "t2i", "rsum", "t2t", "i2i"}``: :func:`~bench.scoring.queries.direction_summary` dicts (percent),
+        rsum a float, or None where a protocol does not apply (never 0 for "n/a").
+    """
+    queries = itr_queries(image_emb, text_emb, caption_to_image, image_labels, joint=joint, normalize=normalize,
+                          topk=topk, memory_mb=memory_mb, device=device)  # fmt: skip
+    return summarize(queries, recall_ks(ks))
+
+
+def recall_ks(ks: Sequence[int]) -> tuple[int, ...]:
+    """``ks`` with RSUM's 1, 5 and 10 added, sorted and de-duplicated."""
+    return tuple(sorted({*DEFAULT_KS, *(int(k) for k in ks)}))

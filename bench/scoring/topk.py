@@ -1,0 +1,80 @@
+"""Each query's top-k gallery list, kept while a tiled scan streams its score tiles (no second pass over the gallery).
+
+The lists follow the stage-one order of :func:`bench.scoring.strips.pessimistic_order_key`: higher float32 score
+first and, among equal scores, negatives before positives, so a list agrees with the pessimistic rank (a query's best
+positive sits at list position ``rank`` or later). Which of several equal-scoring negatives is kept at the cut is not
+specified; their scores, and so every list-based metric, are.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bench.scoring.strips import pessimistic_order_key
+
+__all__ = ["QueryLists", "RunningTopK"]
+
+
+@dataclass(frozen=True)
+class QueryLists:
+    """Top-k lists of a set of queries, on the CPU."""
+
+    index: np.ndarray  # int64 [Nq, k]: gallery rows, best first (-1 past the end of a gallery smaller than k)
+    score: np.ndarray  # float32 [Nq, k]: their scores (-inf past the end)
+    positive: np.ndarray  # bool [Nq, k]: which of them are positives of the query
+
+
+class RunningTopK:
+    """The ``k`` best gallery items seen so far for each of ``n_queries`` queries, merged tile by tile."""
+
+    def __init__(self, n_queries: int, k: int, device: torch.device) -> None:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.k = k
+        self.score = torch.full((n_queries, k), -math.inf, device=device)
+        self.index = torch.full((n_queries, k), -1, dtype=torch.int64, device=device)
+        self.positive = torch.zeros((n_queries, k), dtype=torch.bool, device=device)
+
+    def add(
+        self,
+        rows: slice,
+        scores: torch.Tensor,
+        columns: torch.Tensor | int,
+        positive: torch.Tensor | None = None,
+    ) -> None:
+        """Merge a tile of scores into the lists of queries ``rows``.
+
+        Args:
+            rows: the queries of the tile's rows (a slice of this accumulator's queries).
+            scores: float32 [h, w] scores of those queries against ``w`` gallery items (-inf: excluded).
+            columns: the gallery row of each column: an int64 [w] tensor, or the row of column 0 when contiguous.
+            positive: bool [h, w], True where the item is a positive of the row's query; None for a tile of negatives.
+        """
+        w = scores.shape[1]
+        kk = min(self.k, w)
+        if positive is None:  # negatives only: a plain top-k of the scores is the stage-one order
+            vals, idx = scores.topk(kk, dim=1)
+            pos = torch.zeros_like(idx, dtype=torch.bool)
+        else:
+            idx = pessimistic_order_key(scores, positive).topk(kk, dim=1).indices
+            vals, pos = scores.gather(1, idx), positive.gather(1, idx)
+        gallery_rows = idx + columns if isinstance(columns, int) else columns[idx]
+        cat_s = torch.cat([self.score[rows], vals], dim=1)
+        cat_p = torch.cat([self.positive[rows], pos], dim=1)
+        cat_i = torch.cat([self.index[rows], gallery_rows], dim=1)
+        top = pessimistic_order_key(cat_s, cat_p).topk(self.k, dim=1).indices
+        self.score[rows] = cat_s.gather(1, top)
+        self.positive[rows] = cat_p.gather(1, top)
+        self.index[rows] = cat_i.gather(1, top)
+
+    def lists(self, order: torch.Tensor | None = None) -> QueryLists:
+        """The lists as numpy arrays; ``order`` (int64 [Nq]) puts accumulator row ``i`` at output row ``order[i]``."""
+        s, i, p = self.score, self.index, self.positive
+        if order is not None:
+            s, i, p = torch.empty_like(s), torch.empty_like(i), torch.empty_like(p)
+            s[order], i[order], p[order] = self.score, self.index, self.positive
+        return QueryLists(i.cpu().numpy(), s.cpu().numpy(), p.cpu().numpy())
