@@ -92,6 +92,12 @@ class EvalConfig:
     precision: Precision = "auto"  # encoders: "auto" = bf16 autocast on CUDA, fp32 on CPU
     rerank_k: int = 0  # two-stage retrieval: re-score each query's top-k ITC candidates by the adapter's pair scorer
     rerank_fusion: str = "itm+itc"  # re-ranked score: "itm" (pair score alone) or "itm+itc" (plus the ITC cosine)
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])  # Recall@K cut-offs (RSUM's 1, 5, 10 always added)
+    topk: int = 10  # each query's top-k list kept (per-query file, nDCG@10, mAP@R); 0: ranks only
+    per_query: bool = True  # write every query's ranks and top-k beside the record (<method>-seed<s>.queries.npz)
+    bootstrap: int = 1000  # image-clustered bootstrap resamples for the record's ci95; 0: no intervals
+    bootstrap_seed: int = 0  # the resamples' seed: the same images are drawn for every cell, so cells pair
+    ci_level: float = 0.95  # two-sided percentile interval
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,8 @@ _FREE_TABLES = ("models", "datasets", "methods")
 # bad value is one line naming the key before any cell runs: key -> (low, high, low included, high included).
 # Every float must also be finite.
 _INF = math.inf
+SEED_RANGE = (0, 2**32 - 1)  # what numpy and torch seeding accept
+SEED_BOUNDS = (0, SEED_RANGE[1], True, True)
 _RANGES: dict[type, dict[str, tuple[float, float, bool, bool]]] = {
     TrainConfig: {
         "epochs": (1, _INF, True, False),
@@ -185,6 +193,10 @@ _RANGES: dict[type, dict[str, tuple[float, float, bool, bool]]] = {
         "batch_size": (1, _INF, True, False),
         "memory_mb": (0, _INF, False, False),
         "rerank_k": (0, _INF, True, False),
+        "topk": (0, _INF, True, False),
+        "bootstrap": (0, _INF, True, False),
+        "bootstrap_seed": SEED_BOUNDS,
+        "ci_level": (0, 1, False, False),
     },
     LauncherConfig: {
         "gpus_per_node": (0, 1024, True, True),
@@ -197,7 +209,6 @@ _RANGES: dict[type, dict[str, tuple[float, float, bool, bool]]] = {
     },
     TeachersConfig: {"text_max_length": (1, _INF, True, False)},
 }
-SEED_RANGE = (0, 2**32 - 1)  # what numpy and torch seeding accept
 
 
 def _range_text(lo: float, hi: float, lo_in: bool, hi_in: bool) -> str:
@@ -291,6 +302,10 @@ def build_section(cls: type, table: Any, where: str) -> Any:
         check_range(cls, key, kwargs[key], f"{where}.{key}")
     if cls is GridConfig and "seeds" in kwargs:
         check_seeds(kwargs["seeds"], f"{where}.seeds")
+    if cls is EvalConfig and "ks" in kwargs:
+        bad = [k for k in kwargs["ks"] if k < 1]
+        if bad or not kwargs["ks"]:
+            raise ConfigError(f"{where}.ks: Recall@K cut-offs must be integers >= 1, got {kwargs['ks']!r}")
     return cls(**kwargs)
 
 

@@ -1,4 +1,4 @@
-"""The ``bench`` command: ``list``, ``run``, ``status``, ``table``, ``rm`` and ``score``.
+"""The ``bench`` command: ``list``, ``run``, ``status``, ``table``, ``rm``, ``score`` and ``compare``.
 
 ``main(argv)`` is a plain function, so tests call it as ``main(["run", ...])``. Errors from user input print one line
 (``bench: error: ...``) and exit 2; a grid with failed cells exits 1 after writing every cell that finished; Ctrl-C
@@ -70,6 +70,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``bench`` (builds without importing torch or numpy)."""
+    from bench.cli.compare import add_compare_parser
     from bench.cli.score import add_score_parser
 
     parser = argparse.ArgumentParser(
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_rm)
 
     add_score_parser(sub)
+    add_compare_parser(sub)
     return parser
 
 

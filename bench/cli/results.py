@@ -101,5 +101,6 @@ def cmd_rm(args: argparse.Namespace) -> int:
         print(f"{'would remove' if args.dry_run else 'removed'} {path} ({r.get('status')})")
         if not args.dry_run:
             path.unlink(missing_ok=True)
+            path.with_suffix(".queries.npz").unlink(missing_ok=True)  # its per-query file, if any
     print(f"bench: {len(chosen)} record(s) {'would be ' if args.dry_run else ''}removed", file=sys.stderr)
     return 0

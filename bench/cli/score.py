@@ -47,7 +47,9 @@ def add_score_parser(subparsers: argparse._SubParsersAction) -> None:
         description=f"Exact retrieval metrics from saved embeddings. Ties: {TIE_RULE}.",
         epilog="""examples:
   bench score --image-emb I.npy --text-emb T.npy --text-to-image M.npy
-  bench score --image-emb I.npy --text-emb T.npy --text-to-image M.npy --json --memory-mb 1024""",
+  bench score --image-emb I.npy --text-emb T.npy --text-to-image M.npy --json --memory-mb 1024
+  bench score ... --bootstrap 1000 --seed 0 --json     # adds "ci95": 95% intervals, images resampled
+  bench score ... --per-query ranks.npz                # every query's rank and top-k, indexed like the inputs""",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--image-emb", required=True, type=Path, metavar="I.npy", help="[N_img, D] image embeddings")
@@ -61,7 +63,33 @@ def add_score_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--memory-mb", type=_positive_float, default=256.0, help="memory for one strip of scores (default 256)"
     )
+    p.add_argument("--ks", default="1,5,10", help="comma-separated Recall@K cut-offs (default 1,5,10; RSUM's kept)")
+    p.add_argument("--topk", type=_count, default=10, help="top-k list per query: nDCG@10, mAP@R (default 10)")
+    p.add_argument("--per-query", type=Path, metavar="FILE.npz", help="write every query's rank and top-k list")
+    p.add_argument("--bootstrap", type=_count, default=0, metavar="N",
+                   help="N image-clustered bootstrap resamples: adds 95%% intervals (ci95)")  # fmt: skip
+    p.add_argument("--seed", type=_count, default=0, help="the bootstrap's seed (default 0)")
     p.set_defaults(func=run_score)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(k) for k in text.split(",") if k.strip())
+    except ValueError:
+        raise DataError(f"--ks: expected comma-separated integers, got {text!r}") from None
+    if not ks or min(ks) < 1:
+        raise DataError(f"--ks: cut-offs must be integers >= 1, got {text!r}")
+    return ks
 
 
 def _load(path: Path) -> np.ndarray:
@@ -113,15 +141,21 @@ def _load_ids(path: Path, what: str) -> np.ndarray:
 
 
 def _format_table(metrics: dict[str, Any]) -> str:
-    lines = [f"{'':5} {'R@1':>7} {'R@5':>7} {'R@10':>7} {'medr':>7} {'meanr':>9}"]
+    ci = metrics.get("ci95") or {}
+    lines = [f"{'':5} {'R@1':>7} {'R@5':>7} {'R@10':>7} {'MRR':>7} {'mAP@R':>7} {'medr':>7} {'meanr':>9}"]
     for name in _PROTOCOLS:
         s = metrics.get(name)
         if s is None:
             lines.append(f"{name:5} {'n/a':>7}")
         else:
-            lines.append(f"{name:5} {s['r1']:7.2f} {s['r5']:7.2f} {s['r10']:7.2f} {s['medr']:7.1f} {s['meanr']:9.2f}")
+            mapr = f"{s['map_at_r']:7.2f}" if "map_at_r" in s else f"{'-':>7}"
+            lines.append(f"{name:5} {s['r1']:7.2f} {s['r5']:7.2f} {s['r10']:7.2f} {s['mrr']:7.2f} {mapr} "
+                         f"{s['medr']:7.1f} {s['meanr']:9.2f}")  # fmt: skip
     rsum = metrics.get("rsum")
-    lines.append(f"rsum  {'n/a' if rsum is None else f'{rsum:.2f}'}")
+    line = f"rsum  {'n/a' if rsum is None else f'{rsum:.2f}'}"
+    if rsum is not None and "rsum" in ci:
+        line += f"  95% CI [{ci['rsum'][0]:.2f}, {ci['rsum'][1]:.2f}] ({metrics['bootstrap']['resamples']} resamples)"
+    lines.append(line)
     return "\n".join(lines)
 
 
@@ -133,8 +167,9 @@ def run_score(args: argparse.Namespace) -> int:
     """
     import numpy as np
 
-    from bench.scoring.itr import itr_metrics
+    from bench.scoring.itr import itr_queries, recall_ks, summarize
 
+    ks = recall_ks(_ks(args.ks))
     img_path, txt_path, map_path = Path(args.image_emb), Path(args.text_emb), Path(args.text_to_image)
     images = _load_embeddings(img_path)
     texts = _load_embeddings(txt_path)
@@ -158,10 +193,25 @@ def run_score(args: argparse.Namespace) -> int:
             raise DataError(f"{labels_path}: has {labels.shape[0]} entries but {img_path} has {images.shape[0]} rows")
 
     log.info("scoring %d images x %d captions from %s and %s", images.shape[0], texts.shape[0], img_path, txt_path)
-    metrics = itr_metrics(
-        images, texts, c2i, labels, joint=True, normalize=not args.no_normalize, memory_mb=args.memory_mb
-    )
-    result = {name: metrics[name] for name in _PROTOCOLS} | {"rsum": metrics["rsum"]}
+    queries = itr_queries(images, texts, c2i, labels, joint=True, normalize=not args.no_normalize,
+                          topk=args.topk, memory_mb=args.memory_mb)  # fmt: skip
+    metrics = summarize(queries, ks)
+    result: dict[str, Any] = {name: metrics[name] for name in _PROTOCOLS} | {"rsum": metrics["rsum"]}
+    if args.per_query is not None:
+        from bench.scoring.perquery import save_per_query
+
+        try:
+            save_per_query(Path(args.per_query), queries, c2i, images.shape[0], image_label=labels,
+                           meta={"image_emb": str(img_path), "text_emb": str(txt_path)})  # fmt: skip
+        except OSError as e:
+            raise DataError(f"{args.per_query}: cannot write the per-query file ({e.strerror or e})") from None
+        log.info("per-query ranks written to %s", args.per_query)
+    if args.bootstrap:
+        from bench.stats.bootstrap import BootstrapConfig, confidence_intervals, query_values
+
+        cfg = BootstrapConfig(resamples=args.bootstrap, seed=args.seed)
+        result["ci95"] = confidence_intervals(query_values(queries, ks), images.shape[0], cfg)
+        result["bootstrap"] = {"resamples": cfg.resamples, "seed": cfg.seed, "level": cfg.level, "unit": "image"}
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:

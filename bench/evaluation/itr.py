@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,9 +15,10 @@ from bench.data.base import RetrievalSplit
 from bench.encode.features import FeatureSet, encode_split
 from bench.evaluation.rerank import check_rerank, rerank_metrics
 from bench.methods.base import Objective
-from bench.scoring.itr import itr_metrics
+from bench.scoring.itr import itr_queries, recall_ks, summarize
+from bench.scoring.queries import QueryRanks
 
-__all__ = ["evaluate", "fold_mean", "metric_value"]
+__all__ = ["Scored", "evaluate", "fold_mean", "metric_value"]
 
 Views = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
@@ -25,15 +27,25 @@ def _norm(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x.float(), dim=-1)
 
 
-def _score(views: Views, c2i: np.ndarray, labels: Any, joint: bool, cfg: EvalConfig, device: torch.device) -> dict:
-    kw = {"memory_mb": cfg.memory_mb, "device": device, "normalize": False}
+@dataclass
+class Scored:
+    """What one :func:`evaluate` call scored, query by query (filled in when passed as ``keep``)."""
+
+    queries: dict[str, QueryRanks | None] = field(default_factory=dict)  # i2t, t2i, t2t, i2i
+    rerank: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # direction -> (rows, ranks)
+
+
+def _queries(
+    views: Views, c2i: np.ndarray, labels: Any, joint: bool, cfg: EvalConfig, device: torch.device, topk: int
+) -> dict[str, QueryRanks | None]:
+    kw = {"memory_mb": cfg.memory_mb, "device": device, "normalize": False, "topk": topk}
     c_img, c_txt = views["cross"]
     u_img, u_txt = views["uni"]
     same = u_img is c_img and u_txt is c_txt
-    cross = itr_metrics(c_img, c_txt, c2i, labels if same else None, joint=joint, **kw)
+    cross = itr_queries(c_img, c_txt, c2i, labels if same else None, joint=joint, **kw)
     if same:
         return cross
-    uni = itr_metrics(u_img, u_txt, c2i, labels, joint=False, **kw)
+    uni = itr_queries(u_img, u_txt, c2i, labels, joint=False, **kw)
     return {**cross, "t2t": uni["t2t"], "i2i": uni["i2i"]}
 
 
@@ -49,6 +61,8 @@ def evaluate(
     folds: list[np.ndarray] | None = None,
     progress: bool = True,
     rerank: bool = True,
+    topk: int | None = None,
+    keep: Scored | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``adapter`` (and the heads of ``objective``, if it adds any) on ``split``.
 
@@ -62,6 +76,9 @@ def evaluate(
     (:mod:`bench.evaluation.rerank`);
     the ITC metrics stay the main ones. An adapter that can supply a split's stage-1 features itself
     (``split_features(split)``, e.g. precomputed embeddings) gives them here.
+
+    Recall@K is reported for ``cfg.ks``; ``topk`` (default ``cfg.topk``; validation passes 0) is the length of the
+    top-k lists kept from the scan. ``keep`` receives the per-query results of the whole split.
     """
     if cfg.rerank_k and rerank:
         check_rerank(adapter, cfg.rerank_k, cfg.rerank_fusion)  # fail before any encoding
@@ -77,7 +94,12 @@ def evaluate(
     views: Views = {"cross": tuple(_norm(t) for t in raw["cross"])}  # type: ignore[dict-item]
     views["uni"] = views["cross"] if raw["uni"] is raw["cross"] else tuple(_norm(t) for t in raw["uni"])  # type: ignore[assignment]
     labels = split.image_labels
-    out = _score(views, split.caption_to_image, labels, adapter.joint_space, cfg, device)
+    ks = recall_ks(cfg.ks)
+    k = cfg.topk if topk is None else topk
+    queries = _queries(views, split.caption_to_image, labels, adapter.joint_space, cfg, device, k)
+    out = summarize(queries, ks)
+    if keep is not None:
+        keep.queries = queries
     if cfg.rerank_k and rerank:
         c_img, c_txt = views["cross"]
         out["rerank"] = rerank_metrics(
@@ -90,6 +112,7 @@ def evaluate(
             batch_size=cfg.batch_size,
             device=device,
             memory_mb=cfg.memory_mb,
+            ranks=None if keep is None else keep.rerank,
         )
     if folds:
         out["folds"] = []
@@ -102,7 +125,8 @@ def evaluate(
                 sub["uni"] = sub["cross"]
             sub_labels = None if labels is None else np.asarray(labels)[rows]
             c2i = remap[split.caption_to_image[caps]]
-            out["folds"].append(_score(sub, c2i, sub_labels, adapter.joint_space, cfg, device))
+            fold = _queries(sub, c2i, sub_labels, adapter.joint_space, cfg, device, k)
+            out["folds"].append(summarize(fold, ks))
     return out
 
 

@@ -201,6 +201,7 @@ def rerank_metrics(
     batch_size: int,
     device: torch.device,
     memory_mb: float = 256.0,
+    ranks: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """i2t and t2i metrics of ITC retrieval re-ranked by ``adapter``'s pair scorer.
 
@@ -214,6 +215,7 @@ def rerank_metrics(
         batch_size: Images per group of image states, and pairs per scorer forward.
         device: Where stage one and the pair scorer run.
         memory_mb: Budget of one strip of stage-one scores.
+        ranks: If given, receives each direction's ``(query rows, two-stage ranks)``.
 
     Returns:
         ``{"i2t", "t2i", "rsum", "cost"}``: :func:`bench.scoring.itr.recall_summary` blocks, RSUM, and the cost block
@@ -222,9 +224,12 @@ def rerank_metrics(
     t0 = time.perf_counter()
     cost: dict[str, Any] = {"pair_forwards": 0, "images_encoded": 0}
     common = {"k_test": k_test, "fusion": fusion, "batch_size": batch_size, "device": device, "memory_mb": memory_mb}
-    i2t = rerank_direction(adapter, split, image_emb, text_emb, "i2t", cost=cost, **common).ranks
+    i2t_run = rerank_direction(adapter, split, image_emb, text_emb, "i2t", cost=cost, **common)
     forwards_i2t, images_i2t = cost["pair_forwards"], cost["images_encoded"]
-    t2i = rerank_direction(adapter, split, image_emb, text_emb, "t2i", cost=cost, **common).ranks
+    t2i_run = rerank_direction(adapter, split, image_emb, text_emb, "t2i", cost=cost, **common)
+    i2t, t2i = i2t_run.ranks, t2i_run.ranks
+    if ranks is not None:
+        ranks.update(i2t=(i2t_run.queries, i2t), t2i=(t2i_run.queries, t2i))
     out: dict[str, Any] = {"i2t": recall_summary(i2t), "t2i": recall_summary(t2i)}
     out["rsum"] = float(sum(out[d][f"r{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10)))
     out["cost"] = {

@@ -20,9 +20,10 @@ from bench.errors import BenchError, WeightsUnavailableError
 from bench.grid.cell import Cell, cell_config
 from bench.grid.pipeline import run_cell
 from bench.grid.records import SCHEMA, RecordStatus, cell_path, config_hash, read_record, safe_name, write_record
+from bench.scoring.perquery import sha256_of
 from bench.train.distributed import current as current_dist
 
-__all__ = ["Outcome", "checkpoint_path", "execute_cell", "is_done", "record_path"]
+__all__ = ["Outcome", "checkpoint_path", "execute_cell", "is_done", "per_query_path", "record_path"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,11 @@ def record_path(cfg: BenchConfig, cell: Cell) -> Path:
     return cell_path(Path(cfg.paths.results_dir), cell.model, cell.dataset, cell.split, cell.method, cell.seed)
 
 
+def per_query_path(record: Path) -> Path:
+    """Where the per-query file of the record at ``record`` lives: beside it, ``<method>-seed<s>.queries.npz``."""
+    return record.with_suffix(".queries.npz")
+
+
 def checkpoint_path(cfg: BenchConfig, cell: Cell, chash: str) -> Path:
     """Where ``cell``'s training checkpoint lives while it runs: beside the results it will produce (two grids that
     share a ``work_dir`` but not a results folder never resume from each other); the config hash in the name keeps a
@@ -57,7 +63,7 @@ def checkpoint_path(cfg: BenchConfig, cell: Cell, chash: str) -> Path:
 
 
 def is_done(path: Path, expected_hash: str) -> bool:
-    """``path`` holds an ``ok`` record of the same configuration."""
+    """``path`` holds an ``ok`` record of the same configuration, with its per-query file intact if it names one."""
     if not path.is_file():
         return False
     try:
@@ -65,7 +71,15 @@ def is_done(path: Path, expected_hash: str) -> bool:
     except (OSError, ValueError) as e:  # a truncated, hand-edited or foreign file: the cell runs again
         log.warning("%s; the cell runs again", e)
         return False
-    return rec.get("status") == "ok" and rec.get("config_hash") == expected_hash
+    if rec.get("status") != "ok" or rec.get("config_hash") != expected_hash:
+        return False
+    pq = rec.get("per_query")
+    if isinstance(pq, dict):
+        companion = per_query_path(path)
+        if not companion.is_file() or sha256_of(companion) != pq.get("sha256"):
+            log.warning("%s: its per-query file %s is missing or changed; the cell runs again", path, companion.name)
+            return False
+    return True
 
 
 def _has_ok_record(path: Path) -> bool:
@@ -84,7 +98,7 @@ def execute_cell(cfg: BenchConfig, cell: Cell, *, force: bool = False, progress:
         return Outcome(cell, "skipped", path)
     ckpt = checkpoint_path(cfg, cell, chash)
     try:
-        record = run_cell(cell, cfg, progress=progress, checkpoint=ckpt)
+        record = run_cell(cell, cfg, progress=progress, checkpoint=ckpt, per_query=per_query_path(path))
     except WeightsUnavailableError as e:
         log.info("%s: %s", cell.label, e)  # the launcher's summary states it once, as the run's last lines
         failed_write = _write(path, status_record(cell, snapshot, "unavailable", str(e)), cell)

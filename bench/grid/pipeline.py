@@ -23,7 +23,7 @@ from bench.data.base import RetrievalSplit, holdout
 from bench.device import device_of
 from bench.encode.features import FeatureSet, cached_features
 from bench.errors import SplitNotFoundError
-from bench.evaluation.itr import evaluate, fold_mean, metric_value
+from bench.evaluation.itr import Scored, evaluate, fold_mean, metric_value
 from bench.evaluation.unimodal import UnimodalScorer, dataset_task, train_dataset
 from bench.grid.cell import (
     Cell,
@@ -39,6 +39,9 @@ from bench.grid.provenance import provenance
 from bench.grid.records import SCHEMA
 from bench.methods import get_method
 from bench.methods.base import Method, Objective
+from bench.scoring.itr import recall_ks
+from bench.scoring.perquery import save_per_query
+from bench.stats.bootstrap import BootstrapConfig, ci_key, confidence_intervals, query_values
 from bench.train.distributed import current as current_dist
 from bench.train.fit import FitResult, fit, load_state, seed_everything
 
@@ -139,11 +142,13 @@ class ItrScorer:
         self.plan, self.adapter, self.test = plan, adapter, test
         self.features = stage1(plan, adapter, test)
         self.extra_metrics: dict[str, Any] = {}
+        self.scored = Scored()  # the per-query results of the latest call (the selected state's, for trained cells)
 
     def __call__(self, objective: Objective | None = None, *, last: bool = False) -> dict[str, Any]:
         folds = None if last else self.test.fold_rows()
+        self.scored = Scored()
         m = evaluate(self.adapter, self.test, self.plan.cfg.eval, device=self.plan.device, objective=objective,
-                     features=self.features, folds=folds, progress=self.plan.progress)  # fmt: skip
+                     features=self.features, folds=folds, progress=self.plan.progress, keep=self.scored)  # fmt: skip
         per_fold = m.pop("folds", None)
         if per_fold:
             self.extra_metrics[f"{self.test.split}_1k"] = fold_mean(per_fold)
@@ -198,7 +203,7 @@ def train_or_reuse(
 
     def validate() -> float:
         m = evaluate(adapter, val, plan.cfg.eval, device=plan.device, objective=objective, features=val_feats,
-                     progress=False, rerank=False)  # fmt: skip
+                     progress=False, rerank=False, topk=0)  # fmt: skip
         return metric_value(m, plan.train.select_metric)
 
     store = trained_path(plan.cfg, plan.cell, plan.train_name) if plan.frozen else None
@@ -240,13 +245,51 @@ def trained_metrics(
     }
 
 
-def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True, checkpoint: Path | None = None) -> dict[str, Any]:
+def uncertainty(plan: Plan, test: RetrievalSplit, scored: Scored, per_query: Path | None) -> dict[str, Any]:
+    """Step 5 (image-text cells): the per-query file and the bootstrap intervals, from the ranks just scored."""
+    ev = plan.cfg.eval
+    out: dict[str, Any] = {}
+    if ev.per_query and per_query is not None:
+        meta = {"model": plan.cell.model, "dataset": plan.cell.dataset, "split": plan.cell.split,
+                "method": plan.cell.method, "seed": plan.cell.seed}  # fmt: skip
+        digest = save_per_query(
+            per_query,
+            scored.queries,
+            test.caption_to_image,
+            test.n_images,
+            image_label=test.image_labels,
+            image_id=[str(i) for i in test.image_ids],
+            image_path=[str(p) for p in test.image_paths],
+            caption_text=list(test.captions),
+            rerank=scored.rerank,
+            meta=meta,
+        )
+        out["per_query"] = {"file": per_query.name, "sha256": digest, "topk": ev.topk}
+    if ev.bootstrap:
+        bcfg = BootstrapConfig(resamples=ev.bootstrap, seed=ev.bootstrap_seed, level=ev.ci_level)
+        out[ci_key(ev.ci_level)] = confidence_intervals(
+            query_values(scored.queries, recall_ks(ev.ks)), test.n_images, bcfg
+        )
+        out["bootstrap"] = {"resamples": ev.bootstrap, "seed": ev.bootstrap_seed, "level": ev.ci_level,
+                            "unit": "image"}  # fmt: skip
+    return out
+
+
+def run_cell(
+    cell: Cell,
+    cfg: BenchConfig,
+    *,
+    progress: bool = True,
+    checkpoint: Path | None = None,
+    per_query: Path | None = None,
+) -> dict[str, Any]:
     """Run one cell and return its result record (not yet written).
 
     ``checkpoint`` is where training saves its state after each epoch and resumes from (see
-    :func:`bench.train.fit.fit`). Under ``torch.distributed`` every rank trains; only rank 0 evaluates on the test
-    split and returns a record with ``status`` ``"ok"`` (the others return ``status`` ``"worker"``, not to be
-    written).
+    :func:`bench.train.fit.fit`). ``per_query`` is where an image-text cell writes its per-query file (when
+    ``[eval] per_query`` is on); the record names it and its sha256. Under ``torch.distributed`` every rank trains;
+    only rank 0 evaluates on the test split and returns a record with ``status`` ``"ok"`` (the others return
+    ``status`` ``"worker"``, not to be written).
     """
     t0 = time.perf_counter()
     snapshot = cell_config(cfg, cell)
@@ -272,6 +315,8 @@ def run_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True, checkpoint:
         record.update(trained_metrics(plan, adapter, objective, result, score, selected_on))
     if getattr(score, "extra_metrics", None):
         record["extra_metrics"] = score.extra_metrics
+    if isinstance(score, ItrScorer):
+        record.update(uncertainty(plan, test, score.scored, per_query))
     if plan.task != "itr":  # which embedding was scored (uni heads, joint, towers) and what the model was trained on
         trained_on = plan.train_name if plan.method.trains else None
         record.update(task=plan.task, embedding=score.embedding, train_dataset=trained_on)

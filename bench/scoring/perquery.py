@@ -9,7 +9,8 @@ captions for t2i and t2t)::
     d_topk_index       int32 [rows, k]    its top-k gallery rows in stage-one order (-1: none)
     d_topk_score       float32 [rows, k]  their scores
     rerank_d_rank      int32 [rows]       two-stage retrieval's rank (where re-ranking ran; stage one is d_rank)
-    image_id           str [N_img]        the image files (relative to the dataset root), when known
+    image_id           str [N_img]        the images' ids (file names or dataset ids), when known
+    image_path         str [N_img]        the image files as read, when known
     caption_text       str [N_txt]        the captions, when known
     meta               str                JSON: format, cell, tie rule, k
 
@@ -52,6 +53,7 @@ class PerQuery:
     n_images: int
     image_label: np.ndarray | None = None
     image_id: np.ndarray | None = None
+    image_path: np.ndarray | None = None
     caption_text: np.ndarray | None = None
     rerank: dict[str, np.ndarray] = field(default_factory=dict)  # direction -> two-stage ranks, indexed like d_rank
     meta: dict[str, Any] = field(default_factory=dict)
@@ -71,6 +73,7 @@ def save_per_query(
     *,
     image_label: np.ndarray | None = None,
     image_id: Sequence[str] | None = None,
+    image_path: Sequence[str] | None = None,
     caption_text: Sequence[str] | None = None,
     rerank: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     meta: Mapping[str, Any] | None = None,
@@ -97,6 +100,8 @@ def save_per_query(
         arrays[f"rerank_{d}_rank"] = _full(rows_of[d], np.asarray(rows), np.asarray(ranks), -1, np.int32)
     if image_id is not None:
         arrays["image_id"] = np.asarray([str(x) for x in image_id])
+    if image_path is not None:
+        arrays["image_path"] = np.asarray([str(x) for x in image_path])
     if caption_text is not None:
         arrays["caption_text"] = np.asarray([str(x) for x in caption_text])
     info = {"format": FORMAT, "n_images": n_images, "topk": k, "tie_rule": TIE_RULE, **(meta or {})}
@@ -192,6 +197,7 @@ def load_per_query(path: Path) -> PerQuery:
         n_images=n_img,
         image_label=labels,
         image_id=arrays.get("image_id"),
+        image_path=arrays.get("image_path"),
         caption_text=arrays.get("caption_text"),
         rerank=rerank,
         meta=meta,

@@ -26,6 +26,7 @@ from bench.scoring.queries import DEFAULT_KS, QueryRanks, per_query_values
 __all__ = [
     "BootstrapConfig",
     "QueryValues",
+    "ci_key",
     "confidence_intervals",
     "interval",
     "nest",
@@ -147,6 +148,11 @@ def confidence_intervals(
     samples = [resampled_metrics(v, counts) for v in per_seed]
     boot = samples[0] if len(samples) == 1 else two_level(samples, seed_draws(len(samples), cfg.resamples, cfg.seed))
     return nest({name: interval(s, cfg.level) for name, s in boot.items()})
+
+
+def ci_key(level: float) -> str:
+    """The record key of intervals at ``level``: ``ci95`` for 0.95."""
+    return f"ci{100 * level:g}"
 
 
 def interval(samples: np.ndarray, level: float) -> list[float]:

@@ -2,7 +2,8 @@
 
 * Paired bootstrap: both sides are resampled with the *same* image draws (:mod:`bench.stats.bootstrap`), so the
   spread of a difference excludes what the two share (the hard queries are hard for both). The p-value is the
-  two-sided bootstrap one, ``min(1, 2 * min(P*(delta <= 0), P*(delta >= 0)))``: 1 for two identical models.
+  two-sided bootstrap one, ``min(1, 2 * min(1 + #(delta* <= 0), 1 + #(delta* >= 0)) / (B + 1))``: 1 for two
+  identical models, and never below ``2 / (B + 1)`` (B resamples cannot show a smaller one).
   Across seeds, seeds are paired by position and the resample is two-level (seeds and images).
 * Exact McNemar test on the R@1 hits of each direction: with ``b`` queries that only A gets right and ``c`` that only
   B does, ``p = min(1, 2 * P(Binomial(b + c, 1/2) <= min(b, c)))`` (1 when ``b + c = 0``).
@@ -62,7 +63,8 @@ def bootstrap_p_value(samples: np.ndarray) -> float:
     s = samples[~np.isnan(samples)]
     if s.size == 0:
         return float("nan")
-    return float(min(1.0, 2.0 * min(np.mean(s <= 0), np.mean(s >= 0))))
+    below, above = int(np.sum(s <= 0)), int(np.sum(s >= 0))
+    return float(min(1.0, 2.0 * (1 + min(below, above)) / (s.size + 1)))
 
 
 def mcnemar_exact(hits_a: np.ndarray, hits_b: np.ndarray) -> dict[str, Any]:
