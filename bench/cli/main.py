@@ -45,7 +45,8 @@ _EXAMPLES = {
   bench table
   bench table --format latex --standalone --out results/table.tex --plot results/recall.png
   bench table --models vse_infty --methods contrastive,cusa --format csv
-  bench table --all                                    # every stored record, not only the configured grid""",
+  bench table --all                                    # every stored record, not only the configured grid
+  bench table --ci                                     # with 95% bootstrap intervals""",
     "rm": """examples:
   bench rm --status unavailable                        # forget every 'weights unavailable' row
   bench rm --models clip:ViT-B-32/openai --status any --dry-run""",
@@ -119,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="only this dataset")
     p.add_argument("--results-dir", help="results folder (default: paths.results_dir)")
     p.add_argument("--plot", help="also write a PNG of R@K against K to this path")
+    p.add_argument("--ci", action="store_true", help="show each value's bootstrap interval (from per-query files)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="bold a best value only when ahead of the runner-up at p < ALPHA (default 0.05)")  # fmt: skip
+    p.add_argument("--largest", action="store_true", help="bold the largest value of each column, untested")
     p.set_defaults(func=cmd_table)
 
     p = _sub(sub, "rm", "remove stored records", "Remove stored result records, chosen by --models, --methods, "

@@ -67,12 +67,20 @@ def cmd_table(args: argparse.Namespace) -> int:
     if not records:
         hint = "" if args.all else " of the configured grid (--all shows every stored record)"
         raise BenchError(f"{results}/runs: no results{hint}; run `bench run` first")
+    from bench.stats.bootstrap import BootstrapConfig
+
+    if not 0 < args.alpha < 1:
+        raise BenchError(f"--alpha must be in (0, 1), got {args.alpha}")
+    ev = cfg.eval
     text = render(
         records,
         args.format,
         standalone=args.standalone,
         baseline_method=baseline_for(records, args.baseline),
         dataset=args.dataset,
+        significance=None if args.largest else args.alpha,
+        intervals=args.ci,
+        bootstrap=BootstrapConfig(resamples=ev.bootstrap or 1000, seed=ev.bootstrap_seed, level=ev.ci_level),
     )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

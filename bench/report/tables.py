@@ -47,7 +47,9 @@ from bench.report.collect import (
     with_delta,
 )
 from bench.report.plots import plot_recall_at_k
+from bench.report.significance import Significance, build_significance
 from bench.report.unimodal import UniColumn, is_unimodal, train_dataset_of
+from bench.stats.bootstrap import BootstrapConfig
 
 __all__ = ["FORMATS", "TableError", "UnknownFormatError", "collect", "plot_recall_at_k", "render"]
 
@@ -68,6 +70,7 @@ class UnknownFormatError(UnknownNameError, ValueError):
 class _Style:
     bold: Callable[[str], str]
     std: Callable[[str], str]
+    ci: Callable[[str], str]
     dash: str
     escape: Callable[[str], str]
     minus: str
@@ -101,10 +104,14 @@ def _markdown_escape(text: str) -> str:
     return text.replace("|", r"\|").replace("\n", " ")
 
 
-_MARKDOWN = _Style(bold=lambda s: f"**{s}**", std=lambda s: f" ± {s}", dash=DASH, escape=_markdown_escape, minus="-")
+_MARKDOWN = _Style(
+    bold=lambda s: f"**{s}**", std=lambda s: f" ± {s}", ci=lambda s: f" [{s}]", dash=DASH, escape=_markdown_escape,
+    minus="-",
+)  # fmt: skip
 # A small std keeps a 2-group table with seeds within a landscape page, as papers typeset it.
 _LATEX = _Style(
     bold=lambda s: rf"\textbf{{{s}}}",
+    ci=lambda s: rf" {{\scriptsize[{s}]}}",
     std=lambda s: rf" {{\scriptsize$\pm${s}}}",
     dash="--",
     escape=_latex_escape,
@@ -136,24 +143,41 @@ class _Table:
     any_na: bool
     any_bold: bool
     uni: list[UniColumn]
+    rule: str | None = None  # the significance bold rule, when the table follows it
+    ci_level: float | None = None  # intervals shown at this level
 
 
-def _number(r: pd.Series, col: str, bold: bool, style: _Style) -> str:
+def _interval_text(bounds: list[float] | None, style: _Style) -> str:
+    if bounds is None:
+        return ""
+    return style.ci(f"{bounds[0]:.1f}, {bounds[1]:.1f}".replace("-", style.minus))
+
+
+def _number(r: pd.Series, col: str, bold: bool, style: _Style, bounds: list[float] | None = None) -> str:
     text = f"{r[col]:.1f}"
     text = style.bold(text) if bold else text
     if not pd.isna(r[f"{col}_std"]):
         text += style.std(f"{r[f'{col}_std']:.1f}")
-    return text
+    return text + _interval_text(bounds, style)
 
 
-def _format_table(sub: pd.DataFrame, style: _Style, *, delta: bool) -> _Table:
+def _format_table(
+    sub: pd.DataFrame, style: _Style, *, delta: bool, sig: Significance | None = None, baseline: str | None = None
+) -> _Table:
     groups = visible_groups(sub)
     show_seeds = bool((sub["seeds"] > 1).any())
     # A ΔRSUM column with no number (no baseline run on this dataset) would only be noise.
     show_delta = delta and "rsum" in groups and bool(sub["delta_rsum"].notna().any())
     uni = uni_columns(sub, shown_only=True)
     cols = [c for g in groups for c in group_columns(g)] + [c.name for c in uni]
-    best = {c: _best_rows(sub.loc[sub["status"] == "ok", c]) for c in cols}
+    ok = sub.loc[sub["status"] == "ok"]
+    keys = [(str(r["dataset"]), str(r["split"]), str(r["model"]), str(r["method"])) for _, r in ok.iterrows()]
+    tested = sig is not None and sig.alpha is not None and sig.covers(keys)
+    uni_names = {c.name for c in uni}
+    best = {}
+    for c in cols:
+        best[c] = sig.best_rows(ok, c) if sig is not None and tested and c not in uni_names else _best_rows(ok[c])
+    shown_sig = sig if sig is not None and sig.intervals and sig.covers(keys) else None
 
     headers = ["Model", "Method", *(["Seeds"] if show_seeds else [])]
     for group, md_label, _, ks in GROUPS:
@@ -181,9 +205,13 @@ def _format_table(sub: pd.DataFrame, style: _Style, *, delta: bool) -> _Table:
                 elif pd.isna(r[c]):
                     cells.append(style.dash)
                 else:
-                    cells.append(_number(r, c, idx in best[c], style))
+                    bounds = shown_sig.interval(r, c) if shown_sig is not None else None
+                    cells.append(_number(r, c, idx in best[c], style, bounds))
             if group == "rsum" and show_delta:
-                cells.append(_format_delta(r["delta_rsum"], style))
+                bounds = None
+                if sig is not None and baseline is not None and not problem and not pd.isna(r["delta_rsum"]):
+                    bounds = sig.delta_interval(r, baseline)
+                cells.append(_format_delta(r["delta_rsum"], style) + _interval_text(bounds, style))
         for c in uni:
             missing = problem or pd.isna(r[c.name])
             cells.append(style.dash if missing else _number(r, c.name, idx in best[c.name], style))
@@ -201,6 +229,8 @@ def _format_table(sub: pd.DataFrame, style: _Style, *, delta: bool) -> _Table:
         any_na=any_na,
         any_bold=any(best.values()),
         uni=uni,
+        rule=sig.rule() if tested and sig is not None else None,
+        ci_level=shown_sig.cfg.level if shown_sig is not None else None,
     )
 
 
@@ -216,10 +246,21 @@ def _iter_groups(df: pd.DataFrame) -> Iterable[pd.DataFrame]:
         yield sub
 
 
-def _render_markdown(df: pd.DataFrame, *, delta: bool) -> str:
+def _legend(t: _Table, delta_label: str = "ΔRSUM") -> str:
+    parts = []
+    if t.rule:
+        parts.append(t.rule[0].upper() + t.rule[1:])
+    if t.ci_level is not None:
+        parts.append(f"[lo, hi]: {100 * t.ci_level:g}% percentile interval")
+    if t.rule and t.show_delta:
+        parts.append(f"{delta_label}'s interval: paired bootstrap against the baseline row")
+    return "; ".join(parts) + "." if parts else ""
+
+
+def _render_markdown(df: pd.DataFrame, *, delta: bool, sig: Significance | None, baseline: str | None) -> str:
     parts = []
     for sub in _iter_groups(df):
-        t = _format_table(sub, _MARKDOWN, delta=delta)
+        t = _format_table(sub, _MARKDOWN, delta=delta, sig=sig, baseline=baseline)
         headers, rows = list(t.header_cells), [list(r) for r in t.rows]
         if any(t.notes):
             headers.append("Note")
@@ -229,7 +270,9 @@ def _render_markdown(df: pd.DataFrame, *, delta: bool) -> str:
         if any(t.notes):
             align[-1] = "left"
         table = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=align)
-        parts.append(f"### {_markdown_escape(t.dataset)} ({_markdown_escape(t.split)})\n\n{table}\n")
+        legend = _legend(t)
+        parts.append(f"### {_markdown_escape(t.dataset)} ({_markdown_escape(t.split)})\n\n{table}\n"
+                     + (f"\n{legend}\n" if legend else ""))  # fmt: skip
     return "\n".join(parts)
 
 
@@ -312,7 +355,9 @@ def _latex_table(t: _Table) -> str:
     caption = (
         rf"Image-text retrieval on {_latex_escape(t.dataset)} ({_latex_escape(t.split)} split), Recall@K in \%"
         + (r", mean $\pm$ sample std over seeds" if t.show_seeds else "")
-        + ("; best per column in bold" if t.any_bold else "")
+        + (f"; {_latex_escape(_legend(t, 'DELTA').rstrip('.'))}".replace("DELTA", r"$\Delta$RSUM")
+           if t.rule or t.ci_level else "")  # fmt: skip
+        + ("; best per column in bold" if t.any_bold and not t.rule else "")
         + ("; n/a: the model has no joint image-text space" if t.any_na else "")
         + (r"; uni-modal sets: image retrieval R@1 and mAP@R, STS Spearman $\rho\times100$" if t.uni else "")
         + "."
@@ -349,8 +394,11 @@ _LATEX_PREAMBLE = r"""\documentclass{article}
 """
 
 
-def _render_latex(df: pd.DataFrame, *, delta: bool, standalone: bool) -> str:
-    body = "\n".join(_latex_table(_format_table(sub, _LATEX, delta=delta)) for sub in _iter_groups(df))
+def _render_latex(
+    df: pd.DataFrame, *, delta: bool, standalone: bool, sig: Significance | None, baseline: str | None
+) -> str:
+    tables = (_format_table(sub, _LATEX, delta=delta, sig=sig, baseline=baseline) for sub in _iter_groups(df))
+    body = "\n".join(_latex_table(t) for t in tables)
     return f"{_LATEX_PREAMBLE}{body}\\end{{document}}\n" if standalone else body
 
 
@@ -361,6 +409,9 @@ def render(
     standalone: bool = False,
     baseline_method: str | None = None,
     dataset: str | None = None,
+    significance: float | None = 0.05,
+    intervals: bool = False,
+    bootstrap: BootstrapConfig | None = None,
 ) -> str:
     """Render result records as tables, one per (dataset, split).
 
@@ -372,6 +423,11 @@ def render(
         standalone: LaTeX only: wrap the tables in a complete document that compiles with pdflatex.
         baseline_method: Add a ΔRSUM column: RSUM minus the same model's RSUM under this method.
         dataset: Only tabulate records of this dataset.
+        significance: Where every row of a table has per-query files, bold a best value only when it is ahead of the
+            runner-up at ``p <`` this level (paired bootstrap; :mod:`bench.report.significance`); None: always bold
+            the largest value.
+        intervals: Show each value's bootstrap interval (and ΔRSUM's), from the per-query files.
+        bootstrap: Resamples, seed and level of those tests and intervals (default 1000, 0, 0.95).
 
     Returns:
         The rendered text.
@@ -400,6 +456,10 @@ def render(
         df = with_delta(df, baseline_method)
     if fmt == "csv":
         return _render_csv(df)
+    sig = None
+    if (significance is not None or intervals) and any(isinstance(r.get("per_query"), dict) for r in records):
+        sig = build_significance(records, alpha=significance, cfg=bootstrap or BootstrapConfig(), intervals=intervals)
+    delta = baseline_method is not None
     if fmt == "markdown":
-        return _render_markdown(df, delta=baseline_method is not None)
-    return _render_latex(df, delta=baseline_method is not None, standalone=standalone)
+        return _render_markdown(df, delta=delta, sig=sig, baseline=baseline_method)
+    return _render_latex(df, delta=delta, standalone=standalone, sig=sig, baseline=baseline_method)
