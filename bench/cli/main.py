@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.cli.common import add_config_args, add_grid_args
 from bench.cli.grid import cmd_list, cmd_run, cmd_status
-from bench.cli.results import cmd_rm, cmd_table
+from bench.cli.results import cmd_report, cmd_rm, cmd_table
 from bench.errors import BenchError
 
 __all__ = ["build_parser", "main"]
@@ -47,6 +47,9 @@ _EXAMPLES = {
   bench table --models vse_infty --methods contrastive,cusa --format csv
   bench table --all                                    # every stored record, not only the configured grid
   bench table --ci                                     # with 95% bootstrap intervals""",
+    "report": """examples:
+  bench report --html results/report
+  bench report --html results/report --focus vse_infty:cusa --against contrastive""",
     "rm": """examples:
   bench rm --status unavailable                        # forget every 'weights unavailable' row
   bench rm --models clip:ViT-B-32/openai --status any --dry-run""",
@@ -136,6 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", help="results folder (default: paths.results_dir)")
     p.add_argument("--dry-run", action="store_true", help="print what would be removed, remove nothing")
     p.set_defaults(func=cmd_rm)
+
+    p = _sub(sub, "report", "static HTML error-analysis pages", "Write a static page per dataset (no server, "
+             "no network): the table with intervals, the R@K plot, failing queries with thumbnails of their top 5, "
+             "queries one method gets right and another wrong, and likely false negatives.")  # fmt: skip
+    add_config_args(p)
+    add_grid_args(p)
+    p.add_argument("--html", required=True, metavar="DIR", help="folder to write index.html and the pages to")
+    p.add_argument("--all", action="store_true", help="every stored record, not only the configured grid's cells")
+    p.add_argument("--focus", metavar="MODEL:METHOD", help="the row whose queries are shown (default: best RSUM)")
+    p.add_argument("--against", metavar="METHOD", help="the method it is compared with (default: zeroshot)")
+    p.add_argument("--examples", type=int, default=8, help="queries shown per section (default 8)")
+    p.add_argument("--results-dir", help="results folder (default: paths.results_dir)")
+    p.set_defaults(func=cmd_report)
 
     add_score_parser(sub)
     add_compare_parser(sub)

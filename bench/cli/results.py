@@ -10,7 +10,7 @@ from typing import Any
 from bench.cli.common import baseline_for, csv_list, grid_cells, load_cfg
 from bench.errors import BenchError
 
-__all__ = ["cmd_rm", "cmd_table", "grid_records"]
+__all__ = ["cmd_report", "cmd_rm", "cmd_table", "grid_records"]
 
 
 def grid_records(args: argparse.Namespace, cfg: Any, results: Path) -> list[dict[str, Any]]:
@@ -90,6 +90,34 @@ def cmd_table(args: argparse.Namespace) -> int:
         print(text)
     if args.plot:
         print(f"bench: wrote {plot_recall_at_k(records, Path(args.plot))}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the static HTML error-analysis pages of the stored results."""
+    from bench.report.html import write_report
+    from bench.stats.bootstrap import BootstrapConfig
+
+    cfg = load_cfg(args)
+    results = Path(args.results_dir or cfg.paths.results_dir)
+    records = grid_records(args, cfg, results)
+    if not records:
+        raise BenchError(f"{results}/runs: no results to report; run `bench run` first")
+    model = method = None
+    if args.focus:
+        model, sep, method = args.focus.partition(":")
+        if not sep or not method:
+            raise BenchError(f"--focus: expected MODEL:METHOD, got {args.focus!r}")
+    if args.examples < 1:
+        raise BenchError(f"--examples must be >= 1, got {args.examples}")
+    ev = cfg.eval
+    pages = write_report(records, Path(args.html), model=model, method=method, against=args.against,
+                         examples=args.examples,
+                         bootstrap=BootstrapConfig(resamples=ev.bootstrap or 1000, seed=ev.bootstrap_seed,
+                                                   level=ev.ci_level))  # fmt: skip
+    for page in pages:
+        print(f"bench: wrote {page}", file=sys.stderr)
+    print(f"bench: open {Path(args.html) / 'index.html'}", file=sys.stderr)
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,7 +260,7 @@ def uncertainty(plan: Plan, test: RetrievalSplit, scored: Scored, per_query: Pat
             test.n_images,
             image_label=test.image_labels,
             image_id=[str(i) for i in test.image_ids],
-            image_path=[str(p) for p in test.image_paths],
+            image_path=[os.path.abspath(p) for p in test.image_paths],
             caption_text=list(test.captions),
             rerank=scored.rerank,
             meta=meta,
