@@ -141,3 +141,43 @@ def test_score_per_query_matches_brute_force(tmp_path: Path) -> None:
     res = json.loads(stdout)
     assert res["bootstrap"]["seed"] == 3 and len(res["ci95"]["rsum"]) == 2
     assert res["ci95"]["i2t"]["r1"][0] <= res["i2t"]["r1"] <= res["ci95"]["i2t"]["r1"][1]
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def test_html_report_loads_in_a_headless_browser(grid: tuple[Path, Path], tmp_path: Path) -> None:
+    import os
+    import re
+    import subprocess
+
+    cfg, _ = grid
+    out = tmp_path / "report"
+    rc, _, err = run_main(["report", "--config", str(cfg), "--html", str(out), "--models", "vse_infty"])
+    assert rc == 0, err
+    page = out / "synthetic-test.html"
+    source = page.read_text()
+    assert 'href="synthetic-test.html"' in (out / "index.html").read_text()
+    assert "http://" not in source and "https://" not in source  # everything is read from disk
+    assert "Failing queries of vse_infty / contrastive" in source and "right, zeroshot wrong" in source
+    assert len(list((out / "thumbs").rglob("*.jpg"))) > 10
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("BENCH_REQUIRE_CHROMIUM") == "1":
+            pytest.fail("BENCH_REQUIRE_CHROMIUM=1 but no chromium on PATH")
+        pytest.skip("no headless Chromium on PATH (Debian: apt-get install chromium)")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    body = re.search(r'<body data-images="(\d+)" data-images-ok="(\d+)"', dom)
+    assert body is not None, dom[:500]
+    n_images, n_ok = int(body.group(1)), int(body.group(2))
+    assert n_images > 10 and n_ok == n_images  # every thumbnail and the plot decoded
+    assert 'id="results"' in dom and "contrastive" in dom
+    shot = Path(os.environ.get("BENCH_SCREENSHOT_DIR", tmp_path)) / "report.png"
+    subprocess.run([*flags, "--window-size=1400,2400", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)  # fmt: skip
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
