@@ -8,7 +8,8 @@ A cell is (model, dataset, split, method, seed). Its file lives at
       "model": "vse_infty", "adapter": "vse_infty", "dataset": "synthetic", "split": "test",
       "method": "contrastive", "seed": 0,
       "metrics": {                      # the selected checkpoint (best on val), evaluated on `split`
-        "i2t": {"r1": 41.0, "r5": 80.5, "r10": 90.0, "medr": 2.0, "meanr": 5.3} | null,   # null: "n/a"
+        "i2t": {"r1": 41.0, "r5": 80.5, "r10": 90.0, "mrr": .., "ndcg10": .., "map_at_r": ..,
+                "r_precision": .., "medr": 2.0, "meanr": 5.3, "n_queries": 1000} | null,   # null: "n/a"
         "t2i": {...} | null,
         "rsum": 420.1 | null,           # i2t + t2i R@1/5/10
         "t2t": {...} | null,            # caption -> sibling captions
@@ -16,6 +17,9 @@ A cell is (model, dataset, split, method, seed). Its file lives at
       },
       "metrics_last": {...} | null,     # last epoch, same layout (trained methods only)
       "extra_metrics": {"test_1k": {...}},   # optional further protocols (COCO 1K = mean over 5 folds)
+      "per_query": {"file": "contrastive-seed0.queries.npz", "sha256": "...", "topk": 10},   # beside the record
+      "ci95": {"i2t": {"r1": [lo, hi], ...}, ..., "rsum": [lo, hi]},   # image bootstrap (bench.stats.bootstrap)
+      "bootstrap": {"resamples": 1000, "seed": 0, "level": 0.95, "unit": "image"},
       "selected_epoch": 7, "history": [{"epoch": 1, "loss": .., "val_rsum": ..}, ...],
       "trained_parts": ["img_enc.image_encoder", ...],
       "config": {...}, "config_hash": "1a2b3c4d",
