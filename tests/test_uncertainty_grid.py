@@ -181,3 +181,18 @@ def test_html_report_loads_in_a_headless_browser(grid: tuple[Path, Path], tmp_pa
     subprocess.run([*flags, "--window-size=1400,2400", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=120, check=True)  # fmt: skip
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_a_closed_pipe_ends_quietly(grid: tuple[Path, Path]) -> None:
+    import subprocess
+    import sys
+
+    cfg, _ = grid
+    cmd = [sys.executable, "-c", "import sys; from bench.cli.main import main; sys.exit(main())",
+           "table", "--config", str(cfg), "--format", "csv", "--ci"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(10)
+    proc.stdout.close()  # the reader leaves, as `| head -c 10` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 141) and "Traceback" not in err and "BrokenPipe" not in err

@@ -9,6 +9,7 @@ so ``bench --help`` and ``bench list`` start fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -206,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print("bench: terminated (SIGTERM); every finished result is kept, `bench run` resumes", file=sys.stderr)
         return 143
+    except BrokenPipeError:  # `bench table | head`: the reader left; say nothing more, as Unix tools do
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)

@@ -276,7 +276,7 @@ def _render_markdown(df: pd.DataFrame, *, delta: bool, sig: Significance | None,
     return "\n".join(parts)
 
 
-def _render_csv(df: pd.DataFrame) -> str:
+def _render_csv(df: pd.DataFrame, sig: Significance | None = None) -> str:
     groups = visible_groups(df)
     keep = [*KEY_COLUMNS, "status", "seeds"]
     out = df.copy()
@@ -288,6 +288,11 @@ def _render_csv(df: pd.DataFrame) -> str:
             out[c] = out[c].round(6).astype(object).where(~out[f"{group}_na"], NA)
             out[f"{c}_std"] = out[f"{c}_std"].round(6)
             keep += [c, f"{c}_std"]
+            if sig is not None and sig.intervals:  # the bootstrap interval, from the per-query files
+                bounds = [sig.interval(r, c) for _, r in out.iterrows()]
+                out[f"{c}_lo"] = [None if b is None else round(b[0], 6) for b in bounds]
+                out[f"{c}_hi"] = [None if b is None else round(b[1], 6) for b in bounds]
+                keep += [f"{c}_lo", f"{c}_hi"]
         if group == "rsum" and "delta_rsum" in out:
             out["delta_rsum"] = out["delta_rsum"].round(6)
             keep.append("delta_rsum")
@@ -454,11 +459,13 @@ def render(
     df = collect(records)
     if baseline_method is not None:
         df = with_delta(df, baseline_method)
-    if fmt == "csv":
-        return _render_csv(df)
     sig = None
     if (significance is not None or intervals) and any(isinstance(r.get("per_query"), dict) for r in records):
-        sig = build_significance(records, alpha=significance, cfg=bootstrap or BootstrapConfig(), intervals=intervals)
+        if fmt != "csv" or intervals:
+            sig = build_significance(records, alpha=significance, cfg=bootstrap or BootstrapConfig(),
+                                     intervals=intervals)  # fmt: skip
+    if fmt == "csv":
+        return _render_csv(df, sig)
     delta = baseline_method is not None
     if fmt == "markdown":
         return _render_markdown(df, delta=delta, sig=sig, baseline=baseline_method)
