@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from encoding import best_of  # this folder's timing helper (scripts run as `python benchmarks/<name>.py`)
 
 from bench.scoring.itr import itr_queries, itr_scan
 from bench.scoring.perquery import save_per_query
@@ -26,15 +27,6 @@ from bench.stats.bootstrap import BootstrapConfig, confidence_intervals, query_v
 from bench.stats.paired import compare
 
 COCO_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-sample" / "test.json"
-
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:
