@@ -84,10 +84,19 @@ def _side(spec: str, records: list[dict[str, Any]], dataset: str | None, split: 
     return chosen
 
 
+def _order(name: str) -> tuple[int, int, str]:
+    """Directions as the tables order them, R@K by K, then the list metrics."""
+    direction, _, metric = name.partition("_")
+    order = ("i2t", "t2i", "rsum", "t2t", "i2i")
+    d = order.index(direction) if direction in order else len(order)
+    k = int(metric[1:]) if metric[:1] == "r" and metric[1:].isdigit() else 10**6
+    return d, k, metric
+
+
 def _format(result: dict[str, Any], a: str, b: str, level: float) -> str:
     pct = f"{100 * level:g}%"
     lines = [f"A = {a}", f"B = {b}", "", f"{'metric':12} {'A':>8} {'B':>8} {'Δ (A−B)':>9} {pct + ' CI':>18} {'p':>7}"]
-    for name, m in result["metrics"].items():
+    for name, m in sorted(result["metrics"].items(), key=lambda item: _order(item[0])):
         if name.endswith(("_meanr", "_mrr", "_ndcg10", "_r_precision")):
             continue
         lo, hi = m["ci"]
