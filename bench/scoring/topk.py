@@ -31,10 +31,14 @@ class QueryLists:
 class RunningTopK:
     """The ``k`` best gallery items seen so far for each of ``n_queries`` queries, merged tile by tile."""
 
+    # Tiles of negatives wait in a buffer and are merged this many at a time: one merge instead of eight.
+    FLUSH_EVERY = 8
+
     def __init__(self, n_queries: int, k: int, device: torch.device) -> None:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.k = k
+        self._pending: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.score = torch.full((n_queries, k), -math.inf, device=device)
         self.index = torch.full((n_queries, k), -1, dtype=torch.int64, device=device)
         self.positive = torch.zeros((n_queries, k), dtype=torch.bool, device=device)
@@ -57,12 +61,27 @@ class RunningTopK:
         w = scores.shape[1]
         kk = min(self.k, w)
         if positive is None:  # negatives only: a plain top-k of the scores is the stage-one order
-            vals, idx = scores.topk(kk, dim=1)
-            pos = torch.zeros_like(idx, dtype=torch.bool)
-        else:
-            idx = pessimistic_order_key(scores, positive).topk(kk, dim=1).indices
-            vals, pos = scores.gather(1, idx), positive.gather(1, idx)
+            vals, idx = scores.topk(kk, dim=1, sorted=False)  # the merge orders them
+            gallery_rows = idx + columns if isinstance(columns, int) else columns[idx]
+            key = (rows.start, rows.stop)
+            waiting = self._pending.setdefault(key, [])
+            waiting.append((vals, gallery_rows))
+            if len(waiting) >= self.FLUSH_EVERY:
+                self._flush(key)
+            return
+        idx = pessimistic_order_key(scores, positive).topk(kk, dim=1).indices
+        vals, pos = scores.gather(1, idx), positive.gather(1, idx)
         gallery_rows = idx + columns if isinstance(columns, int) else columns[idx]
+        self._merge(rows, vals, pos, gallery_rows)
+
+    def _flush(self, key: tuple[int, int]) -> None:
+        waiting = self._pending.pop(key, [])
+        if waiting:
+            vals = torch.cat([v for v, _ in waiting], dim=1)
+            gallery_rows = torch.cat([g for _, g in waiting], dim=1)
+            self._merge(slice(*key), vals, torch.zeros_like(gallery_rows, dtype=torch.bool), gallery_rows)
+
+    def _merge(self, rows: slice, vals: torch.Tensor, pos: torch.Tensor, gallery_rows: torch.Tensor) -> None:
         cat_s = torch.cat([self.score[rows], vals], dim=1)
         cat_p = torch.cat([self.positive[rows], pos], dim=1)
         cat_i = torch.cat([self.index[rows], gallery_rows], dim=1)
@@ -73,6 +92,8 @@ class RunningTopK:
 
     def lists(self, order: torch.Tensor | None = None) -> QueryLists:
         """The lists as numpy arrays; ``order`` (int64 [Nq]) puts accumulator row ``i`` at output row ``order[i]``."""
+        for key in list(self._pending):
+            self._flush(key)
         s, i, p = self.score, self.index, self.positive
         if order is not None:
             s, i, p = torch.empty_like(s), torch.empty_like(i), torch.empty_like(p)
