@@ -46,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.report.tables import render
 
     report = run_grid(cfg, cells, force=args.force, progress=not args.quiet)
-    records = [read_record(p) for p in report.paths if p.is_file()]
+    records = [{**read_record(p), "_path": str(p)} for p in report.paths if p.is_file()]  # _path: per-query files
     if records and not args.no_table:
         print(render(records, "markdown", baseline_method=baseline_for(records, None)))
     for cell, reason in report.unavailable:

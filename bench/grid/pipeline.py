@@ -23,7 +23,7 @@ from bench.data import load_split
 from bench.data.base import RetrievalSplit, holdout
 from bench.device import device_of
 from bench.encode.features import FeatureSet, cached_features
-from bench.errors import SplitNotFoundError
+from bench.errors import BenchError, SplitNotFoundError
 from bench.evaluation.itr import Scored, evaluate, fold_mean, metric_value
 from bench.evaluation.unimodal import UnimodalScorer, dataset_task, train_dataset
 from bench.grid.cell import (
@@ -251,20 +251,23 @@ def uncertainty(plan: Plan, test: RetrievalSplit, scored: Scored, per_query: Pat
     ev = plan.cfg.eval
     out: dict[str, Any] = {}
     if ev.per_query and per_query is not None:
-        meta = {"model": plan.cell.model, "dataset": plan.cell.dataset, "split": plan.cell.split,
+        meta: dict[str, Any] = {"model": plan.cell.model, "dataset": plan.cell.dataset, "split": plan.cell.split,
                 "method": plan.cell.method, "seed": plan.cell.seed}  # fmt: skip
-        digest = save_per_query(
-            per_query,
-            scored.queries,
-            test.caption_to_image,
-            test.n_images,
-            image_label=test.image_labels,
-            image_id=[str(i) for i in test.image_ids],
-            image_path=[os.path.abspath(p) for p in test.image_paths],
-            caption_text=list(test.captions),
-            rerank=scored.rerank,
-            meta=meta,
-        )
+        try:
+            digest = save_per_query(
+                per_query,
+                scored.queries,
+                test.caption_to_image,
+                test.n_images,
+                image_label=test.image_labels,
+                image_id=[str(i) for i in test.image_ids],
+                image_path=[os.path.abspath(p) for p in test.image_paths],
+                caption_text=list(test.captions),
+                rerank=scored.rerank,
+                meta=meta,
+            )
+        except OSError as e:  # a full disk or an unwritable folder: the cell's failure, said in one line
+            raise BenchError(f"cannot write {per_query}: {e.strerror or e}") from None
         out["per_query"] = {"file": per_query.name, "sha256": digest, "topk": ev.topk}
     if ev.bootstrap:
         bcfg = BootstrapConfig(resamples=ev.bootstrap, seed=ev.bootstrap_seed, level=ev.ci_level)

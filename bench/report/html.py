@@ -6,8 +6,9 @@ the R@K plot, and, for one model/method (the best RSUM row unless chosen), from 
 * failing queries of each direction: the query (caption text, or a thumbnail) and its top 5, positives marked;
 * queries that this row gets right at R@1 and a second method of the same model gets wrong (and the reverse count);
 * likely false negatives: a wrong top 1 that nearly duplicates a labelled positive: an image whose difference hash
-  is within a few bits of the query's own image (t2i), or a caption sharing most of its words with one of the
-  image's own captions (i2t). A near-duplicate by pixels or by words, not by a model.
+  is within a few bits of the query's own image (t2i), or a caption sharing at least half of its content words
+  (stop words left out) with one of the image's own captions (i2t). A near-duplicate by pixels or by words, not by
+  a model.
 
 Thumbnails are small JPEG files written under ``DIR/thumbs``; the page links them by relative path.
 """
@@ -112,8 +113,15 @@ def _dhash(path: str) -> int | None:
     return int("".join("1" if b else "0" for b in bits), 2)
 
 
+# Words too common in captions to say two captions describe the same scene.
+_STOPWORDS = frozenset(
+    "a an the of on in at to and with is are its it this that there some two three near next by for from"
+    " into onto up down over under while as his her their has have".split()
+)
+
+
 def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9]+", text.lower()))
+    return set(re.findall(r"[a-z0-9]+", text.lower())) - _STOPWORDS
 
 
 def _table(records: Sequence[Mapping[str, Any]], cis: Mapping[tuple[str, str], dict[str, Any]]) -> str:
