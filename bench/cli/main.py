@@ -1,4 +1,5 @@
-"""The ``bench`` command: ``list``, ``run``, ``status``, ``table``, ``rm``, ``score`` and ``compare``.
+"""The ``bench`` command: ``list``, ``run``, ``status``, ``table``, ``report``, ``rm``, ``score``, ``compare`` and
+``data``.
 
 ``main(argv)`` is a plain function, so tests call it as ``main(["run", ...])``. Errors from user input print one line
 (``bench: error: ...``) and exit 2; a grid with failed cells exits 1 after writing every cell that finished; Ctrl-C
@@ -76,6 +77,7 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``bench`` (builds without importing torch or numpy)."""
     from bench.cli.compare import add_compare_parser
+    from bench.cli.data import add_data_parser
     from bench.cli.score import add_score_parser
 
     parser = argparse.ArgumentParser(
@@ -156,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_score_parser(sub)
     add_compare_parser(sub)
+    add_data_parser(sub)
     return parser
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from typing import Any, Literal
 from bench.config import BenchConfig
 from bench.errors import BenchError, WeightsUnavailableError
 from bench.grid.cell import Cell, cell_config
+from bench.grid.fingerprint import DigestCache, cell_fingerprints, changed
 from bench.grid.pipeline import run_cell
 from bench.grid.records import SCHEMA, RecordStatus, cell_path, config_hash, read_record, safe_name, write_record
 from bench.scoring.perquery import sha256_of
@@ -62,8 +64,10 @@ def checkpoint_path(cfg: BenchConfig, cell: Cell, chash: str) -> Path:
     return Path(cfg.paths.results_dir).joinpath("checkpoints", *parts, name)
 
 
-def is_done(path: Path, expected_hash: str) -> bool:
-    """``path`` holds an ``ok`` record of the same configuration, with its per-query file intact if it names one."""
+def is_done(path: Path, expected_hash: str, current: Callable[[], dict[str, Any]] | None = None) -> bool:
+    """``path`` holds an ``ok`` record of the same configuration, with its per-query file intact if it names one, and
+    (given ``current``, the cell's fingerprints now: :func:`bench.grid.fingerprint.cell_fingerprints`) read the same
+    data and weights."""
     if not path.is_file():
         return False
     try:
@@ -78,6 +82,14 @@ def is_done(path: Path, expected_hash: str) -> bool:
         companion = per_query_path(path)
         if not companion.is_file() or sha256_of(companion) != pq.get("sha256"):
             log.warning("%s: its per-query file %s is missing or changed; the cell runs again", path, companion.name)
+            return False
+    if current is not None:
+        try:
+            why = changed(rec.get("fingerprints"), current())
+        except (BenchError, OSError) as e:  # the data cannot be read now: the cell runs and fails with its own line
+            why = f"its inputs cannot be read now ({e})"
+        if why is not None:
+            log.info("%s: %s; the cell runs again", path, why)
             return False
     return True
 
@@ -94,8 +106,12 @@ def execute_cell(cfg: BenchConfig, cell: Cell, *, force: bool = False, progress:
     path = record_path(cfg, cell)
     snapshot = cell_config(cfg, cell)
     chash = config_hash(snapshot)
-    if not force and is_done(path, chash):
-        return Outcome(cell, "skipped", path)
+    digests = DigestCache(Path(cfg.paths.work_dir) / "digests.json")
+    try:
+        if not force and is_done(path, chash, lambda: cell_fingerprints(cfg, cell, digests)):
+            return Outcome(cell, "skipped", path)
+    finally:
+        digests.save()
     ckpt = checkpoint_path(cfg, cell, chash)
     try:
         record = run_cell(cell, cfg, progress=progress, checkpoint=ckpt, per_query=per_query_path(path))
@@ -119,6 +135,11 @@ def execute_cell(cfg: BenchConfig, cell: Cell, *, force: bool = False, progress:
         return Outcome(cell, "failed", path, reason)
     if record.get("status") == "worker" or not current_dist().is_main:  # rank 0 alone writes
         return Outcome(cell, "worker", path)
+    try:
+        record["fingerprints"] = cell_fingerprints(cfg, cell, digests)
+    except (BenchError, OSError) as e:  # read a moment ago; if it cannot be now, the record says so (and re-runs)
+        log.warning("%s: no fingerprints of its inputs (%s)", cell.label, e)
+    digests.save()
     failed_write = _write(path, {**record, **_job_fields()}, cell)
     if failed_write is not None:
         return failed_write  # the checkpoint stays: the next run resumes instead of training again

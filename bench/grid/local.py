@@ -18,6 +18,7 @@ from bench.device import device_of
 from bench.errors import ConfigError, UnknownNameError, check_keys
 from bench.grid.cell import MODEL_GRID_KEYS, Cell, cell_config, model_spec, train_config
 from bench.grid.execute import Outcome, execute_cell
+from bench.grid.fingerprint import forget_splits
 from bench.grid.records import prepare_results_dir
 from bench.methods import get_method
 
@@ -132,6 +133,7 @@ def run_grid(cfg: BenchConfig, cells: list[Cell], *, force: bool = False, progre
     """
     check_devices(cfg, cells)
     prepare_results_dir(cfg)
+    forget_splits()  # fingerprints of what is on disk now, not of an earlier run in this process
     report = GridReport()
     for i, cell in enumerate(cells, 1):
         log.info("[%d/%d] %s", i, len(cells), cell.label)

@@ -31,6 +31,7 @@ from bench.config import BenchConfig, LauncherConfig
 from bench.errors import BenchError, ConfigError
 from bench.grid.cell import Cell, cell_config, train_config
 from bench.grid.execute import checkpoint_path, execute_cell, is_done, record_path
+from bench.grid.fingerprint import DigestCache, cell_fingerprints, forget_splits
 from bench.grid.records import config_hash, prepare_results_dir, read_record
 from bench.train.fit import checkpoint_epoch
 
@@ -167,6 +168,7 @@ class Submission:
 def submit_grid(cfg: BenchConfig, cells: list[Cell], *, force: bool = False) -> Submission:
     """Submit every cell that is not done and not already queued or running, as one job array."""
     prepare_results_dir(cfg)  # an unwritable results folder is one line here, not a failure in every job
+    forget_splits()  # fingerprints of what is on disk now
     sub = Submission()
     todo = []
     for cell in cells:
@@ -258,7 +260,10 @@ def cell_status(cfg: BenchConfig, cell: Cell) -> CellStatus:
     """Where ``cell`` stands: its record first (done, failed, unavailable), then its job's SLURM state."""
     path = record_path(cfg, cell)
     chash = config_hash(cell_config(cfg, cell))
-    if is_done(path, chash):
+    digests = DigestCache(Path(cfg.paths.work_dir) / "digests.json")
+    done = is_done(path, chash, lambda: cell_fingerprints(cfg, cell, digests))
+    digests.save()
+    if done:
         return CellStatus(cell, "done", detail=str(path))
     marker = _marker(cfg, cell)
     info: dict[str, Any] = {}

@@ -1,0 +1,94 @@
+"""``bench data``: a card per configured dataset split: what it holds and its fingerprint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench.cli.common import add_config_args, csv_list, load_cfg
+from bench.errors import BenchError
+
+__all__ = ["add_data_parser", "cmd_data", "dataset_card"]
+
+
+def add_data_parser(sub: Any) -> None:
+    """Add the ``data`` subcommand."""
+    p = sub.add_parser(
+        "data",
+        help="dataset cards: images, captions, captions per image, fingerprint",
+        description="Load each configured dataset's splits and print a card: images, captions, the histogram of "
+        "captions per image, labels, where it was read from, and the content fingerprint a result record stores "
+        "(a changed caption or image changes it, and the cells that read it run again).",
+        epilog="examples:\n  bench data\n  bench data coco-sample --splits test --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_args(p)
+    p.add_argument("datasets", nargs="*", help="dataset ids (default: the grid's)")
+    p.add_argument("--splits", default="train,val,test", help="comma-separated splits (missing ones are skipped)")
+    p.add_argument("--json", action="store_true", help="one JSON object per split, one per line")
+    p.set_defaults(func=cmd_data)
+
+
+def dataset_card(split: Any, fingerprint: dict[str, str]) -> dict[str, Any]:
+    """What a loaded split holds, as a JSON-ready card."""
+    card: dict[str, Any] = {"dataset": split.dataset, "split": split.split,
+                            "source": str(getattr(split, "source", "") or "")}  # fmt: skip
+    if hasattr(split, "caption_to_image"):
+        import numpy as np
+
+        counts = np.bincount(split.caption_to_image, minlength=split.n_images)
+        labels = None if split.image_labels is None else len(set(split.image_labels.tolist()))
+        card.update(images=int(split.n_images), captions=int(split.n_captions),
+                    captions_per_image={int(k): int(v) for k, v in sorted(Counter(counts.tolist()).items())},
+                    labels=labels)  # fmt: skip
+    elif hasattr(split, "labels"):
+        card.update(images=len(split.image_paths), classes=len(set(split.labels.tolist())))
+    else:
+        card.update(pairs=len(split.sentence1), groups=sorted(set(split.groups)))
+    card["fingerprint"] = fingerprint
+    return card
+
+
+def _text(card: dict[str, Any]) -> str:
+    lines = [f"{card['dataset']} ({card['split']})" + (f"  from {card['source']}" if card["source"] else "")]
+    for key in ("images", "captions", "classes", "pairs", "labels"):
+        if card.get(key) is not None:
+            lines.append(f"  {key}: {card[key]:,}" if isinstance(card[key], int) else f"  {key}: {card[key]}")
+    if "captions_per_image" in card:
+        hist = ", ".join(f"{n} caption{'s' if n != 1 else ''}: {c:,}" for n, c in card["captions_per_image"].items())
+        lines.append(f"  captions per image: {hist}")
+    if "groups" in card:
+        lines.append(f"  groups: {', '.join(card['groups'])}")
+    lines.append("  fingerprint: " + ", ".join(f"{k} {v}" for k, v in card["fingerprint"].items()))
+    return "\n".join(lines)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """Print the card of every requested split."""
+    from bench.data import load_split
+    from bench.errors import SplitNotFoundError
+    from bench.grid.fingerprint import content_key
+
+    cfg = load_cfg(args)
+    names = args.datasets or cfg.grid.datasets
+    unknown = [n for n in names if n not in cfg.datasets]
+    if unknown:
+        raise BenchError(f"{cfg.source}: no [datasets.{unknown[0]}]; configured: {', '.join(cfg.datasets)}")
+    work = Path(cfg.paths.work_dir)
+    shown = 0
+    for name in names:
+        for split_name in csv_list(args.splits):
+            try:
+                split = load_split(name, cfg.datasets[name], split_name, work_dir=work)
+            except SplitNotFoundError:
+                continue
+            card = dataset_card(split, content_key(split))
+            sys.stdout.write((json.dumps(card) if args.json else _text(card) + "\n") + "\n")
+            shown += 1
+    if not shown:
+        raise BenchError(f"no split {args.splits!r} in {', '.join(names)}")
+    return 0

@@ -1,0 +1,193 @@
+"""What a cell read, as fingerprints: its data splits and its weight files, so that a stored result is served only
+while they are unchanged.
+
+The config hash says *what was asked for*; these say *what was there*. A record keeps ``fingerprints``::
+
+    {"data": {"coco/test": {"images": "1a2b...", "captions": "3c4d..."}, "coco/train": {...}},
+     "weights": {"/ckpt/model.pt": "<sha256>"}}
+
+* data: the split's own content keys (:meth:`bench.data.base.RetrievalSplit.fingerprint`): image ids and paths with
+  each file's size and mtime, and the caption texts, caption map and labels as read. Uni-modal splits hash what they
+  read the same way (images with sizes and mtimes, labels; STS sentences and gold scores).
+* weights: the sha256 of every file a model's options (or the teachers' ``image_weights``) name. Packaged weights
+  are covered by the record's package versions.
+
+File digests are cached in ``<work_dir>/digests.json`` by path, size and mtime, so a warm re-run reads no weight file
+twice. Split fingerprints are memoised per process, so a grid loads each split once for all its cells.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.atomic import atomic_open
+
+__all__ = [
+    "DigestCache",
+    "cell_fingerprints",
+    "changed",
+    "content_key",
+    "forget_splits",
+    "split_fingerprint",
+    "weight_files",
+]
+
+log = logging.getLogger(__name__)
+
+_SPLITS: dict[str, dict[str, str] | None] = {}  # (dataset, spec, split, work_dir) -> fingerprint, per grid run
+
+
+def forget_splits() -> None:
+    """Drop the memoised split fingerprints: a grid run starts from what is on disk now."""
+    _SPLITS.clear()
+
+
+class DigestCache:
+    """sha256 digests of files, cached by absolute path, size and mtime in a JSON file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._entries: dict[str, dict[str, Any]] | None = None
+        self._dirty = False
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        if self._entries is None:
+            try:
+                data = json.loads(self.path.read_text())
+                self._entries = data if isinstance(data, dict) else {}
+            except (OSError, ValueError):
+                self._entries = {}  # no cache yet, or a broken one: digests are recomputed
+        return self._entries
+
+    def digest(self, path: Path) -> str:
+        """The file's sha256 (read only when its size or mtime differs from the cached entry)."""
+        key = os.path.abspath(path)
+        st = os.stat(key)
+        entry = self._load().get(key)
+        if isinstance(entry, dict) and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
+            return str(entry["sha256"])
+        h = hashlib.sha256()
+        with open(key, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        self._load()[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()}
+        self._dirty = True
+        return h.hexdigest()
+
+    def save(self) -> None:
+        """Write the cache back if it changed (a failure only costs re-reading files next time)."""
+        if not self._dirty or self._entries is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_open(self.path) as f:
+                json.dump(self._entries, f)
+            self._dirty = False
+        except OSError as e:
+            log.debug("cannot write the digest cache %s: %s", self.path, e)
+
+
+def _stamp(paths: Any) -> hashlib._Hash:
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(f"{p}\0{st.st_size}:{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}\0missing\n".encode())
+    return h
+
+
+def content_key(split: Any) -> dict[str, str]:
+    """The content keys of a loaded split (what a record's ``fingerprints.data`` holds for it)."""
+    if hasattr(split, "fingerprint"):  # image-text splits
+        return {"images": split.fingerprint("images"), "captions": split.fingerprint("captions")}
+    if hasattr(split, "labels"):  # image retrieval sets
+        h = _stamp(split.image_paths)
+        h.update(np.asarray(split.labels, dtype=np.int64).tobytes())
+        return {"images": h.hexdigest()[:16]}
+    h = hashlib.sha256()  # STS: the pairs and their gold scores
+    for a, b, g in zip(split.sentence1, split.sentence2, split.groups, strict=True):
+        h.update(f"{a}\0{b}\0{g}\n".encode())
+    h.update(np.asarray(split.scores, dtype=np.float64).tobytes())
+    return {"pairs": h.hexdigest()[:16]}
+
+
+def split_fingerprint(name: str, spec: Mapping[str, Any], split: str, work_dir: Path) -> dict[str, str] | None:
+    """The content keys of one split of a configured dataset (None: the dataset has no such split), memoised until
+    :func:`forget_splits`."""
+    from bench.data import load_split
+    from bench.errors import SplitNotFoundError
+
+    key = json.dumps([name, spec, split, str(work_dir)], sort_keys=True, default=str)
+    if key not in _SPLITS:
+        try:
+            _SPLITS[key] = content_key(load_split(name, spec, split, work_dir=work_dir))
+        except SplitNotFoundError:
+            _SPLITS[key] = None
+    return _SPLITS[key]
+
+
+def cell_fingerprints(cfg: Any, cell: Any, digests: DigestCache) -> dict[str, Any]:
+    """The fingerprints of what ``cell`` reads: its scored split, the train and val splits a trained method fits
+    on, and every weight file its model (and, for soft-label methods, its image teacher) names."""
+    import inspect
+
+    from bench.evaluation.unimodal import train_dataset
+    from bench.grid.cell import model_spec
+    from bench.methods import get_method
+
+    work = Path(cfg.paths.work_dir)
+    method = get_method(cell.method)
+    wanted = [(cell.dataset, cell.split)]
+    if method.trains:
+        source = train_dataset(cfg, cell.dataset)
+        wanted += [(source, "train"), (source, "val")]
+    data = {}
+    for name, split in dict.fromkeys(wanted):
+        fp = split_fingerprint(name, cfg.datasets[name], split, work)
+        if fp is not None:
+            data[f"{name}/{split}"] = fp
+    options = model_spec(cfg, cell.model)
+    teachers = cfg.teachers if "teachers" in inspect.signature(method.objective).parameters else None
+    weights = {str(p): digests.digest(p) for p in weight_files(options, teachers)}
+    return {"data": data, "weights": weights}
+
+
+def weight_files(options: Mapping[str, Any], teachers: Any = None) -> list[Path]:
+    """The existing files a model's options name (checkpoints, embeddings, local weights), and the teachers'."""
+    found = []
+    values = list(options.values())
+    if teachers is not None:
+        values.append(getattr(teachers, "image_weights", None))
+    for value in values:
+        if isinstance(value, str) and value and ("/" in value or "." in value) and os.path.isfile(value):
+            found.append(Path(value))
+    return sorted(set(found))
+
+
+def changed(stored: Mapping[str, Any] | None, current: Mapping[str, Any]) -> str | None:
+    """Why ``current`` fingerprints differ from a record's ``stored`` ones, or None when they agree."""
+    if not isinstance(stored, Mapping):
+        return "the record has no data and weight fingerprints (written before they existed)"
+    for name, parts in current.get("data", {}).items():
+        old = (stored.get("data") or {}).get(name)
+        if old != parts:
+            what = [p for p in parts if not isinstance(old, Mapping) or old.get(p) != parts[p]]
+            return f"the {'/'.join(what) or 'data'} of {name} changed since the record"
+    old_weights = stored.get("weights") or {}
+    for path, digest in current.get("weights", {}).items():
+        if old_weights.get(path) != digest:
+            return f"the weights file {path} changed since the record"
+    for path in old_weights:
+        if path not in current.get("weights", {}):
+            return f"the weights file {path} is no longer used or found"
+    return None
