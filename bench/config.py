@@ -71,7 +71,8 @@ class TrainConfig:
     loss: str = "auto"  # "auto" (the adapter's base loss), "infonce", "triplet" or "sigmoid" (SigLIP)
     margin: float = 0.2  # triplet margin
     max_violation: bool = True  # triplet on the hardest negative (VSE++), else the sum over negatives
-    temperature: float = 0.05  # initial InfoNCE temperature (learnable); CLIP adapters start from their own
+    temperature: float | str = 0.05  # initial InfoNCE temperature (learnable), the paper's 0.05 for every model;
+    # "model": the checkpoint's own (OpenAI CLIP's 0.01), where the adapter has one
     val_fraction: float = 0.1  # share of train images held out for model selection when the dataset has no val split
     select_metric: str = "rsum"  # val metric that picks the checkpoint: rsum, or t2t_r1 / i2i_r1 for uni-modal
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
@@ -302,6 +303,9 @@ def build_section(cls: type, table: Any, where: str) -> Any:
         check_range(cls, key, kwargs[key], f"{where}.{key}")
     if cls is GridConfig and "seeds" in kwargs:
         check_seeds(kwargs["seeds"], f"{where}.seeds")
+    if cls is TrainConfig and isinstance(kwargs.get("temperature"), str) and kwargs["temperature"] != "model":
+        raise ConfigError(f'{where}.temperature: a number > 0 or "model" (the checkpoint\'s own), '
+                          f"got {kwargs['temperature']!r}")  # fmt: skip
     if cls is EvalConfig and "ks" in kwargs:
         bad = [k for k in kwargs["ks"] if k < 1]
         if bad or not kwargs["ks"]:

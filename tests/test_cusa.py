@@ -255,3 +255,31 @@ def test_sigmoid_init_reads_only_a_full_calibration() -> None:
     )
     assert sigmoid_init(_Stub("infonce", init_temperature=0.1)) == SIGLIP_INIT
     assert sigmoid_init(_Stub("infonce")) == SIGLIP_INIT
+
+
+@pytest.mark.parametrize("method", ["contrastive", "csa", "usa", "cusa"])
+def test_contrastive_temperature_is_the_configs_unless_it_asks_for_the_models(method: str) -> None:
+    # Issue #13, deviation 1: an OpenAI-CLIP-like adapter (its own temperature 0.01) trained with the defaults
+    # starts from the paper's 0.05 (the reference's cusa.yaml), as every other model does.
+    m = get_method(method)
+    clip_like = _Stub("infonce", init_temperature=0.01, name="clip")
+    default = m.objective(clip_like, TrainConfig())
+    assert float(default.tau_con.detach()) == pytest.approx(0.05)
+    assert default.describe()["tau_init"]["con"] == pytest.approx(0.05)
+    assert default.describe()["tau_init"]["con_from"] == "config"
+    explicit = m.objective(clip_like, TrainConfig(temperature=0.07))  # an explicit setting always wins
+    assert float(explicit.tau_con.detach()) == pytest.approx(0.07)
+    own = m.objective(clip_like, TrainConfig(temperature="model"))  # the checkpoint's own, when asked for
+    assert float(own.tau_con.detach()) == pytest.approx(0.01) and own.describe()["tau_init"]["con_from"] == "model"
+    none = m.objective(_Stub("infonce", name="vse_infty"), TrainConfig(temperature="model"))
+    assert float(none.tau_con.detach()) == pytest.approx(0.05) and none.describe()["tau_init"]["con_from"].startswith("default")
+
+
+def test_temperature_setting_is_checked() -> None:
+    from bench.config import config_from_dict
+
+    assert config_from_dict({"train": {"temperature": "model"}}).train.temperature == "model"
+    with pytest.raises(ConfigError, match=r'temperature: a number > 0 or "model"'):
+        config_from_dict({"train": {"temperature": "clip"}})
+    with pytest.raises(ConfigError, match="temperature"):
+        config_from_dict({"train": {"temperature": 0}})

@@ -36,6 +36,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 # Keys of a [models.<id>] table that steer the grid rather than the adapter.
 MODEL_GRID_KEYS = ("methods", "train")
+# Bumped when a trained method's numbers change under an unchanged config: 2 = the contrastive temperature starts
+# from [train] temperature for every model (CLIP-family adapters started from their checkpoint's own before).
+OBJECTIVE_VERSION = 2
 _VERSIONED = ["torch", "torchvision", "timm", "open_clip_torch", "transformers", "sentence-transformers", "numpy"]
 
 
@@ -101,6 +104,7 @@ def cell_config(cfg: BenchConfig, cell: Cell) -> dict[str, Any]:
     }
     if method.trains:
         out["train"] = {k: v for k, v in vars(train_config(cfg, cell.model)).items() if k not in {"num_workers"}}
+        out["method"]["objective_version"] = OBJECTIVE_VERSION
         if dataset_task(cfg, cell.dataset) != "itr":  # eval-only: trained on the table's train_on dataset
             name = train_dataset(cfg, cell.dataset)
             out["train_dataset"] = {"name": name, **cfg.datasets[name]}
@@ -120,7 +124,7 @@ def training_config(cfg: BenchConfig, cell: Cell, train_name: str) -> dict[str, 
     out = {
         "model": model_spec(cfg, cell.model),
         "train_dataset": cfg.datasets[train_name],
-        "method": {"name": cell.method, **cfg.methods.get(cell.method, {})},
+        "method": {"name": cell.method, **cfg.methods.get(cell.method, {}), "objective_version": OBJECTIVE_VERSION},
         "seed": cell.seed,
         "train": {k: v for k, v in vars(train_config(cfg, cell.model)).items() if k not in {"num_workers"}},
     }

@@ -33,7 +33,7 @@ from bench.methods.base import Method, Objective
 from bench.methods.losses import SIGLIP_INIT, SigmoidLoss, TripletLoss, cusa_loss
 from bench.methods.teachers import TeacherSpec, spec_dict, teacher_features
 
-__all__ = ["BASE_LOSSES", "CusaObjective", "Head", "sigmoid_init"]
+__all__ = ["BASE_LOSSES", "CusaObjective", "Head", "contrastive_temperature", "sigmoid_init"]
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ class CusaObjective(Objective):
         self.tau_usa_img = _tau(min(max(tau_student, TAU_USA[1]), TAU_USA[2]))
         self.tau_usa_txt = _tau(min(max(tau_student, TAU_USA[1]), TAU_USA[2]))
         self.tau_student, self.tau_con_init = tau_student, float(self.tau_con.detach())
+        self.tau_con_from = "config"  # where tau_con's start came from: "config" or "model" (the checkpoint's own)
         if triplet is not None and sigmoid is not None:
             raise ConfigError("CusaObjective takes one base loss: triplet or sigmoid, not both")
         self.triplet, self.sigmoid = triplet, sigmoid
@@ -195,7 +196,7 @@ class CusaObjective(Objective):
             "alpha": self.alpha, "beta": self.beta, "cross_heads": self.cross is not None,
             "uni_heads": self.uni is not None, "tau_teacher": self.tau_teacher, "con_reduction": self.con_reduction,
             "contrastive_term": self.base_loss,
-            "tau_init": {"con": self.tau_con_init, "student": self.tau_student},
+            "tau_init": {"con": self.tau_con_init, "con_from": self.tau_con_from, "student": self.tau_student},
             "tau_final": {n: round(float(getattr(self, n).detach()), 4) for n in _TAUS},
             "tau_ranges": {"con": TAU_CON[1:], "csa": TAU_CSA[1:], "usa": TAU_USA[1:]},
             "teachers": spec_dict(self.teachers) if self.teachers else None,
@@ -253,11 +254,30 @@ class _SoftLabelMethod(Method):
         triplet = TripletLoss(cfg.margin, cfg.max_violation) if loss == "triplet" else None
         sigmoid = SigmoidLoss(*sigmoid_init(adapter)) if loss == "sigmoid" else None
         teachers = teachers or TeacherSpec()
-        return CusaObjective(
+        tau_con, tau_from = contrastive_temperature(adapter, cfg)
+        objective = CusaObjective(
             adapter.embed_dim, alpha=alpha, beta=beta, cross_heads=cross_heads, head_init=head_init,
             tau_teacher=tau_teacher, con_reduction=con_reduction, triplet=triplet, sigmoid=sigmoid, teachers=teachers,
-            tau_con=adapter.init_temperature or cfg.temperature, tau_student=tau_student,
+            tau_con=tau_con, tau_student=tau_student,
         )  # fmt: skip
+        objective.tau_con_from = tau_from
+        return objective
+
+
+def contrastive_temperature(adapter: Adapter, cfg: TrainConfig) -> tuple[float, str]:
+    """The contrastive temperature training starts from, and where it came from.
+
+    ``[train] temperature`` wins: the paper's 0.05 by default, for every model (the reference trains CLIP from 0.05
+    too); ``"model"`` asks for the checkpoint's own (``adapter.init_temperature``: 0.01 for OpenAI CLIP), falling
+    back to 0.05 for a model that has none.
+    """
+    if cfg.temperature != "model":
+        return float(cfg.temperature), "config"
+    if adapter.init_temperature is None:
+        log.info('[train] temperature = "model", but %s has no temperature of its own; starting from %g',
+                 adapter.name, TAU_CON[0])  # fmt: skip
+        return TAU_CON[0], "default (the model has none)"
+    return float(adapter.init_temperature), "model"
 
 
 @register_method("contrastive")
