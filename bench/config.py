@@ -91,7 +91,8 @@ class EvalConfig:
     memory_mb: float = 256.0  # memory budget of one score tile or strip of the exact scorer
     cache_features: bool = True  # cache frozen backbone features on disk (keyed by weights, transform, data)
     precision: Precision = "auto"  # encoders: "auto" = bf16 autocast on CUDA, fp32 on CPU
-    rerank_k: int = 0  # two-stage retrieval: re-score each query's top-k ITC candidates by the adapter's pair scorer
+    rerank_k: int | str = 0  # two-stage retrieval: re-score each query's top-k ITC candidates by the pair scorer;
+    # "auto": the dataset protocol's depth (LAVIS: 256 COCO, 128 Flickr30K); 0 = off
     rerank_fusion: str = "itm+itc"  # re-ranked score: "itm" (pair score alone) or "itm+itc" (plus the ITC cosine)
     ks: list[int] = field(default_factory=lambda: [1, 5, 10])  # Recall@K cut-offs (RSUM's 1, 5, 10 always added)
     topk: int = 10  # each query's top-k list kept (per-query file, nDCG@10, mAP@R); 0: ranks only
@@ -306,6 +307,8 @@ def build_section(cls: type, table: Any, where: str) -> Any:
     if cls is TrainConfig and isinstance(kwargs.get("temperature"), str) and kwargs["temperature"] != "model":
         raise ConfigError(f'{where}.temperature: a number > 0 or "model" (the checkpoint\'s own), '
                           f"got {kwargs['temperature']!r}")  # fmt: skip
+    if cls is EvalConfig and isinstance(kwargs.get("rerank_k"), str) and kwargs["rerank_k"] != "auto":
+        raise ConfigError(f'{where}.rerank_k: a number of candidates, "auto" or 0 (off), got {kwargs["rerank_k"]!r}')
     if cls is EvalConfig and "ks" in kwargs:
         bad = [k for k in kwargs["ks"] if k < 1]
         if bad or not kwargs["ks"]:

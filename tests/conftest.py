@@ -102,9 +102,12 @@ def tiny_blip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     vocab = _vocab()
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tokenizer = BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
-    special = {"pad_token_id": 0, "bos_token_id": vocab.index("[CLS]"), "sep_token_id": vocab.index("[SEP]")}
+    # As BLIP builds its tokenizer: BERT's vocabulary, then [DEC] (the decoder's bos) and [ENC] (ITM's first token).
+    tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
+    special = {"pad_token_id": 0, "bos_token_id": tokenizer.convert_tokens_to_ids("[DEC]"),
+               "sep_token_id": vocab.index("[SEP]")}  # fmt: skip
     config = BlipConfig(
-        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                      "num_attention_heads": 2, "max_position_embeddings": 64, "eos_token_id": special["sep_token_id"],
                      **special},
         # The vision default initializer_range (1e-10) leaves every CLS token alike; 0.02 gives distinct images.

@@ -94,17 +94,21 @@ def itc(blip: Any, split: RetrievalSplit) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def direct_itm(reference: tuple[Any, Any], split: RetrievalSplit) -> np.ndarray:
-    """``[N_img, N_txt]``: the ITM logit difference of every pair, one ``forward(use_itm_head=True)`` call per pair."""
+    """``[N_img, N_txt]``: BLIP's ITM score of every pair (caption starting with [ENC], the match logit), one
+    ``forward(use_itm_head=True)`` call per pair."""
     model, processor = reference
+    enc = processor.tokenizer.convert_tokens_to_ids("[ENC]")
     out = np.zeros((split.n_images, split.n_captions), dtype=np.float64)
     with torch.no_grad():
         for i in range(split.n_images):
             pixels = processor(images=split.load_image(i), return_tensors="pt")["pixel_values"]
             for j, caption in enumerate(split.captions):
                 tok = processor(text=caption, truncation=True, max_length=35, return_tensors="pt")
-                logits = model(input_ids=tok["input_ids"], pixel_values=pixels, attention_mask=tok["attention_mask"],
+                ids = tok["input_ids"].clone()
+                ids[:, 0] = enc
+                logits = model(input_ids=ids, pixel_values=pixels, attention_mask=tok["attention_mask"],
                                use_itm_head=True).itm_score  # fmt: skip
-                out[i, j] = float(logits[0, 1] - logits[0, 0])
+                out[i, j] = float(logits[0, 1])
     return out
 
 
@@ -164,24 +168,74 @@ def test_blip_itc_equals_transformers(blip: Any, reference: tuple[Any, Any], rgb
     assert want.std() > 0
 
 
-def test_blip_pair_scores_equal_itm_head(blip: Any, reference: tuple[Any, Any], rgb_images: list) -> None:
+def test_blip_pair_scores_feed_enc_and_score_the_match_logit(
+    blip: Any, blip_folder: Path, reference: tuple[Any, Any], rgb_images: list
+) -> None:
+    # Issue #13, deviations 2 and 3: BLIP (blip_retrieval.py) and LAVIS set the caption's first token to [ENC] for
+    # ITM and add the raw match logit to the ITC cosine; transformers' forward(use_itm_head=True) feeds [CLS].
     model, processor = reference
+    enc = processor.tokenizer.convert_tokens_to_ids("[ENC]")
+    assert enc not in (processor.tokenizer.cls_token_id, processor.tokenizer.unk_token_id)
+    assert blip.itm_first_id == enc and "[ENC]" in blip.pair_score_kind and "match logit" in blip.pair_score_kind
     pixels = processor(images=rgb_images, return_tensors="pt")["pixel_values"]
     tok = processor(text=CAPTIONS, padding=True, truncation=True, max_length=35, return_tensors="pt")
+    seen: list[torch.Tensor] = []
+    hook = blip.backbone.text_encoder.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(kwargs["input_ids"].clone()), with_kwargs=True
+    )
+    try:
+        with torch.no_grad():
+            ours = blip.pair_scores(blip.pair_image_state(pixels), blip.tokenize(CAPTIONS))
+    finally:
+        hook.remove()
+    assert len(seen) == 1 and (seen[0][:, 0] == enc).all()  # the ids the ITM head sees start with [ENC]
+    assert torch.equal(seen[0][:, 1:], tok["input_ids"][:, 1:])  # and are the caption's own tokens after it
+    with_enc = tok["input_ids"].clone()
+    with_enc[:, 0] = enc
     with torch.no_grad():
-        logits = model(input_ids=tok["input_ids"], pixel_values=pixels, attention_mask=tok["attention_mask"],
+        logits = model(input_ids=with_enc, pixel_values=pixels, attention_mask=tok["attention_mask"],
                        use_itm_head=True).itm_score  # fmt: skip
-        ours = blip.pair_scores(blip.pair_image_state(pixels), blip.tokenize(CAPTIONS))
+        cls_logits = model(input_ids=tok["input_ids"], pixel_values=pixels, attention_mask=tok["attention_mask"],
+                           use_itm_head=True).itm_score  # fmt: skip
         # A different pairing (image 0 with every caption) scores row by row the same way.
         first = blip.pair_scores(blip.pair_image_state(pixels[:1]).expand(3, -1, -1), blip.tokenize(CAPTIONS))
-        want_first = model(input_ids=tok["input_ids"], pixel_values=pixels[:1].expand(3, -1, -1, -1),
+        want_first = model(input_ids=with_enc, pixel_values=pixels[:1].expand(3, -1, -1, -1),
                            attention_mask=tok["attention_mask"], use_itm_head=True).itm_score  # fmt: skip
-    torch.testing.assert_close(ours, logits[:, 1] - logits[:, 0], rtol=0, atol=1e-5)
-    torch.testing.assert_close(first, want_first[:, 1] - want_first[:, 0], rtol=0, atol=1e-5)
-    # The logit difference is the log-odds of "match": its sigmoid is the softmax probability of class 1.
-    torch.testing.assert_close(torch.sigmoid(ours), logits.softmax(-1)[:, 1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours, logits[:, 1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(first, want_first[:, 1], rtol=0, atol=1e-5)
+    assert not torch.allclose(logits, cls_logits, atol=1e-3)  # [ENC] and [CLS] really score differently
+    # transformers' own rule, on request: [CLS] and the log-odds of "match".
+    hf_rule = create_adapter("blip", {"checkpoint": str(blip_folder), "itm_token": "cls",
+                                      "itm_score": "logodds"}).eval()  # fmt: skip
+    with torch.no_grad():
+        theirs = hf_rule.pair_scores(hf_rule.pair_image_state(pixels), hf_rule.tokenize(CAPTIONS))
+    torch.testing.assert_close(theirs, cls_logits[:, 1] - cls_logits[:, 0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.sigmoid(theirs), cls_logits.softmax(-1)[:, 1], rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="row-aligned"):
         blip.pair_scores(blip.pair_image_state(pixels[:2]), blip.tokenize(CAPTIONS))
+
+
+def test_enc_token_id_from_the_tokenizer_or_blips_layout() -> None:
+    from types import SimpleNamespace
+
+    from bench.adapters.blip import enc_token_id
+
+    class Tok:
+        def __init__(self, vocab: dict[str, int]) -> None:
+            self.vocab = vocab
+
+        def get_vocab(self) -> dict[str, int]:
+            return self.vocab
+
+        def __len__(self) -> int:
+            return len(self.vocab)
+
+    bert = {f"w{i}": i for i in range(100)}
+    assert enc_token_id(Tok({**bert, "[DEC]": 100, "[ENC]": 101}), SimpleNamespace(vocab_size=102)) == 101
+    # transformers' BLIP checkpoints: BERT's tokenizer, a text model with two more rows and bos = [DEC] = 100.
+    assert enc_token_id(Tok(bert), SimpleNamespace(vocab_size=102, bos_token_id=100)) == 101
+    with pytest.raises(ConfigError, match='itm_token = "cls"'):
+        enc_token_id(Tok(bert), SimpleNamespace(vocab_size=100, bos_token_id=1))
 
 
 def test_blip_trains_the_itc_path_only(blip: Any) -> None:
@@ -402,6 +456,37 @@ def test_evaluate_adds_rerank_block(blip: Any, split: RetrievalSplit, itc: tuple
     assert out["rerank"]["cost"]["fusion"] == "itm" and out["rerank"]["cost"]["k_test"] == 3
     skipped = evaluate(blip, split, cfg, device=dev, progress=False, rerank=False)
     assert "rerank" not in skipped
+
+
+def test_rerank_depth_auto_follows_the_dataset_protocol(blip: Any, split: RetrievalSplit) -> None:
+    import dataclasses
+
+    dev = torch.device("cpu")
+    cfg = config_from_dict({"eval": {"rerank_k": "auto", "batch_size": 4}}).eval
+    coco_like = dataclasses.replace(split, k_test=2)  # as the coco (256) and flickr30k (128) loaders declare
+    cost = evaluate(blip, coco_like, cfg, device=dev, progress=False)["rerank"]["cost"]
+    assert cost["k_test"] == 2 and cost["k_effective_t2i"] == 2
+    # BLIP's rule, named by what it adds.
+    assert cost["rule"] == f"itm match logit, first token [ENC] (id {blip.itm_first_id}) + itc cosine"
+    cost = evaluate(blip, split, cfg, device=dev, progress=False)["rerank"]["cost"]
+    assert cost["k_test"] == 128 and cost["k_effective_t2i"] == split.n_images  # no protocol: 128, capped
+    with pytest.raises(ConfigError, match=r'rerank_k: a number of candidates, "auto" or 0'):
+        config_from_dict({"eval": {"rerank_k": "lavis"}})
+
+
+def test_coco_and_flickr_loaders_declare_lavis_depths(tmp_path: Path) -> None:
+    from test_data import _karpathy, _write_json
+
+    from bench.data import load_split
+
+    _write_json(tmp_path / "dataset_coco.json", _karpathy(tmp_path, coco=True))
+    coco = load_split("c", {"format": "coco", "root": str(tmp_path), "image_dir": "images"}, "test", work_dir=tmp_path)
+    assert coco.k_test == 256
+    _write_json(tmp_path / "dataset_flickr30k.json", _karpathy(tmp_path, coco=False))
+    spec = {"format": "flickr30k", "root": str(tmp_path), "image_dir": "images", "file": "dataset_flickr30k.json"}
+    assert load_split("f", spec, "test", work_dir=tmp_path).k_test == 128
+    generic = {"format": "karpathy", "root": str(tmp_path), "image_dir": "images", "file": "dataset_coco.json"}
+    assert load_split("k", generic, "test", work_dir=tmp_path).k_test is None
 
 
 class _NoPairs(AdapterBase):

@@ -138,6 +138,8 @@ class RetrievalSplit:
         source: The file the split was read from, named in errors.
         fold_size: Set by a dataset whose protocol also reports the mean over folds of this many consecutive images
             (COCO's 5K test: five 1K folds); None for one gallery.
+        k_test: The re-ranking depth its protocol uses (LAVIS: 256 for COCO, 128 for Flickr30K), read by
+            ``[eval] rerank_k = "auto"``; None where no protocol sets one.
     """
 
     dataset: str
@@ -149,6 +151,7 @@ class RetrievalSplit:
     image_labels: np.ndarray | None = None
     source: Path | None = None
     fold_size: int | None = None
+    k_test: int | None = None
     _fingerprint: list[str] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -16,6 +16,11 @@ from bench.errors import DataError
 __all__ = ["COCO_FOLD", "coco_1k_folds", "load_coco", "load_flickr30k"]
 
 
+COCO_K_TEST = 256  # re-ranking depth of LAVIS's BLIP retrieval configs (retrieval_coco_eval.yaml)
+FLICKR_K_TEST = 128  # (retrieval_flickr_eval.yaml)
+DEFAULT_K_TEST = 128  # datasets without a protocol of their own
+
+
 @register_format("flickr30k")
 def load_flickr30k(
     root: Path,
@@ -45,7 +50,8 @@ def load_flickr30k(
                 f"{root}: no image folder; expected {candidates[0]} or {candidates[1]} (or set 'image_dir')"
             )
         image_dir = str(found)
-    return load_karpathy(root, split, name=name, file=file, image_dir=image_dir, restval_in_train=True)
+    out = load_karpathy(root, split, name=name, file=file, image_dir=image_dir, restval_in_train=True)
+    return dataclasses.replace(out, k_test=FLICKR_K_TEST)  # LAVIS's retrieval_flickr k_test
 
 
 COCO_FOLD = 1000  # images per fold of the COCO 1K protocol
@@ -75,6 +81,7 @@ def load_coco(
         The split.
     """
     out = load_karpathy(root, split, name=name, file=file, image_dir=image_dir, restval_in_train=restval_in_train)
+    out = dataclasses.replace(out, k_test=COCO_K_TEST)  # LAVIS's retrieval_coco k_test
     if split == "test" and out.n_images == 5 * COCO_FOLD:
         # The COCO protocol reports the 5K test and, beside it, the mean over its five 1K folds (VSE∞, CUSA).
         out = dataclasses.replace(out, fold_size=COCO_FOLD)

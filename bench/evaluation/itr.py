@@ -13,7 +13,7 @@ from bench.adapters.protocol import Adapter, FeatureSupplier
 from bench.config import EvalConfig
 from bench.data.base import RetrievalSplit
 from bench.encode.features import FeatureSet, encode_split
-from bench.evaluation.rerank import check_rerank, rerank_metrics
+from bench.evaluation.rerank import check_rerank, rerank_metrics, resolve_k_test
 from bench.methods.base import Objective
 from bench.scoring.itr import itr_queries, recall_ks, summarize
 from bench.scoring.queries import QueryRanks
@@ -80,8 +80,9 @@ def evaluate(
     Recall@K is reported for ``cfg.ks``; ``topk`` (default ``cfg.topk``; validation passes 0) is the length of the
     top-k lists kept from the scan. ``keep`` receives the per-query results of the whole split.
     """
-    if cfg.rerank_k and rerank:
-        check_rerank(adapter, cfg.rerank_k, cfg.rerank_fusion)  # fail before any encoding
+    k_test = resolve_k_test(cfg.rerank_k, split) if cfg.rerank_k and rerank else 0
+    if k_test:
+        check_rerank(adapter, k_test, cfg.rerank_fusion)  # fail before any encoding
     if isinstance(adapter, FeatureSupplier):
         features = adapter.split_features(split)
     img, txt = encode_split(adapter, split, device=device, batch_size=cfg.batch_size, features=features,
@@ -100,14 +101,14 @@ def evaluate(
     out = summarize(queries, ks)
     if keep is not None:
         keep.queries = queries
-    if cfg.rerank_k and rerank:
+    if k_test:
         c_img, c_txt = views["cross"]
         out["rerank"] = rerank_metrics(
             adapter,
             split,
             c_img,
             c_txt,
-            k_test=cfg.rerank_k,
+            k_test=k_test,
             fusion=cfg.rerank_fusion,
             batch_size=cfg.batch_size,
             device=device,

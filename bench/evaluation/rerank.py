@@ -7,7 +7,8 @@ Any adapter that declares pair scoring can be re-ranked (BLIP's ITM head, say):
 
 The harness owns the rest, as LAVIS's ``compute_sim_matrix`` does for BLIP: stage one ranks every gallery item by the
 cosine of the L2-normalised embeddings; for i2t each image's top ``k_test`` captions, for t2i each caption's top
-``k_test`` images, are re-scored. Fusion rule ``itm`` ranks candidates by the pair score alone, ``itm+itc`` by the pair
+``k_test`` images, are re-scored (``[eval] rerank_k = "auto"``: the dataset protocol's depth, LAVIS's 256 for COCO
+and 128 for Flickr30K). Fusion rule ``itm`` ranks candidates by the pair score alone, ``itm+itc`` by the pair
 score plus the cosine (LAVIS#645: the two give different numbers, so the rule is recorded). Candidates always rank
 above every item outside the top ``k_test``, which keep their stage-one order; a query whose positives all fall
 outside keeps its stage-one rank.
@@ -39,7 +40,15 @@ from bench.encode.features import iter_image_batches, to_device
 from bench.errors import ConfigError
 from bench.scoring.itr import pessimistic_order_key, ranks_and_topk, recall_summary
 
-__all__ = ["FUSIONS", "Reranked", "check_rerank", "pessimistic_order_key", "rerank_direction", "rerank_metrics"]
+__all__ = [
+    "FUSIONS",
+    "Reranked",
+    "check_rerank",
+    "pessimistic_order_key",
+    "rerank_direction",
+    "rerank_metrics",
+    "resolve_k_test",
+]
 # pessimistic_order_key lives in bench.scoring.itr (the scorer orders its top-k lists by it); re-exported here.
 
 log = logging.getLogger(__name__)
@@ -47,11 +56,23 @@ log = logging.getLogger(__name__)
 FUSIONS = ("itm", "itm+itc")
 
 
+def resolve_k_test(rerank_k: int | str, split: RetrievalSplit) -> int:
+    """``[eval] rerank_k`` as a depth: a number as given, or ``"auto"``: the split's protocol depth (LAVIS: 256 for
+    COCO, 128 for Flickr30K), else 128."""
+    if rerank_k == "auto":
+        from bench.data.presets import DEFAULT_K_TEST
+
+        if split.k_test is None:
+            log.info("re-ranking %s/%s: no protocol depth; k_test = %d", split.dataset, split.split, DEFAULT_K_TEST)
+        return int(split.k_test or DEFAULT_K_TEST)
+    return rerank_k  # type: ignore[return-value]  # checked by check_rerank
+
+
 def check_rerank(adapter: Adapter, k_test: int, fusion: str) -> None:
     """Raise :class:`ConfigError` unless ``adapter`` can be re-ranked with ``k_test`` and ``fusion``."""
     name = adapter.name or type(adapter).__name__
     if not isinstance(k_test, int) or isinstance(k_test, bool) or k_test < 1:
-        raise ConfigError(f"[eval] rerank_k must be a positive integer to re-rank (0 = off), got {k_test!r}")
+        raise ConfigError(f'[eval] rerank_k must be a positive integer or "auto" to re-rank (0 = off), got {k_test!r}')
     if fusion not in FUSIONS:
         raise ConfigError(f"[eval] rerank_fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
     if not isinstance(adapter, PairScorer):
@@ -238,6 +259,7 @@ def rerank_metrics(
         "k_effective_t2i": min(k_test, split.n_images),
         "fusion": fusion,
         "pair_score": adapter.pair_score_kind,
+        "rule": adapter.pair_score_kind + (" + itc cosine" if fusion == "itm+itc" else ""),
         "pair_forwards": cost["pair_forwards"],
         "pair_forwards_i2t": forwards_i2t,
         "pair_forwards_t2i": cost["pair_forwards"] - forwards_i2t,

@@ -39,6 +39,7 @@ MODEL_GRID_KEYS = ("methods", "train")
 # Bumped when a trained method's numbers change under an unchanged config: 2 = the contrastive temperature starts
 # from [train] temperature for every model (CLIP-family adapters started from their checkpoint's own before).
 OBJECTIVE_VERSION = 2
+RERANK_VERSION = 2
 _VERSIONED = ["torch", "torchvision", "timm", "open_clip_torch", "transformers", "sentence-transformers", "numpy"]
 
 
@@ -86,6 +87,8 @@ def _eval_snapshot(cfg: BenchConfig) -> dict[str, Any]:
     if not cfg.eval.rerank_k:
         out.pop("rerank_k", None)
         out.pop("rerank_fusion", None)
+    else:  # 2: BLIP's ITM reads [ENC] and its match logit is fused (the [CLS] log-odds before)
+        out["rerank_version"] = RERANK_VERSION
     return out
 
 
