@@ -69,7 +69,28 @@ def add_score_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=_count, default=0, metavar="N",
                    help="N image-clustered bootstrap resamples: adds 95%% intervals (ci95)")  # fmt: skip
     p.add_argument("--seed", type=_count, default=0, help="the bootstrap's seed (default 0)")
+    p.add_argument("--image-ids", type=Path, metavar="I.txt", help="COCO image id of each image row, one per line")
+    p.add_argument("--caption-ids", type=Path, metavar="C.txt", help="COCO caption annotation id of each caption row")
+    p.add_argument("--eccv", action="store_true",
+                   help="add ECCV Caption (mAP@R, R-Precision, R@1) and CxC (R@1/5/10) of the COCO 5K test set; needs "
+                        "--image-ids, --caption-ids and the eccv-caption package")  # fmt: skip
     p.set_defaults(func=run_score)
+
+
+def _load_id_lines(path: Path, what: str) -> list[int]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").split()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+    out = []
+    for n, text in enumerate(lines, 1):
+        try:
+            out.append(int(text))
+        except ValueError:
+            raise DataError(f"{path}: entry {n} is {text!r}, not an integer {what}") from None
+    return out
 
 
 def _count(text: str) -> int:
@@ -156,6 +177,12 @@ def _format_table(metrics: dict[str, Any]) -> str:
     if rsum is not None and "rsum" in ci:
         line += f"  95% CI [{ci['rsum'][0]:.2f}, {ci['rsum'][1]:.2f}] ({metrics['bootstrap']['resamples']} resamples)"
     lines.append(line)
+    for bench_name in ("eccv", "cxc"):
+        block = metrics.get(bench_name)
+        if block:
+            for d, m in block.items():
+                values = ", ".join(f"{k} {v:.2f}" for k, v in m.items() if k != "n_queries")
+                lines.append(f"{bench_name:5} {d}: {values} ({m['n_queries']:,} queries)")
     return "\n".join(lines)
 
 
@@ -212,6 +239,19 @@ def run_score(args: argparse.Namespace) -> int:
         cfg = BootstrapConfig(resamples=args.bootstrap, seed=args.seed)
         result["ci95"] = confidence_intervals(query_values(queries, ks), images.shape[0], cfg)
         result["bootstrap"] = {"resamples": cfg.resamples, "seed": cfg.seed, "level": cfg.level, "unit": "image"}
+    if args.eccv:
+        from bench.scoring.eccv import eccv_cxc_metrics
+
+        if args.image_ids is None or args.caption_ids is None:
+            raise DataError("--eccv needs --image-ids I.txt and --caption-ids C.txt (COCO ids of the rows)")
+        image_ids = _load_id_lines(args.image_ids, "COCO image id")
+        caption_ids = _load_id_lines(args.caption_ids, "COCO caption id")
+        for path, ids, rows in ((args.image_ids, image_ids, images.shape[0]), (args.caption_ids, caption_ids,
+                                                                               texts.shape[0])):  # fmt: skip
+            if len(ids) != rows:
+                raise DataError(f"{path}: {len(ids)} ids for {rows} rows")
+        result.update(eccv_cxc_metrics(images, texts, image_ids, caption_ids, normalize=not args.no_normalize,
+                                       memory_mb=args.memory_mb))  # fmt: skip
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
