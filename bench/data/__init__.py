@@ -115,8 +115,10 @@ def format_options(fmt: str) -> list[str]:
     Raises:
         UnknownNameError: ``fmt`` is not registered.
     """
+    from bench.data.protocol import PROTOCOL_OPTIONS
+
     params = inspect.signature(_loader(fmt)).parameters
-    extra = EVAL_ONLY_KEYS if _task(fmt) != "itr" else ()
+    extra = EVAL_ONLY_KEYS if _task(fmt) != "itr" else tuple(k for k in PROTOCOL_OPTIONS if k not in params)
     return sorted([*(p for p in params if p != "split" and p not in _CONTEXT_PARAMS), *extra])
 
 
@@ -181,6 +183,11 @@ def check_dataset(name: str, spec: Mapping[str, Any]) -> tuple[str, dict[str, An
             raise ConfigError(f"dataset {name!r} (format {fmt!r}): missing required key {key!r}")
         if key in options and key != "root":
             _check_type(name, key, options[key], p.default)
+    from bench.data.protocol import PROTOCOL_OPTIONS
+
+    for key, default in PROTOCOL_OPTIONS.items():
+        if key in options and key not in params:
+            _check_type(name, key, options[key], default)
     return fmt, options
 
 
@@ -210,6 +217,9 @@ def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path
     for key in EVAL_ONLY_KEYS:
         if key not in params:
             options.pop(key, None)  # grid keys, checked by the cell that reads them
+    from bench.data.protocol import PROTOCOL_OPTIONS, apply_protocol
+
+    protocol = {k: options.pop(k) for k in PROTOCOL_OPTIONS if k in options and k not in params}
     root = options.pop("root", None)
     if root is not None:
         root = _resolve_root(root, name)
@@ -222,6 +232,8 @@ def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path
     out = loader(root, split, **options)
     if out.dataset != name:
         out = replace(out, dataset=name)
+    if protocol and isinstance(out, RetrievalSplit):
+        out = apply_protocol(out, protocol, f"[datasets.{name}]")
     if isinstance(out, RetrievalSplit):
         log.info("dataset %s/%s: %d images, %d captions", name, split, out.n_images, out.n_captions)
     else:
