@@ -10,6 +10,11 @@ Formats (``format = ...`` in a dataset table):
   ``sentence_A``, ``sentence_B`` and ``relatedness_score``. Split ``val`` or ``dev`` reads TRIAL.
 * ``sts_tsv``: plain TSV files of ``sentence1, sentence2, score`` (an optional header line is skipped). Option
   ``files``: split -> file name or list of file names, relative to root (default ``{split}.tsv``).
+* ``senteval_sts``: SemEval STS 2012-2016 in SentEval's layout (``downstream/STS``): option ``year`` (12-16) reads
+  ``STS{year}-en-test/STS.input.<subset>.txt`` (``sentence1 <tab> sentence2`` per line) and ``STS.gs.<subset>.txt``
+  (one gold score per line, blank where a pair has none: that pair is dropped, as SentEval does). Split ``test``.
+  All subsets form one group, ``STS{year}``: the CUSA paper reports SentEval's "all" Spearman, computed over the
+  subsets of a year concatenated (``groups = "subsets"`` keeps one group per subset instead).
 
 Each file is a group (named by its stem): the metric is Spearman per group and their mean, as the CUSA paper reports
 STS12-16 (subsets of a year concatenated into one file), STS-B and SICK-R. Errors name the file, the line (1-based)
@@ -29,10 +34,10 @@ from typing import ClassVar
 import numpy as np
 
 from bench.data import register_format
-from bench.data.base import text_rows
+from bench.data.base import read_text, text_rows
 from bench.errors import ConfigError, DataError, SplitNotFoundError
 
-__all__ = ["STSSplit", "load_sick", "load_sts_tsv", "load_stsb"]
+__all__ = ["STSSplit", "load_senteval_sts", "load_sick", "load_sts_tsv", "load_stsb"]
 
 log = logging.getLogger(__name__)
 
@@ -295,3 +300,55 @@ def _is_header(value: str) -> bool:
     except ValueError:
         return True
     return False
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# SentEval STS12-16
+
+
+@register_format("senteval_sts", task="sts")
+def load_senteval_sts(root: Path, split: str, *, name: str = "senteval_sts", year: int = 12,
+                      groups: str = "all") -> STSSplit:  # fmt: skip
+    """SemEval STS 20``year`` in SentEval's layout; see the module docstring.
+
+    Args:
+        root: SentEval's ``downstream/STS`` folder (holding ``STS12-en-test`` ... ``STS16-en-test``).
+        split: ``test`` (the years are test sets only).
+        name: Dataset name stamped on the split.
+        year: 12, 13, 14, 15 or 16.
+        groups: ``all`` (one group over every subset: the paper's score) or ``subsets`` (one group per subset).
+    """
+    if year not in (12, 13, 14, 15, 16):
+        raise ConfigError(f"option 'year' must be one of 12, 13, 14, 15, 16 (STS12-16), got {year!r}")
+    if groups not in ("all", "subsets"):
+        raise ConfigError(f"option 'groups' must be 'all' or 'subsets', got {groups!r}")
+    if split != "test":
+        raise SplitNotFoundError(f"{root}: STS{year} has only a test split, not {split!r}")
+    folder = root / f"STS{year}-en-test"
+    inputs = sorted(folder.glob("STS.input.*.txt")) if folder.is_dir() else []
+    if not inputs:
+        raise DataError(f"{folder}: no STS.input.<subset>.txt files (SentEval's downstream/STS layout expected)")
+    pairs = _Pairs()
+    for path in inputs:
+        subset = path.name[len("STS.input.") : -len(".txt")]
+        gold_path = folder / f"STS.gs.{subset}.txt"
+        if not gold_path.is_file():
+            raise DataError(f"{path}: no gold file {gold_path.name} beside it")
+        rows = read_text(path, "sentence-pair file").splitlines()
+        gold = read_text(gold_path, "gold-score file").splitlines()
+        if len(gold) != len(rows):
+            raise DataError(f"{gold_path}: {len(gold)} lines, but {path.name} has {len(rows)} sentence pairs")
+        for line, (row, score) in enumerate(zip(rows, gold, strict=True), start=1):
+            if not score.strip():
+                continue  # a pair without a gold score: dropped
+            parts = row.split("\t")
+            if len(parts) < 2:
+                raise DataError(f"{path.name} line {line}: expected 2 tab-separated sentences, got {len(parts)} field")
+            # SentEval splits each sentence into whitespace tokens; the model reads them joined by single spaces.
+            pairs.add(
+                " ".join(_sentence(parts[0], path, line, "sentence1").split()),
+                " ".join(_sentence(parts[1], path, line, "sentence2").split()),
+                _score(score, gold_path, line, "score"),
+                f"STS{year}" if groups == "all" else subset,
+            )
+    return pairs.build(name, split, folder)
