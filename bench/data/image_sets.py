@@ -15,6 +15,9 @@ Formats (``format = ...`` in a dataset table), each given ``root``, the folder t
 * ``inshop``: In-Shop Clothes Retrieval. ``list_eval_partition.txt`` (in root or ``root/Eval``): a count line, a header
   line, then ``<image_name> <item_id> <train|query|gallery>``; images under root (``img/...``). Test = query images
   against gallery images; train = the train images as one set.
+* ``inaturalist``: iNaturalist 2018 as ROADMAP splits it (the CUSA paper's Table 10):
+  ``Inat_dataset_splits/Inaturalist_{train,test}_set1.txt``, one image path per line relative to root; the class is
+  the species folder (``.../<species id>/<file>``).
 
 Single-set splits (all but In-Shop test) use every image as a query against all the others. Every listed image is
 checked to exist at load time. Errors are :class:`~bench.errors.DataError` naming the file, the line (1-based, as
@@ -38,7 +41,7 @@ from bench.data import register_format
 from bench.data.base import RetrievalSplit, text_rows
 from bench.errors import DataError, SplitNotFoundError
 
-__all__ = ["ImageRetrievalSplit", "load_cars196", "load_cub", "load_inshop", "load_sop"]
+__all__ = ["ImageRetrievalSplit", "load_cars196", "load_cub", "load_inaturalist", "load_inshop", "load_sop"]
 
 log = logging.getLogger(__name__)
 
@@ -382,3 +385,41 @@ def load_inshop(root: Path, split: str, *, name: str = "inshop") -> ImageRetriev
     if split == "test":
         query, gallery = np.flatnonzero(status == "query"), np.flatnonzero(status == "gallery")
     return ImageRetrievalSplit(name, split, paths, ids, labels, query, gallery, source=path)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# iNaturalist 2018 (ROADMAP's retrieval split)
+
+
+@register_format("inaturalist", task="image_retrieval")
+def load_inaturalist(root: Path, split: str, *, name: str = "inaturalist", set_index: int = 1) -> ImageRetrievalSplit:
+    """iNaturalist 2018 image retrieval as ROADMAP (Ramzi et al.) splits it and the CUSA paper scores it:
+    ``Inat_dataset_splits/Inaturalist_{split}_set{set_index}.txt`` lists image paths relative to root, one per line
+    (e.g. ``train_val2018/Plantae/7477/<hash>.jpg``); an image's class is the species folder it sits in (the
+    test list: 136,093 images of 2,452 species).
+
+    Args:
+        root: The folder holding ``Inat_dataset_splits/`` and the images (``train_val2018/``).
+        split: ``train`` or ``test``.
+        name: Dataset name stamped on the split.
+        set_index: Which of ROADMAP's splits (1).
+
+    Returns:
+        The split; labels are the species ids.
+    """
+    if split not in ("train", "test"):
+        raise SplitNotFoundError(f"{root}: unknown split {split!r}; available splits: train, test")
+    path = root / "Inat_dataset_splits" / f"Inaturalist_{split}_set{set_index}.txt"
+    paths, ids, labels = [], [], []
+    for line, parts in text_rows(path, f"image list (Inaturalist_{split}_set{set_index}.txt)"):
+        if len(parts) != 1:
+            raise DataError(f"{path.name} line {line}: expected one image path, got {len(parts)} fields")
+        rel = parts[0]
+        folders = rel.split("/")
+        if len(folders) < 2:
+            raise DataError(f"{path.name} line {line}: {rel!r} is not <...>/<species id>/<file>")
+        species = _int(folders[-2], path, line, "species folder")
+        paths.append(_existing(root / rel, path, line))
+        ids.append(rel)
+        labels.append(species)
+    return ImageRetrievalSplit(name, split, paths, ids, np.asarray(labels), source=path)
