@@ -284,3 +284,28 @@ def test_temperature_setting_is_checked() -> None:
         config_from_dict({"train": {"temperature": "clip"}})
     with pytest.raises(ConfigError, match="temperature"):
         config_from_dict({"train": {"temperature": 0}})
+
+
+def test_uni_embedding_backbone_scores_the_adapters_own_rows() -> None:
+    # Issue #13: the reference scores i2i/t2t of rows without uni heads on the backbone features, not after the
+    # cross heads; `uni_embedding = "backbone"` offers that, and the record says so.
+    from bench.evaluation.unimodal import _embedding_kind
+
+    torch.manual_seed(0)
+    img, txt = torch.randn(4, 8), torch.randn(6, 8)
+    for method in ("contrastive", "csa"):
+        obj = get_method(method).objective(_Stub("infonce"), TrainConfig(), head_init="normal",
+                                           uni_embedding="backbone")  # fmt: skip
+        views = obj.views(img, txt)
+        assert views["uni"][0] is img and views["uni"][1] is txt
+        assert not torch.allclose(views["cross"][0], img)  # the cross heads change the i2t/t2i rows only
+        assert obj.describe()["uni_embedding"] == "backbone"
+        assert _embedding_kind(_Stub("infonce"), views, obj) == "backbone"
+        default = get_method(method).objective(_Stub("infonce"), TrainConfig())
+        dv = default.views(img, txt)
+        assert dv["uni"] is dv["cross"]
+        assert default.describe()["uni_embedding"] == "joint"
+    usa = get_method("usa").objective(_Stub("infonce"), TrainConfig(), uni_embedding="backbone")
+    assert usa.describe()["uni_embedding"] == "uni_heads"  # uni heads, when a method has them, are what is scored
+    with pytest.raises(ConfigError, match="uni_embedding 'raw'"):
+        get_method("cusa").objective(_Stub("infonce"), TrainConfig(), uni_embedding="raw")

@@ -7,6 +7,8 @@ Which embedding is scored (recorded in each result as ``embedding``), following 
 
 * ``uni_heads``: the method added uni-modal heads (USA, CUSA); its ``views(...)["uni"]`` are scored.
 * ``joint``: the adapter's joint embedding, through the method's cross heads when it has them.
+* ``backbone``: the adapter's joint embedding before the method's cross heads (``uni_embedding = "backbone"``, the
+  CUSA reference's choice for rows without uni heads: the baseline and +CSA rows of Tables 10-11).
 * ``towers``: an adapter without a joint space (``towers``): each tower's own pooled feature, i.e. the uni-modal
   teachers' rows when the towers are the teachers.
 
@@ -76,7 +78,10 @@ def train_dataset(cfg: BenchConfig, dataset: str) -> str:
     return name
 
 
-def _embedding_kind(adapter: Adapter, views: dict[str, Any] | None) -> str:
+def _embedding_kind(adapter: Adapter, views: dict[str, Any] | None, objective: Objective | None = None) -> str:
+    kind = getattr(objective, "embedding_kind", None)
+    if views is not None and isinstance(kind, str) and kind != "joint":
+        return kind  # "uni_heads", or "backbone" (the method's uni_embedding option)
     if views is not None and views["uni"] is not views["cross"]:
         return "uni_heads"
     return "joint" if adapter.joint_space else "towers"
@@ -178,7 +183,7 @@ class UnimodalScorer:
             image_side = isinstance(self.split, ImageRetrievalSplit)
             views = objective.views(emb, other) if image_side else objective.views(other, emb)
             emb = views["uni"][0 if image_side else 1]
-        self.embedding = _embedding_kind(self.adapter, views)
+        self.embedding = _embedding_kind(self.adapter, views, objective)
         emb = emb.float()
         if isinstance(self.split, ImageRetrievalSplit):
             block = image_retrieval_metrics(

@@ -34,8 +34,8 @@ other metric blocks and three more keys::
     {
       ...,
       "task": "image_retrieval" | "sts",
-      "embedding": "uni_heads" | "joint" | "towers",   # what was scored: a method's uni heads, the joint space,
-                                                       # or the towers' own features (no joint space)
+      "embedding": "uni_heads" | "joint" | "backbone" | "towers",   # what was scored: a method's uni heads, the
+                                       # joint space (after cross heads, or before them: backbone), the towers' own
       "train_dataset": "coco" | null,   # the ITR dataset a trained method fine-tuned on (the table's train_on)
       "metrics": {"i2i": {"r1": .., "r2": .., "r4": .., "r8": .., "map_at_r": .., "r_precision": ..,
                           "n_queries": 5924}},           # image retrieval, the query itself excluded

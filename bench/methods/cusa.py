@@ -103,11 +103,16 @@ class CusaObjective(Objective):
         self, dim: int, *, alpha: float, beta: float, cross_heads: bool = True, head_init: str = "identity",
         tau_teacher: float = 1.0, con_reduction: str = "mean", triplet: TripletLoss | None = None,
         sigmoid: SigmoidLoss | None = None, teachers: TeacherSpec | None = None, tau_con: float = TAU_CON[0],
-        tau_student: float = TAU_CSA[0],
+        tau_student: float = TAU_CSA[0], uni_embedding: str = "cross",
     ) -> None:  # fmt: skip
         super().__init__()
         if con_reduction not in ("sum", "mean"):
             raise ConfigError(f"con_reduction {con_reduction!r}: valid: sum, mean")
+        if uni_embedding not in ("cross", "backbone"):
+            raise ConfigError(f"uni_embedding {uni_embedding!r}: valid: cross (after the cross heads), backbone")
+        # Without uni heads, what i2i/t2t score: the cross heads' output, or (the CUSA reference's choice for its
+        # baseline and +CSA rows) the adapter's own embedding before them.
+        self.uni_embedding = uni_embedding
         self.alpha, self.beta, self.tau_teacher, self.con_reduction = alpha, beta, tau_teacher, con_reduction
         self.cross = (
             nn.ModuleDict({"image": Head(dim, head_init), "text": Head(dim, head_init)}) if cross_heads else None
@@ -157,8 +162,18 @@ class CusaObjective(Objective):
         cross = (image_emb, text_emb)
         if self.cross is not None:
             cross = (self.cross["image"](image_emb), self.cross["text"](text_emb))
-        uni = (self.uni["image"](image_emb), self.uni["text"](text_emb)) if self.uni is not None else cross
+        if self.uni is not None:
+            uni = (self.uni["image"](image_emb), self.uni["text"](text_emb))
+        else:
+            uni = (image_emb, text_emb) if self.uni_embedding == "backbone" and self.cross is not None else cross
         return {"cross": cross, "uni": uni}
+
+    @property
+    def embedding_kind(self) -> str:
+        """What ``views()["uni"]`` is: ``uni_heads``, ``backbone`` (the adapter's embedding) or ``joint``."""
+        if self.uni is not None:
+            return "uni_heads"
+        return "backbone" if self.uni_embedding == "backbone" and self.cross is not None else "joint"
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         self._clamp()
@@ -194,7 +209,8 @@ class CusaObjective(Objective):
         """Settings recorded in each result."""
         return {
             "alpha": self.alpha, "beta": self.beta, "cross_heads": self.cross is not None,
-            "uni_heads": self.uni is not None, "tau_teacher": self.tau_teacher, "con_reduction": self.con_reduction,
+            "uni_heads": self.uni is not None, "uni_embedding": self.embedding_kind, "tau_teacher": self.tau_teacher,
+            "con_reduction": self.con_reduction,
             "contrastive_term": self.base_loss,
             "tau_init": {"con": self.tau_con_init, "con_from": self.tau_con_from, "student": self.tau_student},
             "tau_final": {n: round(float(getattr(self, n).detach()), 4) for n in _TAUS},
@@ -245,6 +261,7 @@ class _SoftLabelMethod(Method):
         self, adapter: Adapter, cfg: TrainConfig, *, alpha: float | None = None, beta: float | None = None,
         cross_heads: bool = True, head_init: str = "identity", tau_teacher: float = 1.0,
         con_reduction: str = "mean", tau_student: float = 0.45, teachers: TeacherSpec | None = None,
+        uni_embedding: str = "cross",
     ) -> CusaObjective:  # fmt: skip
         alpha = self.default_alpha if alpha is None else float(alpha)
         beta = self.default_beta if beta is None else float(beta)
@@ -258,7 +275,7 @@ class _SoftLabelMethod(Method):
         objective = CusaObjective(
             adapter.embed_dim, alpha=alpha, beta=beta, cross_heads=cross_heads, head_init=head_init,
             tau_teacher=tau_teacher, con_reduction=con_reduction, triplet=triplet, sigmoid=sigmoid, teachers=teachers,
-            tau_con=tau_con, tau_student=tau_student,
+            tau_con=tau_con, tau_student=tau_student, uni_embedding=uni_embedding,
         )  # fmt: skip
         objective.tau_con_from = tau_from
         return objective
