@@ -168,7 +168,8 @@ def test_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"unknown split 'dev'; available splits: train, val, test"):
         _load(tmp_path, "dev")
     with pytest.raises(
-        ConfigError, match=r"dataset 'synthetic'.*unknown key 'n_tests'.*valid keys: format, image_size"
+        ConfigError,
+        match=r"dataset 'synthetic'.*unknown key 'n_tests'.*valid keys: format, captions_per_image, image_size",
     ):
         _load(tmp_path, n_tests=3)
     with pytest.raises(ConfigError, match=r"option 'seed' must be int, got str"):
