@@ -106,9 +106,9 @@ class EvalConfig:
 class TeachersConfig:
     """The frozen uni-modal teachers of soft-label methods (CSA, USA, CUSA)."""
 
-    image_model: str = "tf_efficientnet_lite0"  # timm name; the paper's Unicom ViT-B/32 is a timm ViT + "patchflat"
+    image_model: str = "tf_efficientnet_lite0"  # timm name, or "unicom:ViT-B/32" (the paper's, from image_weights)
     image_weights: str = "auto"  # "auto" (packaged copy, else hub), "hub", "random", or a checkpoint path
-    image_mode: str = "pooled"  # "pooled" feature, or "patchflat" (final tokens flattened, the reference's Unicom)
+    image_mode: str = "pooled"  # "pooled" feature, or "patchflat" (final tokens flattened, as the reference stores)
     text_model: str = "all-mpnet-base-v2"  # sentence-transformers name or folder (the paper's text teacher)
     text_max_length: int | None = None  # token limit (None: the model's max_seq_length); longer captions are cut
     allow_pickle: bool = False  # load an image_weights file that pickles more than tensors (runs code from it)

@@ -119,6 +119,10 @@ def _build(spec: TeacherSpec, modality: str) -> Any:
     from bench.adapters.backbones import build_text_tower, build_timm_tower
 
     if modality == "image":
+        if spec.image_model.startswith("unicom:"):  # the paper's image teacher, from a local checkpoint
+            from bench.adapters.unicom import build_unicom_tower
+
+            return build_unicom_tower(spec.image_model.split(":", 1)[1], spec.image_weights, spec.allow_pickle)
         return build_timm_tower(spec.image_model, spec.image_weights, allow_pickle=spec.allow_pickle)
     return build_text_tower(spec.text_model, spec.text_max_length)
 
