@@ -111,3 +111,48 @@ def test_bench_score_eccv_contract(tmp_path: Path) -> None:
     rc, _, err = run_main([*base, "--eccv", "--image-ids", str(tmp_path / "bad.txt"), "--caption-ids",
                            str(tmp_path / "C.txt")])  # fmt: skip
     assert rc == 2 and "bad.txt: entry 2 is 'x'" in err
+
+
+def test_coco_preset_gives_caption_ids_from_captions_val2014(tmp_path: Path) -> None:
+    from test_data import _karpathy, _write_json
+
+    from bench.data import load_split
+    from bench.errors import DataError
+
+    karpathy = _karpathy(tmp_path, coco=True)
+    _write_json(tmp_path / "dataset_coco.json", karpathy)
+    anns, next_id = [], 500
+    for row in karpathy["images"]:
+        if row["filepath"] == "val2014":  # val, test and restval images are val2014 photos
+            for s in row["sentences"]:
+                anns.append({"image_id": row["cocoid"], "id": next_id, "caption": "  " + s["raw"].upper() + " "})
+                next_id += 1
+    _write_json(tmp_path / "captions_val2014.json", {"annotations": anns[::-1]})  # any order
+    spec = {"format": "coco", "root": str(tmp_path), "image_dir": "images", "captions_file": "captions_val2014.json"}
+    test = load_split("coco", spec, "test", work_dir=tmp_path)
+    by_text = {a["caption"].strip().lower(): a["id"] for a in anns}
+    assert list(test.caption_ids) == [by_text[c] for c in test.captions]  # matched by image and text, not order
+    assert load_split("coco", spec, "train", work_dir=tmp_path).caption_ids is None  # train2014 images: not in it
+    next(a for a in anns if a["image_id"] == 1003)["caption"] = "something else"  # a test image's caption
+    _write_json(tmp_path / "captions_val2014.json", {"annotations": anns})
+    with pytest.raises(DataError, match=r"captions_val2014.json: image 1003 has no caption 'test 3 s0'"):
+        load_split("coco", spec, "test", work_dir=tmp_path)
+
+
+def test_eccv_blocks_of_a_split_with_caption_ids() -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from bench.config import EvalConfig
+    from bench.evaluation.itr import _eccv_blocks
+
+    image_ids, cap_ids, c2i = _coco_5k()
+    rng = np.random.default_rng(2)
+    img = torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(5000, 8)).astype(np.float32)), dim=1)
+    txt = torch.nn.functional.normalize(img[torch.from_numpy(c2i)] + torch.randn(25000, 8), dim=1)
+    split = SimpleNamespace(image_ids=[str(i) for i in image_ids], caption_ids=cap_ids.tolist(), dataset="coco",
+                            split="test")  # fmt: skip
+    got = _eccv_blocks((img, txt), split, EvalConfig(), torch.device("cpu"))
+    want = eccv_cxc_metrics(img.numpy(), txt.numpy(), image_ids.tolist(), cap_ids.tolist(), normalize=False)
+    assert got == want and set(got) == {"eccv", "cxc"}

@@ -152,6 +152,7 @@ class RetrievalSplit:
     source: Path | None = None
     fold_size: int | None = None
     k_test: int | None = None
+    caption_ids: Sequence[int] | None = None  # COCO caption annotation ids (the coco preset's captions_file)
     _fingerprint: list[str] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:

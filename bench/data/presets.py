@@ -4,6 +4,7 @@ declared on it), over the ``karpathy`` format."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ from bench.data.base import RetrievalSplit
 from bench.data.formats import load_karpathy
 from bench.errors import DataError
 
-__all__ = ["COCO_FOLD", "coco_1k_folds", "load_coco", "load_flickr30k"]
+__all__ = ["COCO_FOLD", "coco_1k_folds", "coco_caption_ids", "load_coco", "load_flickr30k"]
+
+log = logging.getLogger(__name__)
 
 
 COCO_K_TEST = 256  # re-ranking depth of LAVIS's BLIP retrieval configs (retrieval_coco_eval.yaml)
@@ -66,6 +69,7 @@ def load_coco(
     file: str = "dataset_coco.json",
     image_dir: str | None = None,
     restval_in_train: bool = True,
+    captions_file: str = "",
 ) -> RetrievalSplit:
     """Karpathy COCO: 113K train (with restval) / 5K val / 5K test images; see :func:`coco_1k_folds` for 1K test.
 
@@ -76,11 +80,16 @@ def load_coco(
         file: The Karpathy JSON file, relative to root.
         image_dir: Folder holding ``train2014/`` and ``val2014/``; default root.
         restval_in_train: Count the 30K ``restval`` images as train.
+        captions_file: COCO's ``captions_val2014.json`` (relative to root): gives every caption of a split whose
+            images all come from it (the 5K test) its COCO annotation id, matched by image id and caption text, so
+            ECCV Caption and CxC can be scored (:mod:`bench.scoring.eccv`).
 
     Returns:
         The split.
     """
     out = load_karpathy(root, split, name=name, file=file, image_dir=image_dir, restval_in_train=restval_in_train)
+    if captions_file:
+        out = dataclasses.replace(out, caption_ids=coco_caption_ids(out, root / captions_file))
     out = dataclasses.replace(out, k_test=COCO_K_TEST)  # LAVIS's retrieval_coco k_test
     if split == "test" and out.n_images == 5 * COCO_FOLD:
         # The COCO protocol reports the 5K test and, beside it, the mean over its five 1K folds (VSE∞, CUSA).
@@ -130,3 +139,43 @@ def coco_1k_folds(split: RetrievalSplit, n_folds: int = 5, fold_size: int = 1000
             )
         )
     return folds
+
+
+def _caption_key(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def coco_caption_ids(split: RetrievalSplit, path: Path) -> list[int] | None:
+    """COCO annotation ids of ``split``'s captions from a COCO captions file, matched by image id and caption text
+    (whitespace and case ignored); None when some of the split's images are not in the file (a train split).
+
+    Raises:
+        DataError: the file cannot be read, or an image of the file has a caption the file does not hold.
+    """
+    import json
+
+    from bench.data.base import read_text
+
+    try:
+        annotations = json.loads(read_text(path, "COCO captions file"))["annotations"]
+        by_key: dict[tuple[int, str], list[int]] = {}
+        for a in annotations:
+            by_key.setdefault((int(a["image_id"]), _caption_key(str(a["caption"]))), []).append(int(a["id"]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: not a COCO captions file ({type(e).__name__}: {e})") from None
+    images = {iid for iid, _ in by_key}
+    try:
+        split_images = [int(i) for i in split.image_ids]
+    except ValueError:
+        raise DataError(f"{path}: split {split.split!r} has image ids that are not COCO ids") from None
+    if not set(split_images) <= images:
+        log.info("%s: not every %s image is in %s; no caption ids", split.dataset, split.split, path.name)
+        return None
+    out = []
+    for j, caption in enumerate(split.captions):
+        iid = split_images[int(split.caption_to_image[j])]
+        ids = by_key.get((iid, _caption_key(caption)))
+        if not ids:
+            raise DataError(f"{path}: image {iid} has no caption {caption!r} (caption {j} of {split.split})")
+        out.append(ids.pop(0))
+    return out

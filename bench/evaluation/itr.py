@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,8 @@ from bench.scoring.itr import itr_queries, recall_ks, summarize
 from bench.scoring.queries import QueryRanks
 
 __all__ = ["Scored", "evaluate", "fold_mean", "metric_value"]
+
+log = logging.getLogger(__name__)
 
 Views = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
@@ -101,6 +104,10 @@ def evaluate(
     out = summarize(queries, ks)
     if keep is not None:
         keep.queries = queries
+    if rerank and split.caption_ids is not None and split.split == "test":
+        eccv = _eccv_blocks(views["cross"], split, cfg, device)
+        if eccv is not None:
+            out.update(eccv)
     if k_test:
         c_img, c_txt = views["cross"]
         out["rerank"] = rerank_metrics(
@@ -129,6 +136,22 @@ def evaluate(
             fold = _queries(sub, c2i, sub_labels, adapter.joint_space, cfg, device, k)
             out["folds"].append(summarize(fold, ks))
     return out
+
+
+def _eccv_blocks(cross: tuple[torch.Tensor, torch.Tensor], split: RetrievalSplit, cfg: EvalConfig,
+                 device: torch.device) -> dict[str, Any] | None:  # fmt: skip
+    """ECCV Caption and CxC of a split whose captions carry COCO ids (None without the eccv-caption package)."""
+    import importlib.util
+
+    from bench.scoring.eccv import eccv_cxc_metrics
+
+    if importlib.util.find_spec("eccv_caption") is None:
+        log.warning("%s/%s has COCO caption ids but eccv-caption is not installed (pip install eccv_caption): "
+                    "no ECCV Caption / CxC metrics", split.dataset, split.split)  # fmt: skip
+        return None
+    assert split.caption_ids is not None
+    return eccv_cxc_metrics(*cross, [int(i) for i in split.image_ids], list(split.caption_ids), normalize=False,
+                            memory_mb=cfg.memory_mb, device=device)  # fmt: skip
 
 
 def fold_mean(folds: list[dict[str, Any]]) -> dict[str, Any]:

@@ -59,8 +59,8 @@ def record_value(record: Mapping[str, Any], name: str, *, rerank: bool = False) 
         return (metrics.get("sts") or {}).get("mean")
     parts = name.split("_", 2 if name.startswith("eccv_") else 1)
     if name.startswith("eccv_"):
-        block = ((record.get("eccv") or {}).get(parts[1])) or {}
-        return block.get(parts[2])
+        eccv = record.get("eccv") or (record.get("metrics") or {}).get("eccv") or {}
+        return (eccv.get(parts[1]) or {}).get(parts[2])
     return (metrics.get(parts[0]) or {}).get(parts[1])
 
 
@@ -125,7 +125,8 @@ def verify(
         if not matching:
             unmatched.append(f"{model} {method} {dataset}/{split}")
         for row in matching:
-            if (row.get("protocol") or {}).get("benchmark") == "eccv" and not recs[0].get("eccv"):
+            has_eccv = recs[0].get("eccv") or (recs[0].get("metrics") or {}).get("eccv")
+            if (row.get("protocol") or {}).get("benchmark") == "eccv" and not has_eccv:
                 continue  # another benchmark on the same images: nothing of it was measured, nothing to refuse
             problem = _protocol_problem(row, recs)
             if problem is not None:
