@@ -156,3 +156,19 @@ def test_eccv_blocks_of_a_split_with_caption_ids() -> None:
     got = _eccv_blocks((img, txt), split, EvalConfig(), torch.device("cpu"))
     want = eccv_cxc_metrics(img.numpy(), txt.numpy(), image_ids.tolist(), cap_ids.tolist(), normalize=False)
     assert got == want and set(got) == {"eccv", "cxc"}
+
+
+def test_caption_ids_follow_the_caption_protocol_options(tmp_path: Path) -> None:
+    from test_data import _karpathy, _write_json
+
+    from bench.data import load_split
+
+    karpathy = _karpathy(tmp_path, coco=True)
+    _write_json(tmp_path / "dataset_coco.json", karpathy)
+    anns = [{"image_id": r["cocoid"], "id": 10 * r["cocoid"] + k, "caption": s["raw"]}
+            for r in karpathy["images"] for k, s in enumerate(r["sentences"])]  # fmt: skip
+    _write_json(tmp_path / "captions_val2014.json", {"annotations": anns})
+    spec = {"format": "coco", "root": str(tmp_path), "image_dir": "images", "captions_file": "captions_val2014.json",
+            "captions_per_image": 2, "pre_caption": True}  # fmt: skip
+    test = load_split("coco", spec, "test", work_dir=tmp_path)
+    assert test.n_captions == 4 and list(test.caption_ids) == [10030, 10031, 10050, 10051]

@@ -53,7 +53,9 @@ def apply_protocol(split: RetrievalSplit, options: dict[str, Any], where: str) -
         first = np.r_[0, np.flatnonzero(np.diff(c2i[order])) + 1]
         position = np.arange(c2i.size) - np.repeat(first, np.diff(np.r_[first, c2i.size]))
         keep = np.sort(order[position < per_image])  # each image's first captions, in file order
-        out = replace(out, captions=[out.captions[j] for j in keep], caption_to_image=c2i[keep], _fingerprint=[])
+        ids = None if out.caption_ids is None else [out.caption_ids[j] for j in keep]
+        out = replace(out, captions=[out.captions[j] for j in keep], caption_to_image=c2i[keep], caption_ids=ids,
+                      _fingerprint=[])  # fmt: skip
     if options.get("pre_caption", PROTOCOL_OPTIONS["pre_caption"]):
         captions = [pre_caption(c, max_words) for c in out.captions]
         empty = next((j for j, c in enumerate(captions) if not c), None)
