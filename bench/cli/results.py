@@ -123,7 +123,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_rm(args: argparse.Namespace) -> int:
     """Remove stored records (by default only those whose status is ``--status``), so tables stop showing them."""
-    from bench.grid.records import cell_path
+    from bench.grid.records import cell_path, per_query_path
 
     cfg = load_cfg(args)
     results = Path(args.results_dir or cfg.paths.results_dir)
@@ -137,6 +137,6 @@ def cmd_rm(args: argparse.Namespace) -> int:
         print(f"{'would remove' if args.dry_run else 'removed'} {path} ({r.get('status')})")
         if not args.dry_run:
             path.unlink(missing_ok=True)
-            path.with_suffix(".queries.npz").unlink(missing_ok=True)  # its per-query file, if any
+            per_query_path(path).unlink(missing_ok=True)  # its per-query file, if any
     print(f"bench: {len(chosen)} record(s) {'would be ' if args.dry_run else ''}removed", file=sys.stderr)
     return 0

@@ -21,11 +21,20 @@ from bench.errors import BenchError, WeightsUnavailableError
 from bench.grid.cell import Cell, cell_config
 from bench.grid.fingerprint import DigestCache, cell_fingerprints, changed
 from bench.grid.pipeline import run_cell
-from bench.grid.records import SCHEMA, RecordStatus, cell_path, config_hash, read_record, safe_name, write_record
+from bench.grid.records import (
+    SCHEMA,
+    RecordStatus,
+    cell_path,
+    config_hash,
+    per_query_path,
+    read_record,
+    safe_name,
+    write_record,
+)
 from bench.scoring.perquery import sha256_of
 from bench.train.distributed import current as current_dist
 
-__all__ = ["Outcome", "checkpoint_path", "execute_cell", "is_done", "per_query_path", "record_path"]
+__all__ = ["Outcome", "checkpoint_path", "execute_cell", "is_done", "record_path"]
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +57,6 @@ class Outcome:
 def record_path(cfg: BenchConfig, cell: Cell) -> Path:
     """Where ``cell``'s record lives."""
     return cell_path(Path(cfg.paths.results_dir), cell.model, cell.dataset, cell.split, cell.method, cell.seed)
-
-
-def per_query_path(record: Path) -> Path:
-    """Where the per-query file of the record at ``record`` lives: beside it, ``<method>-seed<s>.queries.npz``."""
-    return record.with_suffix(".queries.npz")
 
 
 def checkpoint_path(cfg: BenchConfig, cell: Cell, chash: str) -> Path:

@@ -65,6 +65,7 @@ __all__ = [
     "cell_path",
     "config_hash",
     "iter_records",
+    "per_query_path",
     "read_record",
     "prepare_results_dir",
     "record_problem",
@@ -98,6 +99,11 @@ def cell_path(results_dir: Path, model: str, dataset: str, split: str, method: s
         / safe_name(split)
         / f"{safe_name(method)}-seed{seed}.json"
     )
+
+
+def per_query_path(record: Path) -> Path:
+    """Where the per-query file of the record at ``record`` lives: beside it, ``<method>-seed<s>.queries.npz``."""
+    return Path(record).with_suffix(".queries.npz")
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:
