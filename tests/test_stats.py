@@ -102,6 +102,8 @@ def test_a_better_model_is_significantly_ahead() -> None:
     a = query_values(itr_queries(image, good, c2i))
     b = query_values(itr_queries(image, bad, c2i))
     result = compare(a, b, n_img, BootstrapConfig(resamples=500))
+    assert result.a["rsum"] - result.b["rsum"] == pytest.approx(result.delta["rsum"])
+    assert result.a["t2i_r1"] == pytest.approx(100 * np.mean(a["t2i"].values["r1"] > 0))
     assert result.delta["rsum"] > 0 and result.ci["rsum"][0] > 0 and result.p["rsum"] < 0.01
     assert result.mcnemar["t2i"]["a_only"] > result.mcnemar["t2i"]["b_only"] and result.mcnemar["t2i"]["p"] < 0.01
     # Across seeds: the two-level interval is at least as wide as one seed pair's.

@@ -120,7 +120,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Print the paired comparison of two sides."""
     from bench.grid.records import iter_records
     from bench.report.uncertainty import compare_cells, pair_seeds, row_values
-    from bench.stats.bootstrap import BootstrapConfig, resampled_metrics
+    from bench.stats.bootstrap import BootstrapConfig
 
     cfg = load_cfg(args)
     results = Path(args.results_dir or cfg.paths.results_dir)
@@ -139,19 +139,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise BenchError(f"bench compare: {e}") from None
     ks = cfg.eval.ks
     va, vb = row_values(side_a, ks), row_values(side_b, ks)
-    comparison = compare_cells(va, vb, bcfg)
-    out = comparison.as_dict()
+    out = compare_cells(va, vb, bcfg).as_dict()  # each metric: a, b (observed), delta, ci, p
     pa, pb = pair_seeds(va, vb)
-    import numpy as np
-
-    ones = np.ones((1, pa[0].n_images))
-    for side, cells in (("a", pa), ("b", pb)):
-        means: dict[str, list[float]] = {}
-        for c in cells:
-            for name, v in resampled_metrics(c.values, ones).items():
-                means.setdefault(name, []).append(float(v[0]))
-        for name, m in out["metrics"].items():
-            m[side] = float(np.mean(means[name]))
     out["a"] = {"spec": args.a, "seeds": [c.seed for c in pa]}
     out["b"] = {"spec": args.b, "seeds": [c.seed for c in pb]}
     if args.json:

@@ -38,6 +38,8 @@ class Comparison:
     """A minus B for every shared metric: the observed difference, its interval and p-value, and McNemar on R@1."""
 
     delta: dict[str, float]
+    a: dict[str, float]  # each side's observed metric, the mean over its seeds
+    b: dict[str, float]
     ci: dict[str, list[float]]
     p: dict[str, float]
     mcnemar: dict[str, dict[str, Any]]  # direction -> {"a_only", "b_only", "p"} (per seed pair: lists)
@@ -47,7 +49,9 @@ class Comparison:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         metrics = {
-            name: {"delta": self.delta[name], "ci": self.ci[name], "p": self.p[name]} for name in self.delta
+            name: {"a": self.a[name], "b": self.b[name], "delta": self.delta[name], "ci": self.ci[name],
+                   "p": self.p[name]}
+            for name in self.delta
         }
         return {
             "metrics": metrics,
@@ -109,9 +113,11 @@ def compare(a: Side | Sequence[Side], b: Side | Sequence[Side], n_images: int, c
         oa, ob = resampled_metrics(x, ones), resampled_metrics(y, ones)
         names = [n for n in ra if n in rb]
         boot.append({n: ra[n] - rb[n] for n in names})
-        observed.append({n: float(oa[n][0] - ob[n][0]) for n in names})
+        observed.append({n: (float(oa[n][0]), float(ob[n][0])) for n in names})
     samples = boot[0] if len(boot) == 1 else two_level(boot, seed_draws(len(boot), cfg.resamples, cfg.seed))
-    delta = {n: float(np.mean([o[n] for o in observed])) for n in samples}
+    mean_a = {n: float(np.mean([o[n][0] for o in observed])) for n in samples}
+    mean_b = {n: float(np.mean([o[n][1] for o in observed])) for n in samples}
+    delta = {n: float(np.mean([o[n][0] - o[n][1] for o in observed])) for n in samples}
     mcnemar: dict[str, dict[str, Any]] = {}
     for d in shared:
         if "r1" not in side_a[0][d].values:
@@ -120,6 +126,8 @@ def compare(a: Side | Sequence[Side], b: Side | Sequence[Side], n_images: int, c
         mcnemar[d] = tests[0] if len(tests) == 1 else {k: [t[k] for t in tests] for k in tests[0]}
     return Comparison(
         delta=delta,
+        a=mean_a,
+        b=mean_b,
         ci={n: interval(s, cfg.level) for n, s in samples.items()},
         p={n: bootstrap_p_value(s) for n, s in samples.items()},
         mcnemar=mcnemar,
