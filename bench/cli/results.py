@@ -71,7 +71,6 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     if not 0 < args.alpha < 1:
         raise BenchError(f"--alpha must be in (0, 1), got {args.alpha}")
-    ev = cfg.eval
     text = render(
         records,
         args.format,
@@ -80,7 +79,7 @@ def cmd_table(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         significance=None if args.largest else args.alpha,
         intervals=args.ci,
-        bootstrap=BootstrapConfig(resamples=ev.bootstrap or 1000, seed=ev.bootstrap_seed, level=ev.ci_level),
+        bootstrap=BootstrapConfig.of(cfg.eval),
     )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -110,11 +109,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise BenchError(f"--focus: expected MODEL:METHOD, got {args.focus!r}")
     if args.examples < 1:
         raise BenchError(f"--examples must be >= 1, got {args.examples}")
-    ev = cfg.eval
     pages = write_report(records, Path(args.html), model=model, method=method, against=args.against,
                          examples=args.examples,
-                         bootstrap=BootstrapConfig(resamples=ev.bootstrap or 1000, seed=ev.bootstrap_seed,
-                                                   level=ev.ci_level))  # fmt: skip
+                         bootstrap=BootstrapConfig.of(cfg.eval))  # fmt: skip
     for page in pages:
         print(f"bench: wrote {page}", file=sys.stderr)
     print(f"bench: open {Path(args.html) / 'index.html'}", file=sys.stderr)

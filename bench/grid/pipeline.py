@@ -270,7 +270,7 @@ def uncertainty(plan: Plan, test: RetrievalSplit, scored: Scored, per_query: Pat
             raise BenchError(f"cannot write {per_query}: {e.strerror or e}") from None
         out["per_query"] = {"file": per_query.name, "sha256": digest, "topk": ev.topk}
     if ev.bootstrap:
-        bcfg = BootstrapConfig(resamples=ev.bootstrap, seed=ev.bootstrap_seed, level=ev.ci_level)
+        bcfg = BootstrapConfig.of(ev)  # ev.bootstrap > 0 here
         out[ci_key(ev.ci_level)] = confidence_intervals(
             query_values(scored.queries, recall_ks(ev.ks)), test.n_images, bcfg
         )

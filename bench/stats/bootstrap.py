@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +54,12 @@ class BootstrapConfig:
             raise ValueError(f"bootstrap resamples must be >= 1, got {self.resamples}")
         if not 0 < self.level < 1:
             raise ValueError(f"bootstrap level must be in (0, 1), got {self.level}")
+
+    @classmethod
+    def of(cls, ev: Any) -> BootstrapConfig:
+        """The ``[eval]`` table's ``bootstrap``, ``bootstrap_seed`` and ``ci_level`` (1,000 resamples where
+        ``bootstrap = 0`` turned the record's intervals off: tables and reports still draw them)."""
+        return cls(resamples=ev.bootstrap or 1000, seed=ev.bootstrap_seed, level=ev.ci_level)
 
 
 @dataclass(frozen=True)
