@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.data.refs import ImageRef
 from bench.errors import DataError
 
 __all__ = [
@@ -62,9 +64,10 @@ def to_rgb(im: Any) -> Any:
     return im.convert("RGB")
 
 
-def load_image(path: Path):  # -> PIL.Image.Image (PIL imported lazily)
-    """Open an image as RGB (:func:`to_rgb`), raising :class:`DataError` that names the file when it is missing, a
-    symlink loop, unreadable, or over the pixel limit (:func:`max_image_pixels`)."""
+def load_image(path: Path | ImageRef):  # -> PIL.Image.Image (PIL imported lazily)
+    """Open an image file, or an image inside a container (:class:`~bench.data.refs.ImageRef`), as RGB
+    (:func:`to_rgb`), raising :class:`DataError` that names it when it is missing, a symlink loop, unreadable, or over
+    the pixel limit (:func:`max_image_pixels`)."""
     from PIL import Image, UnidentifiedImageError
 
     limit = max_image_pixels()
@@ -72,7 +75,7 @@ def load_image(path: Path):  # -> PIL.Image.Image (PIL imported lazily)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im = Image.open(io.BytesIO(path.read_bytes()) if isinstance(path, ImageRef) else path)
         with im:
             if im.width * im.height > limit:
                 raise DataError(
@@ -130,7 +133,8 @@ class RetrievalSplit:
     Attributes:
         dataset: Dataset name (``synthetic``, ``coco``, ...).
         split: Split name (``train``, ``val``, ``test``).
-        image_paths: One path per image.
+        image_paths: One entry per image: a file path, or an :class:`~bench.data.refs.ImageRef` for an image inside
+            a container (a tar shard, a parquet or Arrow file).
         image_ids: One stable id per image (file name or dataset id), same order as ``image_paths``.
         captions: Caption strings, one per caption row.
         caption_to_image: int64 array ``[n_captions]`` of image rows.
@@ -203,7 +207,8 @@ class RetrievalSplit:
 
     def load_image(self, i: int):  # -> PIL.Image.Image
         """Image ``i`` as an RGB PIL image; a missing or corrupt file raises :class:`DataError` naming it."""
-        return load_image(Path(self.image_paths[i]))
+        p = self.image_paths[i]
+        return load_image(p if isinstance(p, ImageRef) else Path(p))
 
     def fingerprint(self, part: str = "all") -> str:
         """A content key of the images (``part="images"``: ids, paths, each file's size and mtime), the captions
@@ -217,11 +222,14 @@ class RetrievalSplit:
         if not self._fingerprint:
             img, cap = hashlib.sha256(), hashlib.sha256()
             for p, iid in zip(self.image_paths, self.image_ids, strict=True):
-                try:
-                    st = os.stat(p)
-                    stamp = f"{st.st_size}:{st.st_mtime_ns}"
-                except OSError:
-                    stamp = "missing"
+                if isinstance(p, ImageRef):
+                    stamp = p.stamp()  # the container's size and mtime and the image's place in it
+                else:
+                    try:
+                        st = os.stat(p)
+                        stamp = f"{st.st_size}:{st.st_mtime_ns}"
+                    except OSError:
+                        stamp = "missing"
                 img.update(f"{iid}\0{p}\0{stamp}\n".encode())
             for c in self.captions:
                 cap.update(c.encode() + b"\n")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from bench.data.base import RetrievalSplit
+from bench.data.refs import ImageRef
 from bench.errors import DataError
 
 __all__ = ["GalleryBuilder"]
@@ -26,7 +27,7 @@ class GalleryBuilder:
     """Groups caption rows by an image key, keeping images in order of first appearance."""
 
     source: Path
-    image_paths: list[Path] = field(default_factory=list)
+    image_paths: list[Path | ImageRef] = field(default_factory=list)
     image_ids: list[str] = field(default_factory=list)
     captions: list[list[str]] = field(default_factory=list)
     index: dict[Any, int] = field(default_factory=dict)
@@ -35,8 +36,9 @@ class GalleryBuilder:
     by_path: dict[str, int] = field(default_factory=dict)
     by_id: dict[str, int] = field(default_factory=dict)
 
-    def image(self, key: Any, path: Path, image_id: Any, where: str) -> int:
-        """Row of the image ``key``, adding it on first sight after checking that its file exists and that neither its
+    def image(self, key: Any, path: Path | ImageRef, image_id: Any, where: str) -> int:
+        """Row of the image ``key``, adding it on first sight after checking that its file exists (a container's images
+        are checked by their loader) and that neither its
         file nor its id is another image's (a gallery listing one image twice changes i2t and t2i silently)."""
         i = self.index.get(key)
         if i is not None:
@@ -60,7 +62,7 @@ class GalleryBuilder:
                 f"{where}: image id {image_id!r} is already {self.image_paths[j]} ({self.first_seen[j]}); "
                 "two files cannot share an id"
             )
-        if not os.path.exists(path):
+        if not isinstance(path, ImageRef) and not os.path.exists(path):
             if os.path.islink(path):
                 raise DataError(f"{where} references image {path}, a broken symlink or a symlink loop")
             raise DataError(f"{where} references image {path}, which does not exist")

@@ -1,0 +1,135 @@
+"""Images that live inside a container file (a tar shard, a parquet file, a saved Hugging Face dataset) rather than
+as files of their own.
+
+A :class:`~bench.data.base.RetrievalSplit` lists one entry per image in ``image_paths``: a :class:`~pathlib.Path`
+for an image file, or an :class:`ImageRef` for an image inside a container. A reference is small and picklable: it
+names its container and where the image is in it, and reads the bytes of that one image when asked, so DataLoader
+workers decode one image at a time and the split never holds its images in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.errors import DataError
+
+__all__ = ["ArrowImage", "ImageRef", "TarMember", "image_stamp"]
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image stored inside ``container``; ``member`` names it there (a tar member, a row)."""
+
+    container: Path
+    member: str
+
+    def read_bytes(self) -> bytes:
+        """The encoded image (JPEG, PNG, WebP...), read from the container."""
+        raise NotImplementedError
+
+    def stamp(self) -> str:
+        """What changes when the image may have changed: the container's size and mtime and the image's place."""
+        try:
+            st = os.stat(self.container)
+        except OSError:
+            return f"{self}\0missing"
+        return f"{self}\0{st.st_size}:{st.st_mtime_ns}"
+
+    def __str__(self) -> str:
+        return f"{self.container}::{self.member}"
+
+    def __fspath__(self) -> str:  # os.path.abspath and friends keep the member in the name
+        return str(self)
+
+
+@dataclass(frozen=True)
+class TarMember(ImageRef):
+    """A member of an uncompressed tar file, read by its byte offset (no scan of the archive)."""
+
+    offset: int = 0
+    size: int = 0
+
+    def read_bytes(self) -> bytes:
+        try:
+            with open(self.container, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(self.size)
+        except OSError as e:
+            raise DataError(f"{self.container}: cannot read member {self.member} ({e.strerror or e})") from None
+        if len(data) != self.size:
+            raise DataError(f"{self.container}: member {self.member} is cut short (the shard changed or is truncated)")
+        return data
+
+    def stamp(self) -> str:
+        return f"{super().stamp()}\0{self.offset}:{self.size}"
+
+
+# Arrow tables opened in this process, by file; a DataLoader worker opens each once (memory-mapped, so opening
+# holds no image in memory) and keeps the few it reads from.
+_TABLES: OrderedDict[tuple[str, str], Any] = OrderedDict()
+_TABLES_LOCK = threading.Lock()
+_MAX_OPEN = 8
+
+
+def _column(kind: str, path: Path, column: str) -> Any:
+    """The chunked image column of one arrow or parquet file, opened once per process."""
+    key = (str(path), column)
+    with _TABLES_LOCK:
+        if key in _TABLES:
+            _TABLES.move_to_end(key)
+            return _TABLES[key]
+    import pyarrow as pa
+
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path, columns=[column], memory_map=True)
+        else:  # the Arrow IPC stream files of a save_to_disk folder
+            with pa.memory_map(str(path)) as source:
+                table = pa.ipc.open_stream(source).read_all().select([column])
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"{path}: cannot read column {column!r} ({e})") from None
+    col = table.column(column)
+    with _TABLES_LOCK:
+        _TABLES[key] = col
+        while len(_TABLES) > _MAX_OPEN:
+            _TABLES.popitem(last=False)
+    return col
+
+
+@dataclass(frozen=True)
+class ArrowImage(ImageRef):
+    """Row ``row`` of the image column ``column`` of one parquet or Arrow file (a Hugging Face ``Image`` struct of
+    ``bytes`` and ``path``, or plain binary)."""
+
+    column: str = "image"
+    row: int = 0
+    kind: str = "parquet"  # or "arrow"
+
+    def read_bytes(self) -> bytes:
+        value = _column(self.kind, self.container, self.column)[self.row].as_py()
+        if isinstance(value, dict):
+            value = value.get("bytes")
+        if not isinstance(value, bytes | bytearray) or not value:
+            raise DataError(f"{self.container}: row {self.row} column {self.column!r} holds no image bytes")
+        return bytes(value)
+
+    def stamp(self) -> str:
+        return f"{super().stamp()}\0{self.column}"
+
+
+def image_stamp(path: Any) -> str:
+    """The size-and-mtime stamp of an image entry (a file path or an :class:`ImageRef`) that split fingerprints hash."""
+    if isinstance(path, ImageRef):
+        return path.stamp()
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"{path}\0missing"
+    return f"{path}\0{st.st_size}:{st.st_mtime_ns}"
