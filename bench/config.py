@@ -329,6 +329,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> BenchConfi
             kwargs[key] = {k: dict(v) for k, v in table.items()}
         else:
             raise ConfigError(f"{source}: unknown top-level key {key!r}; valid keys: {', '.join(valid)}")
+    if "datasets" in kwargs:
+        kwargs["datasets"] = expand_languages(kwargs["datasets"], source)
     cfg = BenchConfig(**kwargs)
     for table in _FREE_TABLES:
         check_ids(table, list(getattr(cfg, table)), source)
@@ -351,6 +353,46 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> BenchConfi
         if not isinstance(spec["format"], str):
             raise ConfigError(f"{source}: [datasets.{did}].format: expected a format name, got {spec['format']!r}")
     return cfg
+
+
+def expand_languages(datasets: dict[str, dict[str, Any]], source: str) -> dict[str, dict[str, Any]]:
+    """A dataset table with ``languages = ["en", "de", ...]`` stands for one dataset per language, ``<id>-<lang>``
+    with ``language = "<lang>"``, added beside it (the group's own id then names all of them in ``[grid]`` and on
+    the command line). A member table the user wrote themself must agree with the group."""
+    out = dict(datasets)
+    for did, spec in datasets.items():
+        langs = spec.get("languages")
+        if langs is None:
+            continue
+        if not isinstance(langs, list) or not langs or not all(isinstance(x, str) and x.strip() for x in langs):
+            raise ConfigError(f"{source}: [datasets.{did}].languages: expected a list of language codes, got {langs!r}")
+        if "language" in spec:
+            raise ConfigError(f"{source}: [datasets.{did}] sets both 'language' and 'languages'; keep one")
+        base = {k: v for k, v in spec.items() if k != "languages"}
+        for lang in langs:
+            member = {**base, "language": lang}
+            mid = f"{did}-{lang}"
+            if mid in datasets and datasets[mid] != member:
+                raise ConfigError(f"{source}: [datasets.{mid}] differs from language {lang!r} of [datasets.{did}]; "
+                                  "rename one")  # fmt: skip
+            out[mid] = member
+    return out
+
+
+def dataset_members(cfg: BenchConfig, name: str) -> list[str]:
+    """The datasets an id stands for: its languages' datasets for a ``languages`` group, else itself."""
+    spec = cfg.datasets.get(name, {})
+    langs = spec.get("languages") if isinstance(spec, dict) else None
+    return [f"{name}-{lang}" for lang in langs] if isinstance(langs, list) else [name]
+
+
+def dataset_language(cfg: BenchConfig, name: str) -> tuple[str, str] | None:
+    """(group id, language) of a dataset expanded from a ``languages`` group, else None."""
+    lang = cfg.datasets.get(name, {}).get("language")
+    group = name[: -len(lang) - 1] if isinstance(lang, str) and name.endswith(f"-{lang}") else None
+    if group is not None and lang in (cfg.datasets.get(group, {}).get("languages") or []):
+        return group, lang
+    return None
 
 
 PACKAGED_CONFIG = Path(__file__).with_name("bench.toml")  # the repository's bench.toml, shipped in the wheel

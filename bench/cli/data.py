@@ -55,7 +55,7 @@ def dataset_card(split: Any, fingerprint: dict[str, str]) -> dict[str, Any]:
 
 def _text(card: dict[str, Any]) -> str:
     lines = [f"{card['dataset']} ({card['split']})" + (f"  from {card['source']}" if card["source"] else "")]
-    for key in ("images", "captions", "classes", "pairs", "labels"):
+    for key in ("language", "images", "captions", "classes", "pairs", "labels"):
         if card.get(key) is not None:
             lines.append(f"  {key}: {card[key]:,}" if isinstance(card[key], int) else f"  {key}: {card[key]}")
     if "captions_per_image" in card:
@@ -80,13 +80,17 @@ def cmd_data(args: argparse.Namespace) -> int:
         raise BenchError(f"{cfg.source}: no [datasets.{unknown[0]}]; configured: {', '.join(cfg.datasets)}")
     work = Path(cfg.paths.work_dir)
     shown = 0
-    for name in names:
+    from bench.config import dataset_members
+
+    for name in dict.fromkeys(m for n in names for m in dataset_members(cfg, n)):
         for split_name in csv_list(args.splits):
             try:
                 split = load_split(name, cfg.datasets[name], split_name, work_dir=work)
             except SplitNotFoundError:
                 continue
             card = dataset_card(split, content_key(split))
+            if "language" in cfg.datasets[name]:
+                card["language"] = cfg.datasets[name]["language"]
             sys.stdout.write((json.dumps(card) if args.json else _text(card) + "\n") + "\n")
             shown += 1
     if not shown:

@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.05,
                    help="bold a best value only when ahead of the runner-up at p < ALPHA (default 0.05)")  # fmt: skip
     p.add_argument("--largest", action="store_true", help="bold the largest value of each column, untested")
+    p.add_argument("--languages", nargs="?", const="rsum", default=None, metavar="METRIC",
+                   help="only the multilingual tables: a column per language and their mean, of METRIC "
+                   "(default rsum; e.g. t2i_r1)")  # fmt: skip
     p.set_defaults(func=cmd_table)
 
     p = _sub(sub, "rm", "remove stored records", "Remove stored result records, chosen by --models, --methods, "

@@ -23,6 +23,10 @@ def grid_records(args: argparse.Namespace, cfg: Any, results: Path) -> list[dict
     models = csv_list(args.models) if args.models else None
     methods = csv_list(args.methods) if args.methods else None
     datasets = csv_list(args.datasets) if getattr(args, "datasets", None) else None
+    if datasets is not None:
+        from bench.config import dataset_members
+
+        datasets = [*datasets, *(m for d in datasets for m in dataset_members(cfg, d))]
     if getattr(args, "all", False):
         keep = [
             r
@@ -60,6 +64,7 @@ def grid_records(args: argparse.Namespace, cfg: Any, results: Path) -> list[dict
 def cmd_table(args: argparse.Namespace) -> int:
     """Render the stored results of the configured grid as a Markdown, CSV or LaTeX table (and a PNG plot)."""
     from bench.report.tables import plot_recall_at_k, render
+    from bench.stats.bootstrap import BootstrapConfig
 
     cfg = load_cfg(args)
     results = Path(args.results_dir or cfg.paths.results_dir)
@@ -67,20 +72,25 @@ def cmd_table(args: argparse.Namespace) -> int:
     if not records:
         hint = "" if args.all else " of the configured grid (--all shows every stored record)"
         raise BenchError(f"{results}/runs: no results{hint}; run `bench run` first")
-    from bench.stats.bootstrap import BootstrapConfig
-
     if not 0 < args.alpha < 1:
         raise BenchError(f"--alpha must be in (0, 1), got {args.alpha}")
-    text = render(
-        records,
-        args.format,
-        standalone=args.standalone,
-        baseline_method=baseline_for(records, args.baseline),
-        dataset=args.dataset,
-        significance=None if args.largest else args.alpha,
-        intervals=args.ci,
-        bootstrap=BootstrapConfig.of(cfg.eval),
-    )
+    if args.languages:
+        from bench.report.languages import render_languages
+
+        text = render_languages(records, args.format, metric=args.languages)
+        if not text:
+            raise BenchError("no multilingual results: no set has records in two or more languages")
+    else:
+        text = render(
+            records,
+            args.format,
+            standalone=args.standalone,
+            baseline_method=baseline_for(records, args.baseline),
+            dataset=args.dataset,
+            significance=None if args.largest else args.alpha,
+            intervals=args.ci,
+            bootstrap=BootstrapConfig.of(cfg.eval),
+        )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)

@@ -245,6 +245,7 @@ def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path
 from bench.data import formats as formats  # noqa: E402
 from bench.data import hf as hf  # noqa: E402
 from bench.data import image_sets as image_sets  # noqa: E402
+from bench.data import multilingual as multilingual  # noqa: E402
 from bench.data import presets as presets  # noqa: E402
 from bench.data import shards as shards  # noqa: E402
 from bench.data import sts as sts  # noqa: E402

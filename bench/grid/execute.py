@@ -184,5 +184,6 @@ def status_record(cell: Cell, snapshot: dict[str, Any], status: RecordStatus, re
         "metrics": None,
         "config": snapshot,
         "config_hash": config_hash(snapshot),
+        **({"language": snapshot["dataset"]["language"]} if "language" in snapshot.get("dataset", {}) else {}),
         **_job_fields(),
     }

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.adapters.registry import adapter_options
-from bench.config import BenchConfig, check_seeds
+from bench.config import BenchConfig, check_seeds, dataset_members
 from bench.data import check_dataset
 from bench.device import device_of
 from bench.errors import ConfigError, UnknownNameError, check_keys
@@ -74,6 +74,10 @@ def expand_grid(
     """
     models = _names(models, cfg.grid.models, list(cfg.models))
     datasets = _names(datasets, cfg.grid.datasets, list(cfg.datasets))
+    unknown = [d for d in datasets if d not in cfg.datasets]
+    if unknown:
+        raise UnknownNameError("dataset", unknown[0], list(cfg.datasets))
+    datasets = list(dict.fromkeys(m for d in datasets for m in dataset_members(cfg, d)))
     methods = methods or cfg.grid.methods
     seeds = seeds or cfg.grid.seeds
     check_seeds(seeds, "--seeds" if seeds is not cfg.grid.seeds else f"{cfg.source}: [grid] seeds")

@@ -304,6 +304,8 @@ def run_cell(
     record: dict[str, Any] = {"schema": SCHEMA, "status": "ok", "model": cell.model, "adapter": plan.family,
                               "dataset": cell.dataset, "split": cell.split, "method": cell.method,
                               "seed": cell.seed}  # fmt: skip
+    if "language" in snapshot["dataset"]:  # one language of a multilingual set (bench table's language columns)
+        record["language"] = snapshot["dataset"]["language"]
     if not plan.method.trains:
         record["metrics"] = score()
         record.update(metrics_last=None, selected_epoch=None, history=[], trained_parts=[], frozen_backbone=True)

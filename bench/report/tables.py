@@ -14,6 +14,8 @@ Conventions shared by every format:
   of the table have a value there.
 * A record whose ``status`` is ``"unavailable"`` or ``"failed"`` becomes a row of ``–`` explained by its ``reason``
   (a Note column in Markdown, a footnote in LaTeX, a ``note`` column in CSV).
+* Records that name a ``language`` (a multilingual set's languages, one dataset each) also get a table with one
+  column per language and their mean (:mod:`bench.report.languages`; Markdown and LaTeX).
 * Uni-modal records (image retrieval, STS) add columns to the ITR rows of their model and method, per uni-modal
   dataset (see :mod:`bench.report.unimodal`); a row without that dataset shows ``–``.
 
@@ -46,6 +48,7 @@ from bench.report.collect import (
     visible_groups,
     with_delta,
 )
+from bench.report.languages import language_groups, render_languages
 from bench.report.plots import plot_recall_at_k
 from bench.report.significance import Significance, build_significance
 from bench.report.unimodal import UniColumn, is_unimodal, train_dataset_of
@@ -446,7 +449,8 @@ def render(
     records = list(records)
     if dataset is not None:
         known = sorted({str(r.get("dataset")) for r in records})
-        matched = [r for r in records if str(r.get("dataset")) == dataset]
+        members = language_groups(records).get(dataset, {})  # a multilingual set's name stands for its languages
+        matched = [r for r in records if str(r.get("dataset")) == dataset or r.get("dataset") in members]
         if not matched:
             raise TableError(f"no records for dataset {dataset!r}; datasets present: {', '.join(known) or '(none)'}")
         if not any(is_unimodal(r) for r in matched):  # an ITR table keeps the uni-modal columns of its rows
@@ -467,6 +471,10 @@ def render(
     if fmt == "csv":
         return _render_csv(df, sig)
     delta = baseline_method is not None
+    # A multilingual set's languages side by side, after the per-language tables.
+    languages = render_languages(records, fmt)
     if fmt == "markdown":
-        return _render_markdown(df, delta=delta, sig=sig, baseline=baseline_method)
-    return _render_latex(df, delta=delta, standalone=standalone, sig=sig, baseline=baseline_method)
+        out = _render_markdown(df, delta=delta, sig=sig, baseline=baseline_method)
+        return f"{out}\n{languages}" if languages else out
+    body = _render_latex(df, delta=delta, standalone=False, sig=sig, baseline=baseline_method) + languages
+    return f"{_LATEX_PREAMBLE}{body}\\end{{document}}\n" if standalone else body
