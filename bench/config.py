@@ -138,6 +138,21 @@ class LauncherConfig:
     sbatch: dict[str, Any] = field(default_factory=dict)  # any further sbatch options, e.g. {exclusive = true}
 
 
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Experiment trackers every cell logs to (off by default; each is an optional extra). Logging never changes a
+    number and is not part of a cell's config hash."""
+
+    backends: list[str] = field(default_factory=list)  # any of "tensorboard", "wandb", "mlflow"
+    dir: str = ""  # TensorBoard event files, wandb's runs, MLflow's file store ("" = <results_dir>/tracking)
+    project: str = "itr-bench"  # the wandb project and the MLflow experiment
+    wandb_mode: str = "offline"  # "offline" (files only; `wandb sync` uploads them later) or "online"
+    mlflow_uri: str = ""  # an MLflow tracking URI ("" = a local file store under dir)
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     """The whole configuration."""
@@ -148,6 +163,7 @@ class BenchConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     teachers: TeachersConfig = field(default_factory=TeachersConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> {"adapter": family, **build options}
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> {"format": ..., **loader options}
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # method name -> options
@@ -167,6 +183,7 @@ _SECTIONS: dict[str, type] = {
     "eval": EvalConfig,
     "teachers": TeachersConfig,
     "launcher": LauncherConfig,
+    "tracking": TrackingConfig,
 }
 _FREE_TABLES = ("models", "datasets", "methods")
 
@@ -309,6 +326,12 @@ def build_section(cls: type, table: Any, where: str) -> Any:
                           f"got {kwargs['temperature']!r}")  # fmt: skip
     if cls is EvalConfig and isinstance(kwargs.get("rerank_k"), str) and kwargs["rerank_k"] != "auto":
         raise ConfigError(f'{where}.rerank_k: a number of candidates, "auto" or 0 (off), got {kwargs["rerank_k"]!r}')
+    if cls is TrackingConfig:
+        bad = [b for b in kwargs.get("backends", []) if b not in TRACKERS]
+        if bad:
+            raise ConfigError(f"{where}.backends: unknown tracker {bad[0]!r}; valid: {', '.join(TRACKERS)}")
+        if kwargs.get("wandb_mode", "offline") not in ("offline", "online"):
+            raise ConfigError(f'{where}.wandb_mode: "offline" or "online", got {kwargs["wandb_mode"]!r}')
     if cls is EvalConfig and "ks" in kwargs:
         bad = [k for k in kwargs["ks"] if k < 1]
         if bad or not kwargs["ks"]:

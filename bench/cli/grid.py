@@ -34,10 +34,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a grid (in this process, or through submitit) and print its table."""
     from bench.grid.slurm import check_launcher
+    from bench.tracking import check_trackers
 
     cfg = load_cfg(args)
     cells = grid_cells(args, cfg)
     launcher = check_launcher(cfg, args.launcher)
+    check_trackers(cfg)
     print(f"bench: {len(cells)} cell(s); results in {cfg.paths.results_dir}/runs", file=sys.stderr)
     if launcher != "local":
         return run_submitit(args, cfg, cells, launcher)

@@ -21,6 +21,7 @@ from bench.grid.execute import Outcome, execute_cell
 from bench.grid.fingerprint import forget_splits
 from bench.grid.records import prepare_results_dir
 from bench.methods import get_method
+from bench.tracking import check_trackers
 
 __all__ = ["GridReport", "expand_grid", "run_grid"]
 
@@ -132,10 +133,12 @@ def check_devices(cfg: BenchConfig, cells: list[Cell]) -> None:
 def run_grid(cfg: BenchConfig, cells: list[Cell], *, force: bool = False, progress: bool = True) -> GridReport:
     """Run ``cells`` in this process, one after another, and write each result (the ``local`` launcher).
 
-    Before any cell runs: every model's device must exist here, and the results folder must be writable; stale
+    Before any cell runs: every model's device must exist here, every configured tracker must be installed, and the
+    results folder must be writable; stale
     temporary files of earlier killed runs are removed.
     """
     check_devices(cfg, cells)
+    check_trackers(cfg)
     prepare_results_dir(cfg)
     forget_splits()  # fingerprints of what is on disk now, not of an earlier run in this process
     report = GridReport()

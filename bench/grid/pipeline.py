@@ -43,6 +43,7 @@ from bench.methods.base import Method, Objective
 from bench.scoring.itr import recall_ks
 from bench.scoring.perquery import save_per_query
 from bench.stats.bootstrap import BootstrapConfig, ci_key, confidence_intervals, query_values
+from bench.tracking import CellRun, open_run, run_name
 from bench.train.distributed import current as current_dist
 from bench.train.fit import FitResult, fit, load_state, seed_everything
 
@@ -191,7 +192,7 @@ def make_objective(plan: Plan, adapter: Adapter, train: RetrievalSplit) -> Objec
 
 def train_or_reuse(
     plan: Plan, adapter: Adapter, objective: Objective, train: RetrievalSplit, val: RetrievalSplit,
-    features: tuple[Stage1, Stage1], checkpoint: Path | None,
+    features: tuple[Stage1, Stage1], checkpoint: Path | None, on_epoch: Any = None,
 ) -> tuple[FitResult, str | None]:  # fmt: skip
     """Step 3c: fit (resuming from ``checkpoint``), or reuse a stored training of the same key; returns the result and
     the store it was reused from.
@@ -212,10 +213,12 @@ def train_or_reuse(
     if stored is not None:
         log.info("%s: reusing the training stored in %s", plan.cell.label, store)
         load_state(adapter, objective, stored.last_state, plan.frozen)
+        for row in stored.history if on_epoch is not None else []:  # the reused training's curves, as if fitted
+            on_epoch(row)
         return stored, str(store)
     result = fit(adapter, objective, train, plan.train, device=plan.device, seed=plan.cell.seed,
                  freeze_backbone=plan.frozen, train_features=train_feats, validate=validate,
-                 progress=plan.progress, checkpoint=checkpoint)  # fmt: skip
+                 progress=plan.progress, checkpoint=checkpoint, on_epoch=on_epoch)  # fmt: skip
     if store is not None and current_dist().is_main:
         save_trained(store, result)
     return result, None
@@ -299,6 +302,23 @@ def run_cell(
     snapshot = cell_config(cfg, cell)
     plan = plan_cell(cell, cfg, progress=progress)
     test = load_split(cell.dataset, cfg.datasets[cell.dataset], cell.split, work_dir=plan.work)  # data errors first
+    track = open_run(cfg, run_name(cell.model, cell.dataset, cell.split, cell.method, cell.seed), snapshot,
+                     select_metric=plan.train.select_metric) if current_dist().is_main else CellRun([])  # fmt: skip
+    try:
+        record = _run_steps(plan, snapshot, test, checkpoint, per_query, track)
+    except BaseException:
+        track.fail()
+        raise
+    if record["status"] == "ok":
+        record.update(provenance(snapshot, plan.device, t0))
+        track.finish(record)
+    return record
+
+
+def _run_steps(plan: Plan, snapshot: dict[str, Any], test: RetrievalSplit, checkpoint: Path | None,
+               per_query: Path | None, track: CellRun) -> dict[str, Any]:  # fmt: skip
+    """Steps 1-5 of :func:`run_cell` (the record without its provenance)."""
+    cell = plan.cell
     adapter = build_adapter(plan)
     score = scorer_for(plan, adapter, test)
     record: dict[str, Any] = {"schema": SCHEMA, "status": "ok", "model": cell.model, "adapter": plan.family,
@@ -313,7 +333,7 @@ def run_cell(
         train, val, selected_on = train_data(plan)
         features = stage1(plan, adapter, train), stage1(plan, adapter, val)
         objective = make_objective(plan, adapter, train)
-        result, reused = train_or_reuse(plan, adapter, objective, train, val, features, checkpoint)
+        result, reused = train_or_reuse(plan, adapter, objective, train, val, features, checkpoint, track.epoch)
         if reused is not None:
             record["reused_training"] = reused
         if not current_dist().is_main:
@@ -326,5 +346,4 @@ def run_cell(
     if plan.task != "itr":  # which embedding was scored (uni heads, joint, towers) and what the model was trained on
         trained_on = plan.train_name if plan.method.trains else None
         record.update(task=plan.task, embedding=score.embedding, train_dataset=trained_on)
-    record.update(provenance(snapshot, plan.device, t0))
     return record

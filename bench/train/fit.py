@@ -101,12 +101,14 @@ def fit(
     validate: Callable[[], float],
     progress: bool = True,
     checkpoint: Path | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> FitResult:
     """Train ``adapter``'s trainable module and ``objective`` on ``train``; keep the state best on ``validate()``.
 
     On return the adapter and objective still hold the last epoch's weights; ``FitResult.best_state`` holds the
     selected (best-on-val) ones, for :func:`load_state`. With ``checkpoint``, the state after each epoch is saved
-    there (by rank 0) and a run that finds the file resumes after its epoch.
+    there (by rank 0) and a run that finds the file resumes after its epoch. ``on_epoch`` (rank 0 only) receives
+    each epoch's history row as it ends (the experiment trackers).
 
     Raises:
         ConfigError: nothing is trainable (e.g. frozen CLIP towers with no head).
@@ -191,6 +193,8 @@ def fit(
         }
         result.history.append(row)
         log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in row.items()})
+        if on_epoch is not None and env.is_main:
+            on_epoch(row)
         if val > result.best_val:
             result.best_val, result.selected_epoch = val, epoch
             result.best_state = _snapshot(module, objective)
