@@ -82,9 +82,10 @@ def main() -> None:
         "parquet": {"format": "parquet", "root": str(tmp / "pq")},
     }
     transform = T.Compose([T.Resize(224), T.CenterCrop(224), T.ToTensor()])
-    print(f"{split.n_images} images, {split.n_captions} captions; {sum(f.stat().st_size for f in (tmp / 'wds').rglob('*.tar')) / 2**20:.1f} MiB of shards")  # noqa: E501
-    print(f"{'form':<20} {'load s':>7} " + " ".join(f"{f'{w} workers img/s':>16} {'peak RSS MB':>11}" for w in args.workers)
-          + f" {'RSS after load':>14}")  # fmt: skip
+    shard_mb = sum(f.stat().st_size for f in (tmp / "wds").rglob("*.tar")) / 2**20
+    print(f"{split.n_images} images, {split.n_captions} captions; {shard_mb:.1f} MiB of shards")
+    head = " ".join(f"{f'{w} workers img/s':>16} {'peak RSS MB':>11}" for w in args.workers)
+    print(f"{'form':<20} {'load s':>7} {head} {'RSS after load':>14}")
     for name, spec in specs.items():
         t0 = time.perf_counter()
         s = load_split("bench", spec, "test", work_dir=tmp)

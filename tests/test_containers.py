@@ -216,3 +216,18 @@ def test_a_corrupt_embedded_image_names_the_file_and_the_row(tmp_path: Path) -> 
     assert np.asarray(split.load_image(0)).shape == (4, 4, 3)
     with pytest.raises(DataError, match=r"test\.parquet::row 1: cannot decode image"):
         split.load_image(1)
+
+
+def test_a_single_saved_dataset_is_only_a_test_split(tmp_path: Path) -> None:
+    """Never train on the rows a cell is scored on: a plain Dataset folder serves ``test`` alone."""
+    import datasets
+
+    from bench.errors import SplitNotFoundError
+    from tests.containers import hf_rows
+
+    syn = load_split("s", {"format": "synthetic", "n_train": 4, "n_val": 4, "n_test": 5}, "test", work_dir=tmp_path)
+    datasets.Dataset.from_dict(hf_rows(syn)).cast_column("image", datasets.Image()).save_to_disk(str(tmp_path / "ds"))
+    spec = {"format": "hf_dataset", "root": str(tmp_path / "ds")}
+    assert list(load_split("s", spec, "test", work_dir=tmp_path).captions) == list(syn.captions)
+    with pytest.raises(SplitNotFoundError, match=r"a single saved Dataset is only a test split, not 'train'"):
+        load_split("s", spec, "train", work_dir=tmp_path)

@@ -285,7 +285,7 @@ def load_hf_dataset(
     restval_in_train: bool = True,
 ) -> RetrievalSplit:
     """Load a split of a Hugging Face dataset saved with ``save_to_disk`` (a ``DatasetDict`` folder: its split;
-    a single ``Dataset``: ``split_column`` picks the rows, else it is served as every split asked for).
+    a single ``Dataset``: ``split_column`` picks the rows, else it is the test split only).
 
     The options are those of ``format = "parquet"`` (:func:`load_parquet`); images are read from the folder's
     memory-mapped Arrow files.
@@ -296,6 +296,9 @@ def load_hf_dataset(
         if split not in saved:
             raise SplitNotFoundError(f"{root}: unknown split {split!r}; available splits: {', '.join(saved)}")
         saved = saved[split]
+    elif split_column is None and split != "test":  # never train on the rows a cell is scored on
+        raise SplitNotFoundError(f"{root}: a single saved Dataset is only a test split, not {split!r}; save a "
+                                 "DatasetDict or set split_column")  # fmt: skip
     if saved._indices is not None:  # a select()/shuffle() saved without flatten_indices(); rows are not in file order
         saved = saved.flatten_indices()
     files = [Path(f["filename"]) for f in saved.cache_files]
