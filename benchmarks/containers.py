@@ -4,7 +4,8 @@ webdataset shards, a saved Hugging Face dataset and a parquet file, and the main
 The split is coco-sample's test split (201 real COCO photos) repeated ``--repeat`` times under new ids, written in
 each form once into a temporary folder. Load = building the :class:`RetrievalSplit` (what every ``bench run`` and
 fingerprint check does); decode = every image through a 224-px resize-and-crop transform in DataLoader batches of 64.
-RSS is the main process's resident memory: after loading, and its peak while decoding.
+RSS is the resident memory of the process that loads and decodes (a fresh one per form): after loading, and its
+peak while decoding.
 
     python benchmarks/containers.py --repeat 10 --workers 0 2
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import tempfile
 import threading
@@ -51,13 +53,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    ap.add_argument("--measure", help=argparse.SUPPRESS)  # internal: one form, in its own process
+    ap.add_argument("--tmp", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.measure:
+        return measure(json.loads(args.measure), Path(args.tmp), args.workers)
     if not (COCO / "test.json").is_file():
         sys.exit(f"{COCO} is absent")
-    import torchvision.transforms as T
-
     from bench.data import load_split
-    from bench.encode.features import iter_image_batches
     from tests.containers import save_hf, write_parquet, write_shards
 
     base = load_split("coco-sample", {"format": "flat_json", "root": str(COCO)}, "test", work_dir=Path("/none"))
@@ -65,7 +68,6 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="itr-containers-"))
     flat = tmp / "flat"
     (flat / "pics").mkdir(parents=True)
-    import json
 
     for iid, p in zip(split.image_ids, split.image_paths, strict=True):  # a gallery lists each file once
         (flat / "pics" / iid).symlink_to(p)
@@ -81,33 +83,46 @@ def main() -> None:
         "hf_dataset": {"format": "hf_dataset", "root": str(tmp / "saved")},
         "parquet": {"format": "parquet", "root": str(tmp / "pq")},
     }
-    transform = T.Compose([T.Resize(224), T.CenterCrop(224), T.ToTensor()])
     shard_mb = sum(f.stat().st_size for f in (tmp / "wds").rglob("*.tar")) / 2**20
     print(f"{split.n_images} images, {split.n_captions} captions; {shard_mb:.1f} MiB of shards")
     head = " ".join(f"{f'{w} workers img/s':>16} {'peak RSS MB':>11}" for w in args.workers)
-    print(f"{'form':<20} {'load s':>7} {head} {'RSS after load':>14}")
-    for name, spec in specs.items():
+    print(f"{'form':<20} {'load s':>7} {'RSS after load':>14} {head}")
+    import subprocess
+
+    for name, spec in specs.items():  # each form in a fresh process, so its memory is its own
+        out = subprocess.run([sys.executable, __file__, "--measure", json.dumps(spec), "--tmp", str(tmp),
+                              "--workers", *map(str, args.workers)], capture_output=True, text=True, check=True)
+        print(f"{name:<20} {out.stdout.strip()}")
+
+
+def measure(spec: dict, tmp: Path, workers: list[int]) -> None:
+    import torchvision.transforms as T
+
+    from bench.data import load_split
+    from bench.encode.features import iter_image_batches
+
+    transform = T.Compose([T.Resize(224), T.CenterCrop(224), T.ToTensor()])
+    t0 = time.perf_counter()
+    s = load_split("bench", spec, "test", work_dir=tmp)
+    load = time.perf_counter() - t0
+    after = rss_mb()
+    cols = []
+    for w in workers:
+        peak, done = [rss_mb()], threading.Event()
+
+        def watch(peak: list[float] = peak, done: threading.Event = done) -> None:
+            while not done.wait(0.05):
+                peak.append(rss_mb())
+
+        th = threading.Thread(target=watch)
+        th.start()
         t0 = time.perf_counter()
-        s = load_split("bench", spec, "test", work_dir=tmp)
-        load = time.perf_counter() - t0
-        after = rss_mb()
-        cols = []
-        for w in args.workers:
-            peak, done = [rss_mb()], threading.Event()
-
-            def watch(peak=peak, done=done) -> None:
-                while not done.wait(0.05):
-                    peak.append(rss_mb())
-
-            th = threading.Thread(target=watch)
-            th.start()
-            t0 = time.perf_counter()
-            n = sum(b.shape[0] for b in iter_image_batches(s, transform, 64, num_workers=w))
-            rate = n / (time.perf_counter() - t0)
-            done.set()
-            th.join()
-            cols.append(f"{rate:>16.0f} {max(peak):>11.0f}")
-        print(f"{name:<20} {load:>7.2f} " + " ".join(cols) + f" {after:>14.0f}")
+        n = sum(b.shape[0] for b in iter_image_batches(s, transform, 64, num_workers=w))
+        rate = n / (time.perf_counter() - t0)
+        done.set()
+        th.join()
+        cols.append(f"{rate:>16.0f} {max(peak):>11.0f}")
+    print(f"{load:>7.2f} {after:>14.0f} " + " ".join(cols))
 
 
 if __name__ == "__main__":

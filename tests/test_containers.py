@@ -231,3 +231,16 @@ def test_a_single_saved_dataset_is_only_a_test_split(tmp_path: Path) -> None:
     assert list(load_split("s", spec, "test", work_dir=tmp_path).captions) == list(syn.captions)
     with pytest.raises(SplitNotFoundError, match=r"a single saved Dataset is only a test split, not 'train'"):
         load_split("s", spec, "train", work_dir=tmp_path)
+
+
+def test_parquet_images_are_read_one_row_group_at_a_time(coco_test: bench.RetrievalSplit, tmp_path: Path) -> None:
+    """Decoding an image decodes its row group's image column, not the file's: memory is bounded by a group."""
+    from bench.data import refs
+
+    write_parquet(coco_test, tmp_path / "test.parquet", row_group_size=25)
+    split = load_split("p", {"format": "parquet", "root": str(tmp_path)}, "test", work_dir=tmp_path)
+    refs._TABLES.clear()
+    for i in (0, 30, 200):
+        split.load_image(i)
+    assert sorted(k[2] for k in refs._TABLES) == [0, 1, 8]  # the groups of rows 0, 30 and 200
+    assert all(len(col) <= 25 for col in refs._TABLES.values())

@@ -72,10 +72,12 @@ class _Segment:
     """One parquet or Arrow file: its non-image columns, and per row the image's embedded bytes flag and path."""
 
     def __init__(self, path: Path, kind: str, table: Any, image_column: str, embedded: list[bool],
-                 image_paths: list[Any], columns: list[str]) -> None:  # fmt: skip
+                 image_paths: list[Any], columns: list[str],
+                 groups: list[tuple[int, int]] | None = None) -> None:  # fmt: skip
         self.path, self.kind, self.table, self.image_column = path, kind, table, image_column
         self.embedded, self.image_paths = embedded, image_paths
         self.columns = columns  # the file's, in its order, for errors
+        self.groups = groups  # parquet: (row group, row in it) of each row
 
 
 def _image_kind(pa: Any, typ: Any, column: str, where: str) -> str:
@@ -132,7 +134,9 @@ def _build(
                     continue
             where = f"{seg.path.name}: row {r}"
             if embedded[r]:
-                ref: Any = ArrowImage(seg.path, f"row {r}", column=seg.image_column, row=r, kind=seg.kind)
+                g, gr = seg.groups[r] if seg.groups else (0, r)
+                ref: Any = ArrowImage(seg.path, f"row {r}", column=seg.image_column, row=r, kind=seg.kind, group=g,
+                                      group_row=gr)  # fmt: skip
                 label = paths[r] or str(ref)
             else:
                 rel = paths[r]
@@ -223,37 +227,50 @@ def load_parquet(
             img = _pick(image_column, "image_column", IMAGE_COLUMNS, schema.names, str(path))
             kind = _image_kind(pa, schema.field(img).type, img, str(path))
             table = pq.read_table(path, columns=[c for c in schema.names if c != img or kind == "path"])
-            embedded, image_paths = _parquet_images(pq, path, img, kind)
+            embedded, image_paths, groups = _parquet_images(pq, path, img, kind)
         except (OSError, pa.ArrowException) as e:
             raise DataError(f"{path}: not a readable parquet file ({e})") from None
-        segments.append(_Segment(path, "parquet", table, img, embedded, image_paths, schema.names))
+        segments.append(_Segment(path, "parquet", table, img, embedded, image_paths, schema.names, groups))
     return _build(segments, name=name, split=split, source=paths[0], root=root, image_dir=image_dir,
                   caption_column=caption_column, id_column=id_column, folder_column=folder_column,
                   split_column=split_column, restval_in_train=restval_in_train)  # fmt: skip
 
 
-def _parquet_images(pq: Any, path: Path, column: str, kind: str) -> tuple[list[bool], list[Any]]:
-    """(embedded, path) per row, reading the image bytes only where needed: a path column and the struct's ``path``
-    field are read alone, and the bytes only of row groups whose statistics do not show every row embedded (one row
-    group at a time, never the whole file)."""
-    if kind == "path":
-        return _image_rows(pq.read_table(path, columns=[column]).column(column), kind)
+def _parquet_images(pq: Any, path: Path, column: str, kind: str) -> tuple[list[bool], list[Any], list[tuple[int, int]]]:
+    """(embedded, path, (row group, row in it)) per row, one row group at a time so memory stays bounded by one
+    group: a path column and the struct's ``path`` field are read alone, and the image bytes only of row groups
+    whose statistics do not show every row embedded."""
+    import pyarrow as pa
+
     meta = pq.ParquetFile(path)
     leaf = f"{column}.bytes" if kind == "struct" else column
+    typ = meta.schema_arrow.field(column).type
+    has_path = kind == "path" or (kind == "struct" and typ.get_field_index("path") >= 0)
     embedded: list[bool] = []
+    paths: list[Any] = []
+    where: list[tuple[int, int]] = []
     for g in range(meta.num_row_groups):
         rg = meta.metadata.row_group(g)
-        stats = next((rg.column(c).statistics for c in range(rg.num_columns) if rg.column(c).path_in_schema == leaf),
-                     None)  # fmt: skip
-        if stats is not None and stats.has_null_count and stats.null_count == 0:
-            embedded.extend([True] * rg.num_rows)
+        where.extend((g, r) for r in range(rg.num_rows))
+        if kind == "path":
+            embedded.extend([False] * rg.num_rows)
         else:
-            embedded.extend(_image_rows(meta.read_row_group(g, columns=[column]).column(column), kind)[0])
-    paths: list[Any] = [None] * len(embedded)
-    if kind == "struct" and meta.schema_arrow.field(column).type.get_field_index("path") >= 0:
-        leaf_table = pq.read_table(path, columns=[f"{column}.path"])  # the leaf alone: no image bytes read
-        paths = leaf_table.column(leaf_table.column_names[0]).to_pylist()
-    return embedded, paths
+            stats = next((rg.column(c).statistics for c in range(rg.num_columns)
+                          if rg.column(c).path_in_schema == leaf), None)  # fmt: skip
+            if stats is not None and stats.has_null_count and stats.null_count == 0:
+                embedded.extend([True] * rg.num_rows)
+            else:
+                embedded.extend(_image_rows(meta.read_row_group(g, columns=[column]).column(column), kind)[0])
+        if has_path:
+            part = meta.read_row_group(g, columns=[column if kind == "path" else f"{column}.path"]).column(0)
+            if pa.types.is_struct(part.type):  # the leaf comes back inside its struct
+                import pyarrow.compute as pc
+
+                part = pc.struct_field(part, "path")
+            paths.extend(part.to_pylist())
+        else:
+            paths.extend([None] * rg.num_rows)
+    return embedded, paths, where
 
 
 def _load_from_disk(path: Path) -> Any:

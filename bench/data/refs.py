@@ -69,16 +69,16 @@ class TarMember(ImageRef):
         return f"{super().stamp()}\0{self.offset}:{self.size}"
 
 
-# Arrow tables opened in this process, by file; a DataLoader worker opens each once (memory-mapped, so opening
-# holds no image in memory) and keeps the few it reads from.
-_TABLES: OrderedDict[tuple[str, str], Any] = OrderedDict()
+# Image columns read in this process: an Arrow file's whole column (memory-mapped, so reading it holds no image in
+# memory) or one parquet row group's (decoded, so only a few are kept). A DataLoader worker opens each once.
+_TABLES: OrderedDict[tuple[str, str, int], Any] = OrderedDict()
 _TABLES_LOCK = threading.Lock()
-_MAX_OPEN = 8
+_MAX_OPEN = 4
 
 
-def _column(kind: str, path: Path, column: str) -> Any:
-    """The chunked image column of one arrow or parquet file, opened once per process."""
-    key = (str(path), column)
+def _column(kind: str, path: Path, column: str, group: int) -> Any:
+    """The image column of one Arrow file, or of one row group of a parquet file, cached per process."""
+    key = (str(path), column, group)
     with _TABLES_LOCK:
         if key in _TABLES:
             _TABLES.move_to_end(key)
@@ -89,7 +89,7 @@ def _column(kind: str, path: Path, column: str) -> Any:
         if kind == "parquet":
             import pyarrow.parquet as pq
 
-            table = pq.read_table(path, columns=[column], memory_map=True)
+            table = pq.ParquetFile(path).read_row_group(group, columns=[column])
         else:  # the Arrow IPC stream files of a save_to_disk folder
             with pa.memory_map(str(path)) as source:
                 table = pa.ipc.open_stream(source).read_all().select([column])
@@ -106,14 +106,20 @@ def _column(kind: str, path: Path, column: str) -> Any:
 @dataclass(frozen=True)
 class ArrowImage(ImageRef):
     """Row ``row`` of the image column ``column`` of one parquet or Arrow file (a Hugging Face ``Image`` struct of
-    ``bytes`` and ``path``, or plain binary)."""
+    ``bytes`` and ``path``, or plain binary). In a parquet file the row is ``group_row`` of row group ``group``, which
+    is all a reader decodes."""
 
     column: str = "image"
     row: int = 0
     kind: str = "parquet"  # or "arrow"
+    group: int = 0
+    group_row: int = 0
 
     def read_bytes(self) -> bytes:
-        value = _column(self.kind, self.container, self.column)[self.row].as_py()
+        if self.kind == "parquet":
+            value = _column(self.kind, self.container, self.column, self.group)[self.group_row].as_py()
+        else:
+            value = _column(self.kind, self.container, self.column, -1)[self.row].as_py()
         if isinstance(value, dict):
             value = value.get("bytes")
         if not isinstance(value, bytes | bytearray) or not value:
