@@ -112,13 +112,13 @@ def test_parquet_with_image_paths_and_one_file_for_every_split(coco_test: bench.
     import datasets
     import pyarrow.parquet as pq
 
-    rows = {"filename": [Path(p).name for p in coco_test.image_paths],
+    rows = {"filepath": ["pics"] * coco_test.n_images, "filename": [Path(p).name for p in coco_test.image_paths],
             "sentences": [[coco_test.captions[j] for j in js] for js in coco_test.image_to_captions()],
-            "split": ["test"] * coco_test.n_images}  # fmt: skip
+            "split": ["test"] * coco_test.n_images}  # fmt: skip  (yerevann/coco-karpathy's columns)
     rows["split"][:20] = ["restval"] * 20  # Karpathy COCO uploads: restval counts as train
     pq.write_table(datasets.Dataset.from_dict(rows).data.table, tmp_path / "coco_karpathy.parquet")
     spec = {"format": "parquet", "root": str(tmp_path), "split_column": "split", "image_column": "filename",
-            "image_dir": str(COCO / "pics")}  # fmt: skip
+            "folder_column": "filepath", "id_column": "filename", "image_dir": str(COCO)}  # fmt: skip
     test = load_split("k", spec, "test", work_dir=tmp_path)
     train = load_split("k", spec, "train", work_dir=tmp_path)
     assert (test.n_images, train.n_images) == (181, 20)
@@ -244,3 +244,38 @@ def test_parquet_images_are_read_one_row_group_at_a_time(coco_test: bench.Retrie
         split.load_image(i)
     assert sorted(k[2] for k in refs._TABLES) == [0, 1, 8]  # the groups of rows 0, 30 and 200
     assert all(len(col) <= 25 for col in refs._TABLES.values())
+
+
+def test_a_changed_shard_or_parquet_file_reruns_its_cells(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from tests.tiny_grid import write_config
+
+    syn = load_split("s", {"format": "synthetic", "n_train": 4, "n_val": 4, "n_test": 8}, "test", work_dir=tmp_path)
+    write_shards(syn, tmp_path / "wds", maxcount=4)
+    write_parquet(syn, tmp_path / "pq" / "test.parquet")
+    cfg = write_config(tmp_path / "bench.toml", results=tmp_path / "results", work=tmp_path / "work")
+    cfg.write_text(cfg.read_text() + f'\n[datasets.w]\nformat = "webdataset"\nroot = "{tmp_path / "wds"}"\n'
+                   f'\n[datasets.p]\nformat = "parquet"\nroot = "{tmp_path / "pq"}"\n')  # fmt: skip
+    argv = ["run", "--config", str(cfg), "--models", "towers", "--datasets", "w,p", "-q", "--no-table"]
+
+    def run() -> str:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            rc, _, err = run_main(argv)
+        assert rc == 0, err
+        return err + caplog.text
+
+    assert "2 ran, 0 skipped" in run()
+    assert "0 ran, 2 skipped" in run()
+    changed = dataclasses.replace(syn, captions=["a caption nobody wrote", *syn.captions[1:]], _fingerprint=[])
+    for f in (tmp_path / "wds" / "test").glob("*.tar"):
+        f.unlink()
+    write_shards(changed, tmp_path / "wds", maxcount=4)
+    out = run()
+    # the shard was rewritten, so its images' container changed with the caption
+    assert "1 ran, 1 skipped" in out and "the images/captions of w/test changed since the record" in out
+    write_parquet(dataclasses.replace(syn, image_paths=[syn.image_paths[1], *syn.image_paths[1:]], _fingerprint=[]),
+                  tmp_path / "pq" / "test.parquet")  # fmt: skip
+    out = run()
+    assert "1 ran, 1 skipped" in out and "the images of p/test changed since the record" in out
