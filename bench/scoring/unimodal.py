@@ -102,6 +102,11 @@ def label_retrieval(
     if keep.size == 0:
         return out
 
+    if n_q == n_g and np.array_equal(excl, np.arange(n_q)) and np.array_equal(ql, gl) and torch.equal(q, g):
+        # A gallery searched by its own items (SOP, CUB, Cars): the symmetric scan computes one triangle of tiles.
+        done = _symmetric(q, gl, n_pos, out, memory_mb, device)
+        if done:
+            return out
     rows = strip_rows(n_g, memory_mb, _BYTES_PER_SCORE)
     order_t = torch.from_numpy(order).to(device)
     gallery_t = g.T
@@ -121,30 +126,64 @@ def label_retrieval(
             cols = order_t[(torch.from_numpy(start[idx]).to(device)[:, None] + offs).clamp_max(n_g - 1)]
             pos = scores.gather(1, cols).masked_fill(offs >= sz[:, None], -math.inf)
             pos = pos.sort(dim=1, descending=True).values  # the R real positives first, best first
-            # Gallery items scoring >= each positive, counted among the strip's top k only. The count is exact below
-            # k; a positive with k or more items at or above it sits past R whatever the true count (at least
-            # k - (R + 1) >= R + 1 of them are negatives), and the capped count places it past R as well, so AP@R and
-            # R-Precision need no more. A top-k pass instead of a full sort: 4x less time at 20,000 images.
+            # A top-(2R+2) pass instead of a full sort (see _ap_at_r): 4x less time at 20,000 images.
             r_max = int(n_pos[idx].max())
             k = min(n_g, 2 * r_max + 2)
-            top_asc = scores.topk(k, dim=1).values.flip(1).contiguous()
-            n_ge = k - torch.searchsorted(top_asc, pos, side="left")
+            top = scores.topk(k, dim=1).values
             # The rank needs the exact count for the best positive: one comparison pass.
             n_ge_best = (scores >= pos[:, :1]).sum(dim=1)
-            del scores, top_asc
-            pos_asc = pos.flip(1).contiguous()
-            n_pos_ge = width - torch.searchsorted(pos_asc, pos, side="left")  # positives scoring >= each positive
-            n_neg_ge = n_ge - n_pos_ge
-            # Pessimistic order: every tied negative before a positive; tied positives fill the next slots.
-            position = offs[None, :] + 1 + n_neg_ge  # 1-based position of the j-th best positive
-            r = torch.from_numpy(n_pos[idx]).to(device)[:, None]
-            valid = offs[None, :] < r
-            hit = valid & (position <= r)
-            prec = (offs[None, :] + 1).double() / position.double()
-            out["rank"][s : s + h] = (n_ge_best - n_pos_ge[:, 0]).cpu().numpy()
-            out["ap_at_r"][s : s + h] = ((prec * hit).sum(1) / r[:, 0]).cpu().numpy()
-            out["r_precision"][s : s + h] = (hit.sum(1).double() / r[:, 0]).cpu().numpy()
+            del scores
+            r = torch.from_numpy(n_pos[idx]).to(device)
+            ap, rp, n_pos_best = _ap_at_r(top, pos, r)
+            out["rank"][s : s + h] = (n_ge_best - n_pos_best).cpu().numpy()
+            out["ap_at_r"][s : s + h] = ap.cpu().numpy()
+            out["r_precision"][s : s + h] = rp.cpu().numpy()
     return out
+
+
+def _symmetric(x: torch.Tensor, labels: np.ndarray, n_pos: np.ndarray, out: dict[str, np.ndarray],
+               memory_mb: float, device: torch.device) -> bool:  # fmt: skip
+    """Fill ``out`` from :func:`~bench.scoring.itr.sibling_scan` (labels as groups, the query itself excluded): its
+    exact ranks, and AP@R from its top-(2R+2) lists and sibling scores, all read from the same tiles. False (nothing
+    filled) where a class is larger than a tile's side and the scan fell back to strips."""
+    from bench.scoring.itr import sibling_scan
+
+    r_max = int(n_pos.max())
+    scan = sibling_scan(x, labels, topk=2 * r_max + 2, sibling_scores=r_max, memory_mb=memory_mb, device=device)
+    if scan.siblings is None or scan.lists is None:
+        return False
+    assert np.array_equal(scan.queries, out["queries"])
+    out["rank"][:] = scan.ranks
+    step = 65536  # queries per chunk of the AP arithmetic ([chunk, 2R+2] and [chunk, R] tensors)
+    for s in range(0, scan.queries.shape[0], step):
+        top = torch.from_numpy(scan.lists.score[s : s + step])
+        pos = torch.from_numpy(scan.siblings[s : s + step])
+        r = torch.from_numpy(out["n_positives"][s : s + step])
+        ap, rp, _ = _ap_at_r(top, pos, r)
+        out["ap_at_r"][s : s + step] = ap.numpy()
+        out["r_precision"][s : s + step] = rp.numpy()
+    return True
+
+
+def _ap_at_r(top: torch.Tensor, pos: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """AP@R, R-Precision and the number of positives at or above the best one, of queries whose ``top`` [h, k]
+    holds their k best gallery scores (best first) and ``pos`` [h, w] their positives' scores (best first, -inf
+    padded), R = ``r``.
+
+    Gallery items scoring >= each positive are counted among the top k only. The count is exact below k; a positive
+    with k >= 2R + 2 or more items at or above it sits past R whatever the true count (at least k - (R + 1) >= R + 1
+    of them are negatives), and the capped count places it past R as well, so AP@R and R-Precision need no more.
+    """
+    k, width = top.shape[1], pos.shape[1]
+    offs = torch.arange(width, device=pos.device)
+    n_ge = k - torch.searchsorted(top.flip(1).contiguous(), pos, side="left")
+    n_pos_ge = width - torch.searchsorted(pos.flip(1).contiguous(), pos, side="left")  # positives >= each positive
+    # Pessimistic order: every tied negative before a positive; tied positives fill the next slots.
+    position = offs[None, :] + 1 + (n_ge - n_pos_ge)  # 1-based position of the j-th best positive
+    valid = offs[None, :] < r[:, None]
+    hit = valid & (position <= r[:, None])
+    prec = (offs[None, :] + 1).double() / position.double()
+    return (prec * hit).sum(1) / r, hit.sum(1).double() / r, n_pos_ge[:, 0]
 
 
 def _summary(scored: dict[str, np.ndarray], ks: Sequence[int]) -> dict[str, Any]:
