@@ -130,8 +130,12 @@ def label_retrieval(
             r_max = int(n_pos[idx].max())
             k = min(n_g, 2 * r_max + 2)
             top = scores.topk(k, dim=1).values
-            # The rank needs the exact count for the best positive: one comparison pass.
-            n_ge_best = (scores >= pos[:, :1]).sum(dim=1)
+            # The rank needs the exact count of items at or above the best positive. The top k give it wherever it
+            # is below k; only the other rows take a comparison pass (as costly as the GEMM when run on every row).
+            n_ge_best = k - torch.searchsorted(top.flip(1).contiguous(), pos[:, :1].contiguous(), side="left")[:, 0]
+            deep = torch.nonzero(n_ge_best >= k).flatten()
+            if deep.numel():
+                n_ge_best[deep] = (scores[deep] >= pos[deep, :1]).sum(dim=1)
             del scores
             r = torch.from_numpy(n_pos[idx]).to(device)
             ap, rp, n_pos_best = _ap_at_r(top, pos, r)

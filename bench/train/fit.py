@@ -23,14 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from bench.adapters.protocol import Adapter
 from bench.atomic import atomic_torch_save
 from bench.config import TrainConfig
 from bench.data.base import RetrievalSplit
-from bench.encode.features import FeatureSet, iter_image_batches, to_device
-from bench.errors import ConfigError
+from bench.encode.features import FeatureSet, to_device
+from bench.errors import ConfigError, DataError
 from bench.methods.base import Objective
 from bench.train.distributed import DistEnv, current, gather_rows, reduce_grads, shard
 
@@ -135,6 +136,7 @@ def fit(
     total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, total, max(1, warmup), cfg.min_lr_ratio))
     use_amp = cfg.amp and device.type == "cuda"
+    sync_free = device.type == "cuda"  # on a CPU a check costs nothing; on a GPU it would stall every step
     rng = np.random.default_rng(seed)
     # Training-time draws (dropout, augmentation) start from the seed, not from whatever loading data and teachers
     # left in the global generator (a cold feature cache draws from it, a warm one does not).
@@ -145,6 +147,7 @@ def fit(
         first = _restore(Path(checkpoint), module, objective, opt, sched, rng, result) + 1
         log.info("resuming %s after epoch %d of %d", checkpoint, first - 1, cfg.epochs)
 
+    loader: _ImageLoader | None = None  # the end-to-end path's loader, kept (with its workers) across epochs
     for epoch in range(first, cfg.epochs + 1):
         t0 = time.perf_counter()
         adapter.train()
@@ -152,9 +155,15 @@ def fit(
             adapter.backbone.eval()  # frozen BatchNorm/dropout stay in inference mode
         objective.train()
         order = rng.permutation(train.n_captions)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         n_batches = 0
-        batches = _batches(adapter, train, order, cfg, device, freeze_backbone, train_features)
+        first_bad = torch.tensor(-1, device=device)
+        if freeze_backbone:
+            assert train_features is not None, "a frozen backbone trains on cached features"
+            batches = _feature_batches(train_features, train, order, cfg.batch_size, device)
+        else:
+            loader = loader or _ImageLoader(adapter, train, cfg, device)
+            batches = loader.epoch(order)
         bar = tqdm(
             batches,
             total=math.ceil(len(order) / cfg.batch_size),
@@ -170,8 +179,10 @@ def fit(
                     img_emb, txt_emb = adapter.encode_image(img_in), adapter.encode_text(txt_in)
                 terms = objective(_global_batch(img_emb, txt_emb, image_index, caption_index, env))
             loss = sum(v for k, v in terms.items() if k.endswith("_loss"))  # other keys are logged, not optimised
-            if not torch.isfinite(loss):
+            if not sync_free and not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {epoch} batch {i}: loss is {loss.item()}")
+            if sync_free:  # the first bad batch, found without waiting for the GPU; raised at the epoch's end
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), i, first_bad)
             (loss / cfg.grad_accum).backward()
             if (i + 1) % cfg.grad_accum == 0 or (i + 1) * cfg.batch_size >= len(order):
                 reduce_grads(module_params, objective_params, env)
@@ -180,13 +191,15 @@ def fit(
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 sched.step()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            for k, v in terms.items():  # summed on the device: no host sync per step
+                sums[k] = sums[k] + v.detach().double() if k in sums else v.detach().double()
             n_batches += 1
+        if sync_free and int(first_bad) >= 0:
+            raise FloatingPointError(f"epoch {epoch} batch {int(first_bad)}: loss is not finite")
         val = validate()
         row = {
             "epoch": epoch,
-            **{k: v / max(1, n_batches) for k, v in sums.items()},
+            **{k: float(v) / max(1, n_batches) for k, v in sums.items()},
             "lr": opt.param_groups[0]["lr"],
             "val": val,
             "seconds": time.perf_counter() - t0,
@@ -293,25 +306,58 @@ def load_state(adapter: Adapter, objective: nn.Module, state: dict[str, Any], fr
     objective.load_state_dict(state["objective"])
 
 
-def _batches(
-    adapter: Adapter,
-    train: RetrievalSplit,
-    order: np.ndarray,
-    cfg: TrainConfig,
-    device: torch.device,
-    freeze_backbone: bool,
-    train_features: tuple[FeatureSet, FeatureSet] | None,
-) -> Iterator[tuple[Any, Any, torch.Tensor, torch.Tensor]]:
-    if freeze_backbone:
-        assert train_features is not None, "a frozen backbone trains on cached features"
-        yield from _feature_batches(train_features, train, order, cfg.batch_size, device)
-        return
-    caps = list(train.captions)
-    transform = adapter.image_transform()
-    env = current()
-    for s in range(0, len(order), cfg.batch_size):
-        idx = shard(order[s : s + cfg.batch_size], env)
-        img_rows = train.caption_to_image[idx]
-        images = torch.cat(list(iter_image_batches(train, transform, len(idx), cfg.num_workers, rows=img_rows)))
-        tokens = to_device(adapter.tokenize([caps[j] for j in idx]), device)
-        yield images.to(device), tokens, torch.from_numpy(img_rows).to(device), torch.from_numpy(idx).to(device)
+class _CaptionImages(Dataset):
+    """Item j: caption j's image, decoded and transformed (in a DataLoader worker), with j."""
+
+    def __init__(self, split: RetrievalSplit, transform: Callable[[Any], torch.Tensor]) -> None:
+        self.split, self.transform = split, transform
+
+    def __len__(self) -> int:
+        return self.split.n_captions
+
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.split.load_image(int(self.split.caption_to_image[j]))), j
+
+
+class _EpochBatches:
+    """The batch sampler of the end-to-end loader: this rank's caption indices of each batch of the epoch's order
+    (set before every epoch; iterated in the main process, so persistent workers see the new order)."""
+
+    def __init__(self, batch_size: int, env: DistEnv) -> None:
+        self.batch_size, self.env = batch_size, env
+        self.order = np.zeros(0, dtype=np.int64)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for s in range(0, len(self.order), self.batch_size):
+            yield shard(self.order[s : s + self.batch_size], self.env).tolist()
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.order) / self.batch_size)
+
+
+class _ImageLoader:
+    """One DataLoader for every epoch of end-to-end training: images decoded and augmented in ``num_workers``
+    persistent workers, pinned for the copy to a GPU, captions tokenised in the main process."""
+
+    def __init__(self, adapter: Adapter, train: RetrievalSplit, cfg: TrainConfig, device: torch.device) -> None:
+        self.adapter, self.train, self.device = adapter, train, device
+        self.sampler = _EpochBatches(cfg.batch_size, current())
+        workers = cfg.num_workers
+        self.loader = DataLoader(
+            _CaptionImages(train, adapter.image_transform()), batch_sampler=self.sampler, num_workers=workers,
+            pin_memory=device.type == "cuda", persistent_workers=workers > 0, generator=torch.Generator(),
+            prefetch_factor=4 if workers > 0 else None,
+        )  # fmt: skip
+        self.captions = list(train.captions)
+
+    def epoch(self, order: np.ndarray) -> Iterator[tuple[Any, Any, torch.Tensor, torch.Tensor]]:
+        self.sampler.order = order
+        c2i = torch.from_numpy(self.train.caption_to_image)
+        try:
+            for images, idx in self.loader:
+                tokens = to_device(self.adapter.tokenize([self.captions[j] for j in idx.tolist()]), self.device)
+                yield (images.to(self.device, non_blocking=True), tokens, c2i[idx].to(self.device),
+                       idx.to(self.device))  # fmt: skip
+        except DataError as e:  # a worker's error arrives with its traceback as the message; keep its last line
+            lines = [ln for ln in str(e).splitlines() if ln.strip()]
+            raise DataError(lines[-1].removeprefix("bench.errors.DataError: ")) from None
