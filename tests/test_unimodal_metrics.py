@@ -99,44 +99,36 @@ def test_queries_without_positives_are_skipped_and_none_when_no_query_has_one() 
     assert none["n_queries"] == 0 and none["r1"] is None and none["map_at_r"] is None
 
 
-@pytest.mark.parametrize("symmetric", [True, False])
-def test_strips_and_tiles_stay_within_the_memory_budget(monkeypatch: pytest.MonkeyPatch, symmetric: bool) -> None:
-    shapes = []
+def test_strips_stay_within_the_memory_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    heights = []
     real = scoring_common.strip_scores
 
     def spy(q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        shapes.append((q.shape[0], g.shape[1]))
+        heights.append(q.shape[0])
         return real(q, g)
 
     monkeypatch.setattr(scoring_common, "strip_scores", spy)
-    if not symmetric:
-        monkeypatch.setattr(um, "_symmetric", lambda *a: False)
     rng = np.random.default_rng(0)
     x, labels = rng.normal(size=(500, 16)).astype(np.float32), rng.integers(0, 20, size=500)
     budget_mb = 0.5
     m = image_retrieval_metrics(x, labels, memory_mb=budget_mb)
-    if symmetric:  # square tiles of one triangle, each within the budget of float32 scores
-        assert len(shapes) > 1 and max(r * c for r, c in shapes) * 4 <= budget_mb * 2**20
-    else:
-        assert len(shapes) > 1 and max(r for r, _ in shapes) * 500 * um._BYTES_PER_SCORE <= budget_mb * 2**20
+    assert len(heights) > 1 and max(heights) * 500 * um._BYTES_PER_SCORE <= budget_mb * 2**20
     assert m == image_retrieval_metrics(x, labels, memory_mb=64.0)  # the strip size never changes a number
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_the_symmetric_scan_gives_exactly_the_strip_scorer_outputs(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
-    """A gallery searched by its own items takes the one-triangle scan; every output equals the strips' bit for bit,
-    ties (integer coordinates, duplicated rows) included."""
-    rng = np.random.default_rng(seed)
-    x, labels = _labelled(rng, int(rng.integers(30, 300)), int(rng.integers(1, 6)), int(rng.integers(8, 40)))
-    calls: list[bool] = []
-    real = um._symmetric
-    monkeypatch.setattr(um, "_symmetric", lambda *a: calls.append(real(*a)) or calls[-1])
-    tiles = label_retrieval(x, x, labels, labels, exclude=np.arange(len(x)), memory_mb=0.05)
-    monkeypatch.setattr(um, "_symmetric", lambda *a: False)
-    strips = label_retrieval(x, x, labels, labels, exclude=np.arange(len(x)), memory_mb=0.05)
-    assert calls == [True]  # the tiles ran (no class was larger than a tile's side)
-    for key in ("queries", "rank", "ap_at_r", "r_precision", "n_positives"):
-        np.testing.assert_array_equal(tiles[key], strips[key], err_msg=key)
+def test_the_rank_pass_runs_only_on_rows_whose_best_positive_is_past_the_top_k(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The exact rank comes from the top-(2R+2) values where the best positive is among them; the other rows take
+    the comparison pass. Both kinds occur here, and every rank matches brute force."""
+    rng = np.random.default_rng(3)
+    x, labels = _labelled(rng, 400, 3, 60)
+    expected = _brute(x, x, labels, labels, np.arange(len(x)))
+    got = label_retrieval(x, x, labels, labels, exclude=np.arange(len(x)))
+    ranks = np.asarray([expected[i][0] for i in got["queries"]])
+    k = 2 * int(got["n_positives"].max()) + 2
+    assert (ranks < k).any() and (ranks >= k).any()
+    np.testing.assert_array_equal(got["rank"], ranks)
 
 
 def test_spearman_matches_scipy_with_ties() -> None:

@@ -281,7 +281,6 @@ class SiblingScan:
     queries: np.ndarray  # int64: the items that have at least one sibling, ascending
     ranks: np.ndarray  # int64 0-based rank of each
     lists: QueryLists | None  # their top-k lists (gallery: every other item), when asked for
-    siblings: np.ndarray | None = None  # float32 [Nq, w]: their siblings' scores, best first, -inf padded
 
 
 def sibling_ranks(
@@ -306,7 +305,6 @@ def sibling_scan(
     groups: ArrayLike | Sequence[int],
     *,
     topk: int = 0,
-    sibling_scores: int = 0,
     memory_mb: float = 256.0,
     device: torch.device | str | None = None,
     name: str = "emb",
@@ -323,9 +321,6 @@ def sibling_scan(
         emb: [N, D] embeddings (scored as float32 dot products, not normalised here).
         groups: int [N] group id of each item.
         topk: also keep each query's ``topk`` best other items, from the same tiles; 0: ranks only.
-        sibling_scores: also keep each query's best ``sibling_scores`` sibling scores, from the same tiles (the
-            label-retrieval AP@R reads them against the top-k lists); None in the result where one group is larger
-            than a tile's side (the strip fallback).
         memory_mb: budget for one float32 tile of scores; the N x N matrix is never built.
         device: where to score; defaults to the device of ``emb`` if it is a tensor, else CPU.
         name: how errors name ``emb``.
@@ -375,8 +370,6 @@ def sibling_scan(
     thr = torch.empty(g.size, device=device)
     cnt = torch.zeros(g.size, dtype=torch.int64, device=device)
     top = RunningTopK(g.size, k, device) if k else None  # in sorted order
-    width = min(sibling_scores, int(sizes.max()) - 1)
-    sib = torch.full((g.size, width), -math.inf, device=device) if width > 0 else None  # in sorted order
     n_blocks = len(bounds) - 1
     log.debug("sibling_scan: %d items in %d blocks on %s", g.size, n_blocks, device)
 
@@ -394,9 +387,6 @@ def sibling_scan(
             cnt[b0:b1] = ((scores >= best[:, None]) & ~sibling).sum(dim=1)
             if top is not None:
                 top.add(slice(b0, b1), scores, order_t[b0:b1], sibling)
-            if sib is not None:
-                w = min(width, b1 - b0 - 1)
-                sib[b0:b1, :w] = torch.where(sibling, scores, -math.inf).topk(w, dim=1).values
             del scores, sibling
         for r in range(n_blocks):  # tiles above the diagonal: negatives only, each counted for both its items
             r0, r1 = int(bounds[r]), int(bounds[r + 1])
@@ -411,12 +401,7 @@ def sibling_scan(
     if top is not None:
         full = top.lists(order_t)
         lists = QueryLists(full.index[queries], full.score[queries], full.positive[queries])
-    siblings = None
-    if sib is not None:
-        unsorted = torch.empty_like(sib)
-        unsorted[order_t] = sib
-        siblings = unsorted.cpu().numpy()[queries]
-    return SiblingScan(queries.astype(np.int64), ranks.cpu().numpy()[queries], lists, siblings)
+    return SiblingScan(queries.astype(np.int64), ranks.cpu().numpy()[queries], lists)
 
 
 def itr_queries(

@@ -102,11 +102,6 @@ def label_retrieval(
     if keep.size == 0:
         return out
 
-    if n_q == n_g and np.array_equal(excl, np.arange(n_q)) and np.array_equal(ql, gl) and torch.equal(q, g):
-        # A gallery searched by its own items (SOP, CUB, Cars): the symmetric scan computes one triangle of tiles.
-        done = _symmetric(q, gl, n_pos, out, memory_mb, device)
-        if done:
-            return out
     rows = strip_rows(n_g, memory_mb, _BYTES_PER_SCORE)
     order_t = torch.from_numpy(order).to(device)
     gallery_t = g.T
@@ -143,30 +138,6 @@ def label_retrieval(
             out["ap_at_r"][s : s + h] = ap.cpu().numpy()
             out["r_precision"][s : s + h] = rp.cpu().numpy()
     return out
-
-
-def _symmetric(x: torch.Tensor, labels: np.ndarray, n_pos: np.ndarray, out: dict[str, np.ndarray],
-               memory_mb: float, device: torch.device) -> bool:  # fmt: skip
-    """Fill ``out`` from :func:`~bench.scoring.itr.sibling_scan` (labels as groups, the query itself excluded): its
-    exact ranks, and AP@R from its top-(2R+2) lists and sibling scores, all read from the same tiles. False (nothing
-    filled) where a class is larger than a tile's side and the scan fell back to strips."""
-    from bench.scoring.itr import sibling_scan
-
-    r_max = int(n_pos.max())
-    scan = sibling_scan(x, labels, topk=2 * r_max + 2, sibling_scores=r_max, memory_mb=memory_mb, device=device)
-    if scan.siblings is None or scan.lists is None:
-        return False
-    assert np.array_equal(scan.queries, out["queries"])
-    out["rank"][:] = scan.ranks
-    step = 65536  # queries per chunk of the AP arithmetic ([chunk, 2R+2] and [chunk, R] tensors)
-    for s in range(0, scan.queries.shape[0], step):
-        top = torch.from_numpy(scan.lists.score[s : s + step])
-        pos = torch.from_numpy(scan.siblings[s : s + step])
-        r = torch.from_numpy(out["n_positives"][s : s + step])
-        ap, rp, _ = _ap_at_r(top, pos, r)
-        out["ap_at_r"][s : s + step] = ap.numpy()
-        out["r_precision"][s : s + step] = rp.numpy()
-    return True
 
 
 def _ap_at_r(top: torch.Tensor, pos: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, ...]:
