@@ -81,11 +81,12 @@ def sop(dim: int) -> None:
     range), every image a query with itself excluded, against the bare GEMM, computed in strips since the full
     matrix would be 14.6 GB. One call each (a GEMM of this size takes about a minute on 2 cores)."""
     rng = np.random.default_rng(0)
-    sizes = rng.integers(2, 13, size=11_316)
-    sizes[-1] += 60_502 - sizes.sum()  # exactly SOP's image count; the last class absorbs the rest
-    while sizes[-1] < 2 or sizes[-1] > 12:  # keep every class in range
-        sizes = rng.integers(2, 13, size=11_316)
-        sizes[-1] += 60_502 - sizes.sum()
+    sizes = np.clip(2 + rng.poisson(60_502 / 11_316 - 2, size=11_316), 2, 12)  # SOP's mean of 5.3 per class
+    while sizes.sum() != 60_502:  # exactly SOP's image count, every class kept in 2-12
+        i = rng.integers(sizes.size)
+        step = 1 if sizes.sum() < 60_502 else -1
+        if 2 <= sizes[i] + step <= 12:
+            sizes[i] += step
     labels = np.repeat(np.arange(sizes.size), sizes)
     centres = rng.standard_normal((sizes.size, dim), dtype=np.float32)
     x = torch.nn.functional.normalize(torch.from_numpy(centres[labels] + 2.2 * rng.standard_normal(
