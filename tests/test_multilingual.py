@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import config_from_dict, dataset_language, dataset_members
+from bench.config import config_from_dict, dataset_members
 from bench.data import load_split
 from bench.errors import ConfigError, DataError
 from tests.tiny_grid import run_main, write_config
@@ -75,7 +75,6 @@ def test_languages_expand_into_one_dataset_each() -> None:
     cfg = config_from_dict({"datasets": {"xm": {"format": "xm3600", "root": "/x", "languages": ["en", "de"]}}})
     assert dataset_members(cfg, "xm") == ["xm-en", "xm-de"]
     assert cfg.datasets["xm-de"] == {"format": "xm3600", "root": "/x", "language": "de"}
-    assert dataset_language(cfg, "xm-de") == ("xm", "de") and dataset_language(cfg, "xm") is None
     with pytest.raises(ConfigError, match=r"\[datasets\.xm\]\.languages: expected a list of language codes"):
         config_from_dict({"datasets": {"xm": {"format": "xm3600", "languages": "en"}}})
     with pytest.raises(ConfigError, match=r"\[datasets\.xm-de\] differs from language 'de' of \[datasets\.xm\]"):
@@ -106,3 +105,16 @@ def test_a_grid_runs_a_cell_per_language_and_tables_them_side_by_side(tmp_path: 
     rc, out, _ = run_main(["table", "--config", str(cfg), "--models", "towers", "--methods", "zeroshot",
                            "--datasets", "xm"])  # fmt: skip
     assert rc == 0 and "### xm (test): rsum per language" in out and "### xm-de (test)" in out
+
+
+def test_language_tables_escape_names_and_average_the_languages() -> None:
+    from bench.report.languages import render_languages
+
+    recs = [{"dataset": f"xm-{lang}", "split": "test", "model": "clip_b&w", "method": "zeroshot", "seed": 0,
+             "status": "ok", "language": lang, "metrics": {"i2t": {"r1": 1.0, "r5": 2.0, "r10": 3.0},
+                                                           "t2i": {"r1": 1.0, "r5": 2.0, "r10": 3.0}, "rsum": v}}
+            for lang, v in (("en", 12.0), ("de", 8.0))]  # fmt: skip
+    latex = render_languages(recs, "latex")
+    assert r"clip\_b\&w & zeroshot & 12.0 & 8.0 & 10.0 \\" in latex  # a name with LaTeX specials compiles
+    assert "| clip_b&w | zeroshot | 12.0 |  8.0 |   10.0 |" in render_languages(recs, "markdown")
+    assert render_languages(recs[:1], "markdown") == ""  # one language: no side-by-side table

@@ -15,6 +15,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.report.collect import DASH, collect
+from bench.report.escape import latex_escape, markdown_escape
 
 __all__ = ["language_groups", "render_languages"]
 
@@ -69,17 +70,17 @@ def render_languages(records: Iterable[Mapping[str, Any]], fmt: str = "markdown"
             parts.append(frame.round(6).to_csv(index=False))
         elif fmt == "latex":
             spec = "ll" + "r" * (len(langs) + 1)
-            head = " & ".join(["Model", "Method", *langs, "Mean"]) + r" \\"
-            body = "\n".join(" & ".join(r).replace("_", r"\_").replace(DASH, "--") + r" \\" for r in rows)
+            head = " & ".join(latex_escape(c) for c in ["Model", "Method", *langs, "Mean"]) + r" \\"
+            body = "\n".join(" & ".join(latex_escape(c).replace(DASH, "--") for c in r) + r" \\" for r in rows)
             parts.append(
                 "\\begin{table}[t]\n\\centering\n"
-                f"\\caption{{{group.replace('_', chr(92) + '_')} ({split}): {metric.replace('_', chr(92) + '_')} "
-                "per language}\n"
+                f"\\caption{{{latex_escape(group)} ({latex_escape(split)}): {latex_escape(metric)} per language}}\n"
                 f"\\begin{{tabular}}{{{spec}}}\n\\toprule\n{head}\n\\midrule\n{body}\n\\bottomrule\n"
                 "\\end{tabular}\n\\end{table}\n"
             )
         else:
-            table = tabulate(rows, headers=["Model", "Method", *langs, "mean"], tablefmt="pipe",
+            cells = [[markdown_escape(c) for c in r] for r in rows]
+            table = tabulate(cells, headers=["Model", "Method", *map(markdown_escape, langs), "mean"], tablefmt="pipe",
                              disable_numparse=True, colalign=["left", "left", *(["right"] * (len(langs) + 1))])
-            parts.append(f"### {group} ({split}): {metric} per language\n\n{table}\n")
+            parts.append(f"### {markdown_escape(group)} ({markdown_escape(split)}): {metric} per language\n\n{table}\n")
     return "\n".join(parts)

@@ -48,6 +48,7 @@ from bench.report.collect import (
     visible_groups,
     with_delta,
 )
+from bench.report.escape import latex_escape, markdown_escape
 from bench.report.languages import language_groups, render_languages
 from bench.report.plots import plot_recall_at_k
 from bench.report.significance import Significance, build_significance
@@ -79,36 +80,8 @@ class _Style:
     minus: str
 
 
-_LATEX_SPECIALS = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    # OT1 fonts (pdflatex's default) print < > | as other glyphs.
-    "<": r"\textless{}",
-    ">": r"\textgreater{}",
-    "|": r"\textbar{}",
-}
-_LATEX_SPECIALS_RE = re.compile("|".join(re.escape(c) for c in _LATEX_SPECIALS))
-
-
-def _latex_escape(text: str) -> str:
-    return _LATEX_SPECIALS_RE.sub(lambda m: _LATEX_SPECIALS[m.group()], text)
-
-
-def _markdown_escape(text: str) -> str:
-    # A pipe would end the cell; a newline would end the row.
-    return text.replace("|", r"\|").replace("\n", " ")
-
-
 _MARKDOWN = _Style(
-    bold=lambda s: f"**{s}**", std=lambda s: f" ± {s}", ci=lambda s: f" [{s}]", dash=DASH, escape=_markdown_escape,
+    bold=lambda s: f"**{s}**", std=lambda s: f" ± {s}", ci=lambda s: f" [{s}]", dash=DASH, escape=markdown_escape,
     minus="-",
 )  # fmt: skip
 # A small std keeps a 2-group table with seeds within a landscape page, as papers typeset it.
@@ -117,7 +90,7 @@ _LATEX = _Style(
     ci=lambda s: rf" {{\scriptsize[{s}]}}",
     std=lambda s: rf" {{\scriptsize$\pm${s}}}",
     dash="--",
-    escape=_latex_escape,
+    escape=latex_escape,
     minus="$-$",
 )
 
@@ -268,13 +241,13 @@ def _render_markdown(df: pd.DataFrame, *, delta: bool, sig: Significance | None,
         if any(t.notes):
             headers.append("Note")
             for row, note in zip(rows, t.notes, strict=True):
-                row.append(_markdown_escape(note))
+                row.append(markdown_escape(note))
         align = ["left", "left", *(["right"] * (len(headers) - 2))]
         if any(t.notes):
             align[-1] = "left"
         table = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=align)
         legend = _legend(t)
-        parts.append(f"### {_markdown_escape(t.dataset)} ({_markdown_escape(t.split)})\n\n{table}\n"
+        parts.append(f"### {markdown_escape(t.dataset)} ({markdown_escape(t.split)})\n\n{table}\n"
                      + (f"\n{legend}\n" if legend else ""))  # fmt: skip
     return "\n".join(parts)
 
@@ -344,7 +317,7 @@ def _latex_table(t: _Table) -> str:
     for dataset in dict.fromkeys(c.dataset for c in t.uni):
         subs = [c.tex for c in t.uni if c.dataset == dataset]
         spec += "r" * len(subs)
-        top.append(rf"\multicolumn{{{len(subs)}}}{{c}}{{{_latex_escape(dataset)}}}")
+        top.append(rf"\multicolumn{{{len(subs)}}}{{c}}{{{latex_escape(dataset)}}}")
         rules.append(rf"\cmidrule(lr){{{col}-{col + len(subs) - 1}}}")
         bottom += subs
         col += len(subs)
@@ -361,9 +334,9 @@ def _latex_table(t: _Table) -> str:
         body.append(" & ".join(cells) + r" \\")
 
     caption = (
-        rf"Image-text retrieval on {_latex_escape(t.dataset)} ({_latex_escape(t.split)} split), Recall@K in \%"
+        rf"Image-text retrieval on {latex_escape(t.dataset)} ({latex_escape(t.split)} split), Recall@K in \%"
         + (r", mean $\pm$ sample std over seeds" if t.show_seeds else "")
-        + (f"; {_latex_escape(_legend(t, 'DELTA').rstrip('.'))}".replace("DELTA", r"$\Delta$RSUM")
+        + (f"; {latex_escape(_legend(t, 'DELTA').rstrip('.'))}".replace("DELTA", r"$\Delta$RSUM")
            if t.rule or t.ci_level else "")  # fmt: skip
         + ("; best per column in bold" if t.any_bold and not t.rule else "")
         + ("; n/a: the model has no joint image-text space" if t.any_na else "")
@@ -390,7 +363,7 @@ def _latex_table(t: _Table) -> str:
     ]
     if marks:
         lines.append(r"\par\smallskip\footnotesize")
-        lines += [rf"\textsuperscript{{{m}}}\,{_latex_escape(n)}\par" for n, m in marks.items()]
+        lines += [rf"\textsuperscript{{{m}}}\,{latex_escape(n)}\par" for n, m in marks.items()]
     lines.append(r"\end{table}")
     return "\n".join(line for line in lines if line) + "\n"
 
@@ -402,12 +375,9 @@ _LATEX_PREAMBLE = r"""\documentclass{article}
 """
 
 
-def _render_latex(
-    df: pd.DataFrame, *, delta: bool, standalone: bool, sig: Significance | None, baseline: str | None
-) -> str:
+def _render_latex(df: pd.DataFrame, *, delta: bool, sig: Significance | None, baseline: str | None) -> str:
     tables = (_format_table(sub, _LATEX, delta=delta, sig=sig, baseline=baseline) for sub in _iter_groups(df))
-    body = "\n".join(_latex_table(t) for t in tables)
-    return f"{_LATEX_PREAMBLE}{body}\\end{{document}}\n" if standalone else body
+    return "\n".join(_latex_table(t) for t in tables)
 
 
 def render(
@@ -476,5 +446,5 @@ def render(
     if fmt == "markdown":
         out = _render_markdown(df, delta=delta, sig=sig, baseline=baseline_method)
         return f"{out}\n{languages}" if languages else out
-    body = _render_latex(df, delta=delta, standalone=False, sig=sig, baseline=baseline_method) + languages
+    body = _render_latex(df, delta=delta, sig=sig, baseline=baseline_method) + languages
     return f"{_LATEX_PREAMBLE}{body}\\end{{document}}\n" if standalone else body
