@@ -409,15 +409,6 @@ def dataset_members(cfg: BenchConfig, name: str) -> list[str]:
     return [f"{name}-{lang}" for lang in langs] if isinstance(langs, list) else [name]
 
 
-def dataset_language(cfg: BenchConfig, name: str) -> tuple[str, str] | None:
-    """(group id, language) of a dataset expanded from a ``languages`` group, else None."""
-    lang = cfg.datasets.get(name, {}).get("language")
-    group = name[: -len(lang) - 1] if isinstance(lang, str) and name.endswith(f"-{lang}") else None
-    if group is not None and lang in (cfg.datasets.get(group, {}).get("languages") or []):
-        return group, lang
-    return None
-
-
 PACKAGED_CONFIG = Path(__file__).with_name("bench.toml")  # the repository's bench.toml, shipped in the wheel
 
 

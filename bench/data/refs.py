@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.errors import DataError
 
-__all__ = ["ArrowImage", "ImageRef", "TarMember", "image_stamp"]
+__all__ = ["ArrowImage", "ImageRef", "TarMember"]
 
 
 @dataclass(frozen=True)
@@ -128,14 +128,3 @@ class ArrowImage(ImageRef):
 
     def stamp(self) -> str:
         return f"{super().stamp()}\0{self.column}"
-
-
-def image_stamp(path: Any) -> str:
-    """The size-and-mtime stamp of an image entry (a file path or an :class:`ImageRef`) that split fingerprints hash."""
-    if isinstance(path, ImageRef):
-        return path.stamp()
-    try:
-        st = os.stat(path)
-    except OSError:
-        return f"{path}\0missing"
-    return f"{path}\0{st.st_size}:{st.st_mtime_ns}"
