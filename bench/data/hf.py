@@ -111,16 +111,12 @@ def _build(
     b = GalleryBuilder(source)
     seen_split = set()
     for seg in segments:
-        cols = seg.columns
-        where_file = str(seg.path)
-        cap_col = _pick(caption_column, "caption_column", CAPTION_COLUMNS, seg.table.column_names, where_file,
-                        cols)
-        idc = id_column if id_column is not None else next((c for c in ID_COLUMNS if c in cols), None)
-        if idc is not None and idc not in cols:
-            raise DataError(f"{where_file}: no column {idc!r} (option 'id_column'); columns: {', '.join(cols)}")
-        for c, key in ((folder_column, "folder_column"), (split_column, "split_column")):
-            if c is not None and c not in cols:
-                raise DataError(f"{where_file}: no column {c!r} (option {key!r}); columns: {', '.join(cols)}")
+        have, where_file = seg.table.column_names, str(seg.path)
+        cap_col = _pick(caption_column, "caption_column", CAPTION_COLUMNS, have, where_file, seg.columns)
+        idc = id_column if id_column is not None else next((c for c in ID_COLUMNS if c in have), None)
+        for c, key in ((idc, "id_column"), (folder_column, "folder_column"), (split_column, "split_column")):
+            if c is not None:
+                _pick(c, key, (), have, where_file, seg.columns)
         embedded, paths = seg.embedded, seg.image_paths
         captions = seg.table.column(cap_col).to_pylist()
         ids = seg.table.column(idc).to_pylist() if idc is not None else None
