@@ -46,6 +46,7 @@ __all__ = [
     "map_texts",
     "pad_cat",
     "to_device",
+    "worker_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,14 @@ def iter_image_batches(
                             generator=torch.Generator())  # fmt: skip
         yield from loader
     except DataError as e:
-        # A worker's error comes back with its whole traceback as the message; keep the one line that matters.
-        lines = [ln for ln in str(e).splitlines() if ln.strip()]
-        raise DataError(lines[-1].removeprefix("bench.errors.DataError: ")) from None
+        raise worker_error(e) from None
+
+
+def worker_error(e: DataError) -> DataError:
+    """A DataLoader worker's :class:`DataError` comes back with the worker's whole traceback as its message: the
+    one line that matters, as its own error."""
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    return DataError(lines[-1].removeprefix("bench.errors.DataError: "))
 
 
 def pad_cat(chunks: list[Features]) -> FeatureSet:

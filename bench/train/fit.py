@@ -30,7 +30,7 @@ from bench.adapters.protocol import Adapter
 from bench.atomic import atomic_torch_save
 from bench.config import TrainConfig
 from bench.data.base import RetrievalSplit
-from bench.encode.features import FeatureSet, to_device
+from bench.encode.features import FeatureSet, to_device, worker_error
 from bench.errors import ConfigError, DataError
 from bench.methods.base import Objective
 from bench.train.distributed import DistEnv, current, gather_rows, reduce_grads, shard
@@ -358,6 +358,5 @@ class _ImageLoader:
                 tokens = to_device(self.adapter.tokenize([self.captions[j] for j in idx.tolist()]), self.device)
                 yield (images.to(self.device, non_blocking=True), tokens, c2i[idx].to(self.device),
                        idx.to(self.device))  # fmt: skip
-        except DataError as e:  # a worker's error arrives with its traceback as the message; keep its last line
-            lines = [ln for ln in str(e).splitlines() if ln.strip()]
-            raise DataError(lines[-1].removeprefix("bench.errors.DataError: ")) from None
+        except DataError as e:
+            raise worker_error(e) from None
