@@ -21,12 +21,7 @@ __all__ = ["CellRun", "check_trackers", "flatten", "open_run", "run_name"]
 
 log = logging.getLogger(__name__)
 
-# backend -> (module, what to pip install)
-_BACKENDS = {
-    "tensorboard": ("bench.tracking.tensorboard", "tensorboard"),
-    "wandb": ("bench.tracking.wandb", "wandb"),
-    "mlflow": ("bench.tracking.mlflow", "mlflow"),
-}
+# Each backend is bench.tracking.<name>; it needs the package of the same name, from the extra itr-bench[<name>].
 
 
 def tracking_dir(cfg: BenchConfig) -> Path:
@@ -39,10 +34,9 @@ def check_trackers(cfg: BenchConfig) -> None:
     import importlib.util
 
     for name in cfg.tracking.backends:
-        package = {"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "tensorboard"}[name]
-        if importlib.util.find_spec(package) is None:
+        if importlib.util.find_spec(name) is None:
             raise ConfigError(f"{cfg.source}: [tracking] backends: {name} is not installed; "
-                              f"pip install 'itr-bench[{_BACKENDS[name][1]}]'")  # fmt: skip
+                              f"pip install 'itr-bench[{name}]'")  # fmt: skip
 
 
 class CellRun:
@@ -84,7 +78,7 @@ def open_run(cfg: BenchConfig, label: str, snapshot: Mapping[str, Any], *, selec
     trackers: list[Tracker] = []
     root = tracking_dir(cfg)
     for name in cfg.tracking.backends:
-        module = importlib.import_module(_BACKENDS[name][0])
+        module = importlib.import_module(f"bench.tracking.{name}")
         try:
             trackers.append(module.open_tracker(cfg.tracking, root, label, snapshot, select_metric))
         except Exception as e:  # noqa: BLE001 - cannot start: warn, the cell still runs
