@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_metrics import brute_force_ranks, caption_lists, tie_heavy_problem, watch_tiles
 
-import bench.scoring.itr as metrics_mod
+import bench.scoring.itr_scan as itr_scan_mod
 from bench.scoring.itr import itr_ranks, retrieval_ranks, sibling_ranks
 
 
@@ -27,7 +27,7 @@ def test_equals_brute_force_with_ties(seed: int, memory_mb: float, width: int, m
     image, text, c2i = tie_heavy_problem(seed)
     keep = (c2i != 5) & (c2i != 40)
     text, c2i = text[keep], c2i[keep]
-    monkeypatch.setattr(metrics_mod, "_CPU_TILE_WIDTH", width)
+    monkeypatch.setattr(itr_scan_mod, "_CPU_TILE_WIDTH", width)
     shapes = watch_tiles(monkeypatch)
     i2t, t2i = itr_ranks(image, text, c2i, memory_mb=memory_mb)
     want_i2t, want_t2i = reference(image, text, c2i)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from test_metrics import brute_force_ranks, caption_lists, tie_heavy_problem
 
-import bench.scoring.itr as itr_mod
+import bench.scoring.itr_scan as itr_scan_mod
 from bench.scoring.itr import itr_queries, itr_scan, sibling_scan, summarize
 from bench.scoring.perquery import load_per_query, save_per_query, sha256_of
 from bench.scoring.queries import per_query_values
@@ -43,7 +43,7 @@ def assert_lists_match(lists, scores, brute, queries, k: int) -> None:
 @pytest.mark.parametrize("k", [1, 10])
 def test_itr_lists_equal_brute_force(seed: int, memory_mb: float, width: int, k: int, monkeypatch) -> None:
     image, text, c2i = tie_heavy_problem(seed)
-    monkeypatch.setattr(itr_mod, "_CPU_TILE_WIDTH", width)
+    monkeypatch.setattr(itr_scan_mod, "_CPU_TILE_WIDTH", width)
     scan = itr_scan(image, text, c2i, topk=k, memory_mb=memory_mb)
     caps = caption_lists(c2i, len(image))
     with_caps = np.array([i for i in range(len(image)) if len(caps[i])])
