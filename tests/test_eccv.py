@@ -145,7 +145,7 @@ def test_eccv_blocks_of_a_split_with_caption_ids() -> None:
     import torch
 
     from bench.config import EvalConfig
-    from bench.evaluation.itr import _eccv_blocks
+    from bench.evaluation.itr import eccv_blocks
 
     image_ids, cap_ids, c2i = _coco_5k()
     rng = np.random.default_rng(2)
@@ -153,7 +153,7 @@ def test_eccv_blocks_of_a_split_with_caption_ids() -> None:
     txt = torch.nn.functional.normalize(img[torch.from_numpy(c2i)] + torch.randn(25000, 8), dim=1)
     split = SimpleNamespace(image_ids=[str(i) for i in image_ids], caption_ids=cap_ids.tolist(), dataset="coco",
                             split="test")  # fmt: skip
-    got = _eccv_blocks((img, txt), split, EvalConfig(), torch.device("cpu"))
+    got = eccv_blocks((img, txt), split, EvalConfig(), torch.device("cpu"))
     want = eccv_cxc_metrics(img.numpy(), txt.numpy(), image_ids.tolist(), cap_ids.tolist(), normalize=False)
     assert got == want and set(got) == {"eccv", "cxc"}
 

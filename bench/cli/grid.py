@@ -7,7 +7,7 @@ import sys
 
 from bench.cli.common import baseline_for, grid_cells, load_cfg
 
-__all__ = ["cmd_list", "cmd_run", "cmd_status", "print_status", "run_submitit"]
+__all__ = ["cmd_list", "cmd_run", "cmd_status", "print_status", "run_sharded_cells", "run_submitit"]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -41,6 +41,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     launcher = check_launcher(cfg, args.launcher)
     check_trackers(cfg)
     print(f"bench: {len(cells)} cell(s); results in {cfg.paths.results_dir}/runs", file=sys.stderr)
+    if args.shards:
+        return run_sharded_cells(args, cfg, cells, launcher)
     if launcher != "local":
         return run_submitit(args, cfg, cells, launcher)
     from bench.grid.local import run_grid
@@ -62,6 +64,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     nothing_ran = not report.ran and not report.skipped
     return 1 if report.failed or nothing_ran else 0
+
+
+def run_sharded_cells(args: argparse.Namespace, cfg, cells: list, launcher: str) -> int:
+    """``bench run --shards N``: each cell's evaluation as N encode tasks, N score tasks and a merge."""
+    import dataclasses
+
+    from bench.grid.records import read_record
+    from bench.report.tables import render
+    from bench.shard.launch import run_sharded
+
+    cfg = dataclasses.replace(cfg, launcher=dataclasses.replace(cfg.launcher, name=launcher))
+    run = run_sharded(cfg, cells, args.shards, force=args.force, wait=args.wait or launcher != "slurm")
+    counts = ", ".join(f"{len(run.todo[p])} {p}" for p in run.todo)
+    print(f"bench: sharded over {args.shards} task(s): {len(run.done)} cell(s) done before; tasks to run: {counts}",
+          file=sys.stderr)  # fmt: skip
+    if launcher == "slurm" and not args.wait:
+        ids = {p: str(jobs[0].job_id).split("_")[0] for p, jobs in run.jobs.items() if jobs}
+        print("bench: submitted " + (", ".join(f"{p} job {i}" for p, i in ids.items()) or "nothing")
+              + "; `bench run --shards` again resumes what is missing", file=sys.stderr)  # fmt: skip
+        return 0
+    for task, reason in run.failed:
+        print(f"bench: FAILED: {task}: {reason}", file=sys.stderr)
+    from bench.grid.execute import record_path
+
+    paths = [record_path(cfg, c) for c in cells]
+    records = [{**read_record(p), "_path": str(p)} for p in paths if p.is_file()]
+    records = [r for r in records if r.get("status") == "ok"]
+    if records and not args.no_table:
+        print(render(records, "markdown", baseline_method=baseline_for(records, None)))
+    return 1 if run.failed else 0
 
 
 def run_submitit(args: argparse.Namespace, cfg, cells: list, launcher: str) -> int:

@@ -39,7 +39,8 @@ _EXAMPLES = {
   bench run --models vse_infty --methods contrastive,cusa --seeds 0,1,2
   bench run --models clip:ViT-B-32/laion2b_s34b_b79k --datasets coco --methods zeroshot
   bench run --set train.epochs=20 --set train.lr=1e-4
-  bench run --launcher slurm --wait""",
+  bench run --launcher slurm --wait
+  bench run --models clip --datasets laion-10m --methods zeroshot --shards 64 --launcher slurm""",
     "status": """examples:
   bench status
   bench status --models vse_infty --methods cusa""",
@@ -66,6 +67,16 @@ def _sub(sub: Any, name: str, help: str, description: str) -> argparse.ArgumentP
         epilog=_EXAMPLES.get(name),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def _shards(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
 
 
 def _version() -> str:
@@ -105,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars (ours or the libraries')")
     p.add_argument("--launcher", choices=["local", "debug", "slurm"], help="where cells run (default: [launcher] name)")
     p.add_argument("--wait", action="store_true", help="slurm: wait for the jobs, with a progress bar over cells")
+    p.add_argument("--shards", type=_shards, metavar="N",
+                   help="evaluate each (zero-shot, image-text) cell sharded: N encode tasks, then N score tasks, then "
+                        "a merge into the same record (slurm: three chained job arrays)")  # fmt: skip
     p.set_defaults(func=cmd_run)
 
     p = _sub(sub, "status", "state of every cell of a grid", "Show every cell of the grid: done, queued, "

@@ -19,14 +19,15 @@ from bench.methods.base import Objective
 from bench.scoring.itr import itr_queries, recall_ks, summarize
 from bench.scoring.queries import QueryRanks
 
-__all__ = ["Scored", "evaluate", "fold_mean", "metric_value"]
+__all__ = ["Scored", "Views", "eccv_blocks", "evaluate", "fold_mean", "fold_metrics", "metric_value", "normalized"]
 
 log = logging.getLogger(__name__)
 
 Views = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
-def _norm(x: torch.Tensor) -> torch.Tensor:
+def normalized(x: torch.Tensor) -> torch.Tensor:
+    """Rows L2-normalised in float32: what every score is computed from."""
     return F.normalize(x.float(), dim=-1)
 
 
@@ -95,8 +96,8 @@ def evaluate(
         raw = objective.views(img.to(device), txt.to(device))
     else:
         raw = {"cross": (img, txt), "uni": (img, txt)}
-    views: Views = {"cross": tuple(_norm(t) for t in raw["cross"])}  # type: ignore[dict-item]
-    views["uni"] = views["cross"] if raw["uni"] is raw["cross"] else tuple(_norm(t) for t in raw["uni"])  # type: ignore[assignment]
+    views: Views = {"cross": tuple(normalized(t) for t in raw["cross"])}  # type: ignore[dict-item]
+    views["uni"] = views["cross"] if raw["uni"] is raw["cross"] else tuple(normalized(t) for t in raw["uni"])  # type: ignore[assignment]
     labels = split.image_labels
     ks = recall_ks(cfg.ks)
     k = cfg.topk if topk is None else topk
@@ -105,7 +106,7 @@ def evaluate(
     if keep is not None:
         keep.queries = queries
     if rerank and split.caption_ids is not None and split.split == "test":
-        eccv = _eccv_blocks(views["cross"], split, cfg, device)
+        eccv = eccv_blocks(views["cross"], split, cfg, device)
         if eccv is not None:
             out.update(eccv)
     if k_test:
@@ -123,24 +124,35 @@ def evaluate(
             ranks=None if keep is None else keep.rerank,
         )
     if folds:
-        out["folds"] = []
-        for rows in folds:
-            remap = -np.ones(split.n_images, dtype=np.int64)
-            remap[rows] = np.arange(len(rows))
-            caps = np.flatnonzero(remap[split.caption_to_image] >= 0)
-            sub = {k: (v[0][rows], v[1][caps]) for k, v in views.items()}
-            if views["uni"] is views["cross"]:
-                sub["uni"] = sub["cross"]
-            sub_labels = None if labels is None else np.asarray(labels)[rows]
-            c2i = remap[split.caption_to_image[caps]]
-            fold = _queries(sub, c2i, sub_labels, adapter.joint_space, cfg, device, k)
-            out["folds"].append(summarize(fold, ks))
+        out["folds"] = fold_metrics(views, split, adapter.joint_space, cfg, device, k, folds)
     return out
 
 
-def _eccv_blocks(cross: tuple[torch.Tensor, torch.Tensor], split: RetrievalSplit, cfg: EvalConfig,
+def fold_metrics(
+    views: Views, split: RetrievalSplit, joint: bool, cfg: EvalConfig, device: torch.device, topk: int,
+    folds: list[np.ndarray],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The metrics block of each evaluation fold (lists of image rows, e.g. COCO's five 1K folds), scored on the
+    split's normalised embeddings ``views``."""
+    labels, ks = split.image_labels, recall_ks(cfg.ks)
+    out = []
+    for rows in folds:
+        remap = -np.ones(split.n_images, dtype=np.int64)
+        remap[rows] = np.arange(len(rows))
+        caps = np.flatnonzero(remap[split.caption_to_image] >= 0)
+        sub = {key: (v[0][rows], v[1][caps]) for key, v in views.items()}
+        if views["uni"] is views["cross"]:
+            sub["uni"] = sub["cross"]
+        sub_labels = None if labels is None else np.asarray(labels)[rows]
+        c2i = remap[split.caption_to_image[caps]]
+        out.append(summarize(_queries(sub, c2i, sub_labels, joint, cfg, device, topk), ks))
+    return out
+
+
+def eccv_blocks(cross: tuple[torch.Tensor, torch.Tensor], split: RetrievalSplit, cfg: EvalConfig,
                  device: torch.device) -> dict[str, Any] | None:  # fmt: skip
-    """ECCV Caption and CxC of a split whose captions carry COCO ids (None without the eccv-caption package)."""
+    """ECCV Caption and CxC of a split whose captions carry COCO ids, from its normalised ``cross`` embeddings (None
+    without the eccv-caption package)."""
     import importlib.util
 
     from bench.scoring.eccv import eccv_cxc_metrics

@@ -20,7 +20,7 @@ from bench.config import BenchConfig
 from bench.errors import BenchError, WeightsUnavailableError
 from bench.grid.cell import Cell, cell_config
 from bench.grid.fingerprint import DigestCache, cell_fingerprints, changed
-from bench.grid.pipeline import run_cell
+from bench.grid.pipeline import ScorerFactory, run_cell
 from bench.grid.records import (
     SCHEMA,
     RecordStatus,
@@ -105,8 +105,14 @@ def _has_ok_record(path: Path) -> bool:
         return False
 
 
-def execute_cell(cfg: BenchConfig, cell: Cell, *, force: bool = False, progress: bool = True) -> Outcome:
-    """Run ``cell`` unless an ``ok`` record with its config hash exists (or ``force``) and write its record."""
+def execute_cell(
+    cfg: BenchConfig, cell: Cell, *, force: bool = False, progress: bool = True, scorer: ScorerFactory | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Outcome:  # fmt: skip
+    """Run ``cell`` unless an ``ok`` record with its config hash exists (or ``force``) and write its record.
+
+    ``scorer`` scores it instead of its adapter (see :func:`~bench.grid.pipeline.run_cell`); ``extra`` fields are
+    added to an ``ok`` record (how it was scored)."""
     path = record_path(cfg, cell)
     snapshot = cell_config(cfg, cell)
     chash = config_hash(snapshot)
@@ -118,7 +124,7 @@ def execute_cell(cfg: BenchConfig, cell: Cell, *, force: bool = False, progress:
         digests.save()
     ckpt = checkpoint_path(cfg, cell, chash)
     try:
-        record = run_cell(cell, cfg, progress=progress, checkpoint=ckpt, per_query=per_query_path(path))
+        record = run_cell(cell, cfg, progress=progress, checkpoint=ckpt, per_query=per_query_path(path), scorer=scorer)
     except WeightsUnavailableError as e:
         log.info("%s: %s", cell.label, e)  # the launcher's summary states it once, as the run's last lines
         failed_write = _write(path, status_record(cell, snapshot, "unavailable", str(e)), cell)
@@ -144,7 +150,7 @@ def execute_cell(cfg: BenchConfig, cell: Cell, *, force: bool = False, progress:
     except (BenchError, OSError) as e:  # read a moment ago; if it cannot be now, the record says so (and re-runs)
         log.warning("%s: no fingerprints of its inputs (%s)", cell.label, e)
     digests.save()
-    failed_write = _write(path, {**record, **_job_fields()}, cell)
+    failed_write = _write(path, {**record, **(extra or {}), **_job_fields()}, cell)
     if failed_write is not None:
         return failed_write  # the checkpoint stays: the next run resumes instead of training again
     ckpt.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ import inspect
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,7 +48,7 @@ from bench.tracking import CellRun, open_run, run_name
 from bench.train.distributed import current as current_dist
 from bench.train.fit import FitResult, fit, load_state, seed_everything
 
-__all__ = ["Plan", "plan_cell", "run_cell"]
+__all__ = ["ItrScorer", "Plan", "ScorerFactory", "SplitScorer", "build_adapter", "plan_cell", "run_cell", "stage1"]
 
 log = logging.getLogger(__name__)
 Stage1 = tuple[FeatureSet, FeatureSet] | None  # a split's cached backbone features (images, captions), if frozen
@@ -155,6 +156,9 @@ class ItrScorer:
         if per_fold:
             self.extra_metrics[f"{self.test.split}_1k"] = fold_mean(per_fold)
         return m
+
+
+ScorerFactory = Callable[[Plan, RetrievalSplit], SplitScorer]  # a cell scored elsewhere (sharded evaluation)
 
 
 def scorer_for(plan: Plan, adapter: Adapter, test: Any) -> SplitScorer:
@@ -289,6 +293,7 @@ def run_cell(
     progress: bool = True,
     checkpoint: Path | None = None,
     per_query: Path | None = None,
+    scorer: ScorerFactory | None = None,
 ) -> dict[str, Any]:
     """Run one cell and return its result record (not yet written).
 
@@ -296,7 +301,8 @@ def run_cell(
     :func:`bench.train.fit.fit`). ``per_query`` is where an image-text cell writes its per-query file (when
     ``[eval] per_query`` is on); the record names it and its sha256. Under ``torch.distributed`` every rank trains;
     only rank 0 evaluates on the test split and returns a record with ``status`` ``"ok"`` (the others return
-    ``status`` ``"worker"``, not to be written).
+    ``status`` ``"worker"``, not to be written). ``scorer`` scores a cell that does not train without building its
+    adapter here (:mod:`bench.shard` merges a sharded evaluation through it).
     """
     t0 = time.perf_counter()
     snapshot = cell_config(cfg, cell)
@@ -305,7 +311,7 @@ def run_cell(
     track = open_run(cfg, run_name(cell.model, cell.dataset, cell.split, cell.method, cell.seed), snapshot,
                      select_metric=plan.train.select_metric) if current_dist().is_main else CellRun([])  # fmt: skip
     try:
-        record = _run_steps(plan, snapshot, test, checkpoint, per_query, track)
+        record = _run_steps(plan, snapshot, test, checkpoint, per_query, track, scorer)
     except BaseException:
         track.fail()
         raise
@@ -316,11 +322,13 @@ def run_cell(
 
 
 def _run_steps(plan: Plan, snapshot: dict[str, Any], test: RetrievalSplit, checkpoint: Path | None,
-               per_query: Path | None, track: CellRun) -> dict[str, Any]:  # fmt: skip
+               per_query: Path | None, track: CellRun, scorer: ScorerFactory | None) -> dict[str, Any]:  # fmt: skip
     """Steps 1-5 of :func:`run_cell` (the record without its provenance)."""
     cell = plan.cell
-    adapter = build_adapter(plan)
-    score = scorer_for(plan, adapter, test)
+    if scorer is not None and plan.method.trains:
+        raise ValueError(f"{cell.label}: a given scorer scores methods that do not train, not {cell.method!r}")
+    adapter = build_adapter(plan) if scorer is None else None
+    score = scorer_for(plan, adapter, test) if adapter is not None else scorer(plan, test)  # type: ignore[misc]
     record: dict[str, Any] = {"schema": SCHEMA, "status": "ok", "model": cell.model, "adapter": plan.family,
                               "dataset": cell.dataset, "split": cell.split, "method": cell.method,
                               "seed": cell.seed}  # fmt: skip
@@ -341,8 +349,8 @@ def _run_steps(plan: Plan, snapshot: dict[str, Any], test: RetrievalSplit, check
         record.update(trained_metrics(plan, adapter, objective, result, score, selected_on))
     if getattr(score, "extra_metrics", None):
         record["extra_metrics"] = score.extra_metrics
-    if isinstance(score, ItrScorer):
-        record.update(uncertainty(plan, test, score.scored, per_query))
+    if plan.task == "itr":  # an ItrScorer, or the merge of a sharded evaluation: both keep the per-query results
+        record.update(uncertainty(plan, test, score.scored, per_query))  # type: ignore[attr-defined]
     if plan.task != "itr":  # which embedding was scored (uni heads, joint, towers) and what the model was trained on
         trained_on = plan.train_name if plan.method.trains else None
         record.update(task=plan.task, embedding=score.embedding, train_dataset=trained_on)

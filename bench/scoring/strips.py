@@ -26,7 +26,7 @@ from bench.scoring.common import (
     strip_rows,
 )
 
-__all__ = ["RankedLists", "pessimistic_order_key", "ranks_and_topk", "retrieval_ranks"]
+__all__ = ["INDEX_BITS", "RankedLists", "pessimistic_order_key", "ranks_and_topk", "retrieval_ranks"]
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ def ranks_and_topk(
     """:func:`retrieval_ranks` plus each query's top-``k`` gallery list, from the same pass over score strips.
 
     The lists follow :func:`pessimistic_order_key` (higher score first; among equal scores, negatives before
-    positives), so a list is consistent with the ranks: a positive sits at position ``rank`` or later. Used for
+    positives, then lower gallery rows first), so a list is consistent with the ranks: a positive sits at position
+    ``rank`` or later. Used for
     two-stage re-ranking candidates and for list-based metrics (ECCV-style mAP@R, R-Precision). ``k`` is capped at
     the gallery size. Strips are sized for the extra mask and sort key (about 13 bytes per score).
     """
@@ -90,19 +91,32 @@ def ranks_and_topk(
     return _scan(queries, gallery, positives, exclude=exclude, memory_mb=memory_mb, device=device, topk=k)
 
 
-def pessimistic_order_key(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-    """An int64 key whose descending order is the stage-one order: higher float32 score first, and among equal
-    scores negatives before positives.
+INDEX_BITS = 30  # the order key's tie-break field: galleries of up to 2**30 items
+
+
+def pessimistic_order_key(
+    scores: torch.Tensor, positive: torch.Tensor, index: torch.Tensor | None = None
+) -> torch.Tensor:
+    """An int64 key whose descending order is the stage-one order: higher float32 score first, among equal
+    scores negatives before positives, and (given ``index``) among those the lower gallery row first.
+
+    With ``index`` the order is total, so a top-k list is a function of the scores alone, whatever tiles or parts
+    it was gathered from (a sharded evaluation's lists equal the one-process ones).
 
     Args:
         scores: float32 scores (finite, or -inf for excluded items).
         positive: bool mask of the same shape, True where the item is a positive of the row's query.
+        index: optional int64 gallery row of each score (broadcast against ``scores``), below ``2**INDEX_BITS``;
+            -1 (no item) sorts with row 0.
     """
     # Read as signed ints, float32 bits order the non-negative floats; flipping the magnitude bits of negative floats
     # extends the order to all of them. Exact, unlike any epsilon. Adding 0.0 turns -0.0 into +0.0 (equal floats).
     bits = (scores.float() + 0.0).contiguous().view(torch.int32).to(torch.int64)
     ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    return ordered * 2 + (~positive).to(torch.int64)
+    key = ordered * 2 + (~positive).to(torch.int64)
+    if index is None:
+        return key
+    return key * (1 << INDEX_BITS) + ((1 << INDEX_BITS) - 1 - index.clamp(min=0))
 
 
 def _scan(
@@ -152,6 +166,7 @@ def _scan(
     excl = torch.from_numpy(excl_np).to(device) if excl_np is not None else None
     gallery_t = g.T
     neg_inf = torch.tensor(-math.inf, device=device)
+    columns = torch.arange(n_g, device=device) if k else None
 
     with torch.inference_mode(), full_fp32_matmul():
         for start in range(0, n_q, rows):
@@ -183,7 +198,7 @@ def _scan(
             if k:
                 mask = torch.zeros(height, n_g, dtype=torch.bool, device=device)
                 mask[local, indices[p0:p1]] = True
-                top = pessimistic_order_key(scores, mask).topk(k, dim=1).indices
+                top = pessimistic_order_key(scores, mask, columns).topk(k, dim=1).indices
                 top_idx[start:stop], top_scores[start:stop], top_pos[start:stop] = (  # type: ignore[index]
                     top,
                     scores.gather(1, top),

@@ -84,7 +84,7 @@ def merge_lists(lists: Sequence[QueryLists]) -> QueryLists:
     score = torch.from_numpy(np.concatenate([part.score for part in lists], axis=1))
     positive = torch.from_numpy(np.concatenate([part.positive for part in lists], axis=1))
     index = np.concatenate([part.index for part in lists], axis=1)
-    top = pessimistic_order_key(score, positive).topk(k, dim=1).indices.numpy()
+    top = pessimistic_order_key(score, positive, torch.from_numpy(index)).topk(k, dim=1).indices.numpy()
     return QueryLists(
         np.take_along_axis(index, top, 1),
         np.take_along_axis(score.numpy(), top, 1),

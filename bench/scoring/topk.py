@@ -1,9 +1,9 @@
 """Each query's top-k gallery list, kept while a tiled scan streams its score tiles (no second pass over the gallery).
 
 The lists follow the stage-one order of :func:`bench.scoring.strips.pessimistic_order_key`: higher float32 score
-first and, among equal scores, negatives before positives, so a list agrees with the pessimistic rank (a query's best
-positive sits at list position ``rank`` or later). Which of several equal-scoring negatives is kept at the cut is not
-specified; their scores, and so every list-based metric, are.
+first, among equal scores negatives before positives (so a list agrees with the pessimistic rank: a query's best
+positive sits at list position ``rank`` or later), then lower gallery rows first. The order is total, so a list is a
+function of the scores alone: the tiles it was gathered from, and their order, do not change it.
 """
 
 from __future__ import annotations
@@ -60,8 +60,23 @@ class RunningTopK:
         """
         w = scores.shape[1]
         kk = min(self.k, w)
-        if positive is None:  # negatives only: a plain top-k of the scores is the stage-one order
-            vals, idx = scores.topk(kk, dim=1, sorted=False)  # the merge orders them
+        ids = columns if isinstance(columns, torch.Tensor) else None
+        if positive is None:  # negatives only: a plain top-k of the scores is the stage-one order, but for ties
+            if kk < w:
+                # One more than needed, sorted: where the (k+1)-th score equals the k-th, the float top-k chose
+                # among tied items arbitrarily; those rows (rare) take the lowest gallery rows, by the full key.
+                vals, idx = scores.topk(kk + 1, dim=1)
+                ragged = torch.nonzero(vals[:, kk - 1] == vals[:, kk]).flatten()
+                vals, idx = vals[:, :kk], idx[:, :kk]
+                if ragged.numel():
+                    if ids is None:
+                        ids = torch.arange(w, device=scores.device) + int(columns)
+                    sub = scores.index_select(0, ragged)
+                    neg = torch.zeros_like(sub, dtype=torch.bool)
+                    fixed = pessimistic_order_key(sub, neg, ids).topk(kk, dim=1).indices
+                    idx[ragged], vals[ragged] = fixed, sub.gather(1, fixed)
+            else:  # the whole tile fits: nothing to choose
+                vals, idx = scores.topk(kk, dim=1, sorted=False)
             gallery_rows = idx + columns if isinstance(columns, int) else columns[idx]
             key = (rows.start, rows.stop)
             waiting = self._pending.setdefault(key, [])
@@ -69,7 +84,9 @@ class RunningTopK:
             if len(waiting) >= self.FLUSH_EVERY:
                 self._flush(key)
             return
-        idx = pessimistic_order_key(scores, positive).topk(kk, dim=1).indices
+        if ids is None:
+            ids = torch.arange(w, device=scores.device) + int(columns)
+        idx = pessimistic_order_key(scores, positive, ids).topk(kk, dim=1).indices
         vals, pos = scores.gather(1, idx), positive.gather(1, idx)
         gallery_rows = idx + columns if isinstance(columns, int) else columns[idx]
         self._merge(rows, vals, pos, gallery_rows)
@@ -85,7 +102,7 @@ class RunningTopK:
         cat_s = torch.cat([self.score[rows], vals], dim=1)
         cat_p = torch.cat([self.positive[rows], pos], dim=1)
         cat_i = torch.cat([self.index[rows], gallery_rows], dim=1)
-        top = pessimistic_order_key(cat_s, cat_p).topk(self.k, dim=1).indices
+        top = pessimistic_order_key(cat_s, cat_p, cat_i).topk(self.k, dim=1).indices
         self.score[rows] = cat_s.gather(1, top)
         self.positive[rows] = cat_p.gather(1, top)
         self.index[rows] = cat_i.gather(1, top)

@@ -1,0 +1,202 @@
+"""Run sharded evaluations: plan each cell, then its encode tasks, score tasks and merge, here one after another
+(``local``) or as three SLURM job arrays chained by ``afterok`` dependencies (``slurm``; ``debug`` runs the same
+jobs in this process through submitit)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.config import BenchConfig
+from bench.data import load_split
+from bench.errors import BenchError, ConfigError
+from bench.evaluation.unimodal import dataset_task
+from bench.grid.cell import Cell, cell_config
+from bench.grid.execute import Outcome, is_done, record_path
+from bench.grid.fingerprint import DigestCache, cell_fingerprints
+from bench.grid.records import config_hash, prepare_results_dir
+from bench.methods import get_method
+from bench.shard.encode import encode_done, encode_shard
+from bench.shard.merge import merge_cell
+from bench.shard.plan import make_plan, shard_dir
+from bench.shard.score import score_done, score_part
+
+__all__ = ["ShardJob", "ShardRun", "check_shardable", "plan_cells", "run_sharded"]
+
+log = logging.getLogger(__name__)
+PHASES: dict[str, Callable[[BenchConfig, Cell, int], Any]] = {
+    "encode": encode_shard,
+    "score": score_part,
+    "merge": lambda cfg, cell, _: merge_cell(cfg, cell),
+}
+
+
+def check_shardable(cfg: BenchConfig, cells: list[Cell]) -> None:
+    """Sharded evaluation scores image-text cells whose method does not train, from embeddings alone: anything else
+    is one line naming the cell (exit 2), before anything runs."""
+    if cfg.eval.rerank_k:
+        raise ConfigError(f"{cfg.source}: [eval] rerank_k = {cfg.eval.rerank_k}: sharded evaluation scores "
+                          "embeddings only; set rerank_k = 0 (or run without --shards)")  # fmt: skip
+    for cell in cells:
+        if get_method(cell.method).trains:
+            raise ConfigError(f"--shards: {cell.label}: method {cell.method!r} trains; sharded evaluation scores "
+                              "methods that do not train (zeroshot); pick them with --methods")  # fmt: skip
+        if dataset_task(cfg, cell.dataset) != "itr":
+            raise ConfigError(f"--shards: {cell.label}: {cell.dataset!r} is a uni-modal set; sharded evaluation "
+                              "scores image-text splits")  # fmt: skip
+
+
+@dataclass
+class ShardRun:
+    """What :func:`run_sharded` did: cells already done, and per cell the tasks left to run (or the jobs sent)."""
+
+    done: list[Cell] = field(default_factory=list)
+    todo: dict[str, list[tuple[Cell, int]]] = field(default_factory=lambda: {p: [] for p in PHASES})
+    jobs: dict[str, list[Any]] = field(default_factory=dict)
+    outcomes: list[Outcome] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (task, reason)
+
+
+def plan_cells(cfg: BenchConfig, cells: list[Cell], shards: int, *, force: bool = False) -> ShardRun:
+    """Plan every cell that is not done (or all, with ``force``) and list the tasks each phase still has to run."""
+    prepare_results_dir(cfg)
+    run = ShardRun()
+    digests = DigestCache(os.path.join(cfg.paths.work_dir, "digests.json"))
+    for cell in cells:
+        chash = config_hash(cell_config(cfg, cell))
+        if not force and is_done(record_path(cfg, cell), chash, lambda c=cell: cell_fingerprints(cfg, c, digests)):
+            run.done.append(cell)
+            continue
+        split = load_split(cell.dataset, cfg.datasets[cell.dataset], cell.split, work_dir=cfg.paths.work_dir)
+        d = shard_dir(cfg, cell)
+        plan = make_plan(cell, cfg, split, chash, shards, shards)
+        d.adopt(plan, fresh=force)  # --force: every task runs again
+        run.todo["encode"] += [(cell, k) for k in range(plan.encode_tasks) if not encode_done(d, plan, k)]
+        run.todo["score"] += [(cell, p) for p in range(plan.parts) if not score_done(d, p)]
+        run.todo["merge"].append((cell, 0))
+    digests.save()
+    return run
+
+
+class ShardJob:
+    """The callable of one sharded-evaluation task in a submitit job: ``phase`` of ``cell``, task ``index``.
+
+    Checkpointable: a preempted or timed-out task is requeued and runs again (its files appear only when complete).
+    """
+
+    def __init__(self, cfg: BenchConfig, phase: str, cwd: str | None = None) -> None:
+        self.cfg, self.phase, self.cwd = cfg, phase, cwd or os.getcwd()
+
+    def __call__(self, cell: Cell, index: int) -> str:
+        import submitit
+
+        os.chdir(self.cwd)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+        os.environ["BENCH_JOB_ID"] = str(submitit.JobEnvironment().job_id)
+        out = PHASES[self.phase](self.cfg, cell, index)
+        if isinstance(out, Outcome) and out.status == "failed":  # the merge wrote a failed record: fail the job
+            raise BenchError(f"{cell.label}: {out.reason}")
+        return f"{self.phase} {index} of {cell.label}: {'done' if out is not False else 'already done'}"
+
+    def checkpoint(self, cell: Cell, index: int) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, cell, index)
+
+
+def _task(phase: str, cell: Cell, index: int) -> str:
+    return f"{phase} task {index} of {cell.label}" if phase != "merge" else f"merge of {cell.label}"
+
+
+def _run_here(cfg: BenchConfig, run: ShardRun) -> None:
+    broken: set[Cell] = set()
+    for phase, fn in PHASES.items():
+        for cell, index in run.todo[phase]:
+            if cell in broken:
+                continue  # an earlier task of this cell failed: its later phases cannot run
+            try:
+                out = fn(cfg, cell, index)
+            except Exception as e:  # one line per failed task; the traceback goes to the debug log (-v)
+                reason = str(e) if isinstance(e, BenchError) else f"{type(e).__name__}: {e}"
+                log.error("%s: %s", _task(phase, cell, index), reason)
+                log.debug("%s failed", _task(phase, cell, index), exc_info=True)
+                run.failed.append((_task(phase, cell, index), reason))
+                broken.add(cell)
+                continue
+            if isinstance(out, Outcome):
+                run.outcomes.append(out)
+                if out.status == "failed":
+                    run.failed.append((_task(phase, cell, index), out.reason))
+
+
+def _executor(cfg: BenchConfig, phase: str, after: list[Any]) -> Any:
+    from bench.grid.slurm import make_executor
+
+    # One process on at most one GPU per task: the parallelism is the array's.
+    launcher = dataclasses.replace(cfg.launcher, gpus_per_node=min(1, cfg.launcher.gpus_per_node), tasks_per_node=1)
+    ex = make_executor(dataclasses.replace(cfg, launcher=launcher))
+    ex.update_parameters(name=f"bench-{phase}")
+    if after and cfg.launcher.name == "slurm":
+        ids = sorted({str(j.job_id).split("_")[0] for j in after})
+        deps = {"dependency": "afterok:" + ":".join(ids), "kill_on_invalid_dep": "yes"}
+        ex.update_parameters(slurm_additional_parameters={**dict(cfg.launcher.sbatch), **deps})
+    return ex
+
+
+def _submit(cfg: BenchConfig, run: ShardRun) -> None:
+    after: list[Any] = []
+    for phase in PHASES:
+        todo = run.todo[phase]
+        if not todo:
+            continue
+        ex = _executor(cfg, phase, after)
+        job = ShardJob(cfg, phase)
+        if cfg.launcher.name == "debug":  # the debug executor runs a job when its result is asked for: in order
+            jobs = [ex.submit(job, c, i) for c, i in todo]
+            for (c, i), j in zip(todo, jobs, strict=True):
+                _collect(run, phase, c, i, j)
+        else:
+            jobs = ex.map_array(job, [c for c, _ in todo], [i for _, i in todo])
+        run.jobs[phase] = jobs
+        after = jobs
+
+
+def _collect(run: ShardRun, phase: str, cell: Cell, index: int, job: Any) -> None:
+    try:
+        job.result()
+    except Exception as e:  # submitit re-raises the task's error with its traceback: its last line
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        reason = lines[-1] if lines else type(e).__name__
+        where = getattr(getattr(job, "paths", None), "stderr", None)
+        run.failed.append((_task(phase, cell, index), f"{reason}" + (f" (log {where})" if where else "")))
+
+
+def wait_sharded(run: ShardRun) -> None:
+    """Block until every submitted task has ended; failures (and tasks cancelled because one they need failed) are
+    listed in ``run.failed``."""
+    for phase, jobs in run.jobs.items():
+        for (cell, index), job in zip(run.todo[phase], jobs, strict=True):
+            _collect(run, phase, cell, index, job)
+
+
+def run_sharded(
+    cfg: BenchConfig, cells: list[Cell], shards: int, *, force: bool = False, wait: bool = True
+) -> ShardRun:
+    """Evaluate ``cells`` sharded over ``shards`` encode tasks and ``shards`` score tasks each, with
+    ``cfg.launcher``; the records land where ``bench run`` puts them."""
+    if shards < 1:
+        raise ConfigError(f"--shards: must be >= 1, got {shards}")
+    check_shardable(cfg, cells)
+    run = plan_cells(cfg, cells, shards, force=force)
+    if cfg.launcher.name == "local":
+        _run_here(cfg, run)
+    else:
+        _submit(cfg, run)
+        if wait and cfg.launcher.name == "slurm":
+            wait_sharded(run)
+    return run

@@ -1,0 +1,92 @@
+"""Merge a sharded evaluation: every score task's parts add up to the whole scans, and the cell's record is written
+through the same steps as a one-process run (:func:`bench.grid.execute.execute_cell`), so it is the same record:
+metrics, per-query file, intervals and provenance."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from bench.config import BenchConfig
+from bench.data.base import RetrievalSplit
+from bench.errors import BenchError
+from bench.evaluation.itr import Scored, Views, eccv_blocks, fold_mean, fold_metrics
+from bench.grid.cell import Cell
+from bench.grid.execute import Outcome, execute_cell
+from bench.grid.pipeline import Plan
+from bench.scoring.itr import query_ranks, recall_ks, summarize
+from bench.scoring.itr_scan import merge_itr_parts
+from bench.scoring.queries import QueryRanks
+from bench.scoring.sibling_scan import merge_sibling_parts
+from bench.shard.plan import ShardDir, ShardPlan, shard_dir
+from bench.shard.score import load_embeddings, load_part, score_done
+
+__all__ = ["MergedScorer", "merge_cell", "merged_queries"]
+
+log = logging.getLogger(__name__)
+
+
+def merged_queries(d: ShardDir, plan: ShardPlan, split: RetrievalSplit) -> dict[str, QueryRanks | None]:
+    """Every direction's per-query ranks and lists, from all score tasks' parts."""
+    for p in range(plan.parts):
+        if not score_done(d, p):
+            raise BenchError(f"{d.score_marker(p)}: score task {p} has not finished; `bench run --shards` runs it")
+    itr, t2t, i2i = zip(*(load_part(d, p) for p in range(plan.parts)), strict=True)
+    c2i = split.caption_to_image
+    scan = merge_itr_parts(list(itr), c2i, split.n_images) if itr[0] is not None else None
+    t2t_scan = merge_sibling_parts(list(t2t), c2i) if t2t[0] is not None else None
+    i2i_scan = merge_sibling_parts(list(i2i), split.image_labels) if i2i[0] is not None else None
+    return query_ranks(scan, t2t_scan, i2i_scan, c2i, split.n_images, split.image_labels)
+
+
+class MergedScorer:
+    """The :class:`~bench.grid.pipeline.SplitScorer` of a sharded cell: the merged ranks, plus what the one-process
+    evaluation adds on small splits (ECCV Caption / CxC, the 1K folds), computed here from the stored embeddings."""
+
+    embedding = None
+
+    def __init__(self, plan: Plan, test: RetrievalSplit, d: ShardDir, shard_plan: ShardPlan) -> None:
+        self.plan, self.test, self.dir, self.shard_plan = plan, test, d, shard_plan
+        self.extra_metrics: dict[str, Any] = {}
+        self.scored = Scored()
+
+    def __call__(self, objective: Any = None, *, last: bool = False) -> dict[str, Any]:
+        ev, test, device = self.plan.cfg.eval, self.test, self.plan.device
+        queries = merged_queries(self.dir, self.shard_plan, test)
+        self.scored = Scored(queries=queries)
+        out = summarize(queries, recall_ks(ev.ks))
+        folds = test.fold_rows()
+        needs_views = folds or (test.caption_ids is not None and test.split == "test")
+        if not needs_views:
+            return out
+        img, txt, joint = load_embeddings(self.dir, self.shard_plan)
+        cross = (img, txt)
+        views: Views = {"cross": cross, "uni": cross}
+        if test.caption_ids is not None and test.split == "test":
+            eccv = eccv_blocks(cross, test, ev, device)
+            if eccv is not None:
+                out.update(eccv)
+        if folds:
+            self.extra_metrics[f"{test.split}_1k"] = fold_mean(fold_metrics(views, test, joint, ev, device, ev.topk,
+                                                                            folds))  # fmt: skip
+        return out
+
+
+def merge_cell(cfg: BenchConfig, cell: Cell) -> Outcome:
+    """Merge ``cell``'s finished score tasks and write its record (and per-query file) as a one-process run would."""
+    d = shard_dir(cfg, cell)
+    shard_plan = d.read_plan()
+    if shard_plan is None:
+        raise BenchError(f"{d.plan_file}: no shard plan; `bench run --shards N` makes it")
+
+    def scorer(plan: Plan, test: RetrievalSplit) -> MergedScorer:
+        if test.fingerprint() != shard_plan.data:
+            raise BenchError(f"{cell.label}: the split changed since the shard plan {d.plan_file} was made; run again")
+        return MergedScorer(plan, test, d, shard_plan)
+
+    extra = {"sharded": {"encode_tasks": shard_plan.encode_tasks, "score_tasks": shard_plan.parts,
+                         "folder": str(d.root)}}  # fmt: skip
+    with torch.inference_mode():
+        return execute_cell(cfg, cell, force=True, progress=False, scorer=scorer, extra=extra)
