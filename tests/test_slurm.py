@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import slurm_cluster_up as _cluster_up
+from sharded import CELL, RECORD, assert_same_record, needs_sample, sharded_config
 from tiny_grid import run_main, write_config
 
 from bench.config import apply_overrides, load_config
@@ -24,6 +25,7 @@ from bench.grid.cell import Cell, cell_config
 from bench.grid.execute import checkpoint_path, record_path
 from bench.grid.records import config_hash, read_record
 from bench.grid.slurm import cell_status
+from bench.shard.plan import shard_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # inherited by the jobs (sbatch --export=ALL)
 
@@ -169,3 +171,25 @@ def test_two_task_job_trains_data_parallel_like_one_task(root: Path) -> None:
     for a, b in zip(ddp["history"], ref["history"], strict=True):  # same global batches: same losses
         assert a["contrastive_loss"] == pytest.approx(b["contrastive_loss"], abs=1e-4)
     assert ddp["metrics"]["rsum"] == pytest.approx(ref["metrics"]["rsum"], abs=1.0)
+
+
+@needs_sample
+def test_sharded_evaluation_on_the_cluster_equals_one_process(tmp_path: Path) -> None:
+    """4 encode tasks, then 4 score tasks, then the merge: three job arrays chained by afterok; the record equals
+    the one-process record of the same cell, bit for bit."""
+    one = sharded_config(tmp_path, "single")
+    rc, _, err = run_main(["run", "--config", str(one), "-q", "--no-table"])
+    assert rc == 0, err
+    cfg_path = sharded_config(tmp_path, extra=LAUNCHER)
+    rc, _, err = run_main(["run", "--config", str(cfg_path), "-q", "--shards", "4", "--launcher", "slurm", "--wait",
+                           "--no-table"])  # fmt: skip
+    assert rc == 0, err
+    assert "tasks to run: 4 encode, 4 score, 1 merge" in err
+    assert_same_record(tmp_path / "results" / RECORD, tmp_path / "single" / RECORD)
+    rec = read_record(tmp_path / "results" / RECORD)
+    assert rec["job_id"] and rec["sharded"]["encode_tasks"] == 4  # written by the merge job
+    # Each score task started after every encode task had ended (the dependency held).
+    markers = shard_dir(load_config(cfg_path), CELL)
+    encode_end = max(markers.encode_marker(k).stat().st_mtime for k in range(4))
+    score_start = min(markers.score_marker(p).stat().st_mtime for p in range(4))
+    assert score_start >= encode_end
