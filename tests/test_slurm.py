@@ -181,10 +181,15 @@ def test_sharded_evaluation_on_the_cluster_equals_one_process(tmp_path: Path) ->
     rc, _, err = run_main(["run", "--config", str(one), "-q", "--no-table"])
     assert rc == 0, err
     cfg_path = sharded_config(tmp_path, extra=LAUNCHER)
-    rc, _, err = run_main(["run", "--config", str(cfg_path), "-q", "--shards", "4", "--launcher", "slurm", "--wait",
-                           "--no-table"])  # fmt: skip
+    argv = ["run", "--config", str(cfg_path), "-q", "--shards", "4", "--launcher", "slurm", "--no-table"]
+    rc, _, err = run_main(argv)  # submits and returns
     assert rc == 0, err
-    assert "tasks to run: 4 encode, 4 score, 1 merge" in err
+    assert "tasks to run: 4 encode, 4 score, 1 merge" in err and "submitted encode job" in err
+    rc, _, err = run_main(argv)  # while the arrays are queued or running: nothing is submitted twice
+    assert rc == 0 and "still queued or running" in err and "submitted nothing" in err
+    _wait(lambda: (tmp_path / "results" / RECORD).is_file(), "the merged record")
+    rc, _, err = run_main([*argv, "--wait"])
+    assert rc == 0 and "1 cell(s) done before" in err
     assert_same_record(tmp_path / "results" / RECORD, tmp_path / "single" / RECORD)
     rec = read_record(tmp_path / "results" / RECORD)
     assert rec["job_id"] and rec["sharded"]["encode_tasks"] == 4  # written by the merge job

@@ -79,6 +79,8 @@ def run_sharded_cells(args: argparse.Namespace, cfg, cells: list, launcher: str)
     counts = ", ".join(f"{len(run.todo[p])} {p}" for p in run.todo)
     print(f"bench: sharded over {args.shards} task(s): {len(run.done)} cell(s) done before; tasks to run: {counts}",
           file=sys.stderr)  # fmt: skip
+    for cell, job in run.active:
+        print(f"bench: {cell.label}: still queued or running (merge job {job}); not submitted again", file=sys.stderr)
     if launcher == "slurm" and not args.wait:
         ids = {p: str(jobs[0].job_id).split("_")[0] for p, jobs in run.jobs.items() if jobs}
         print("bench: submitted " + (", ".join(f"{p} job {i}" for p, i in ids.items()) or "nothing")

@@ -42,6 +42,7 @@ __all__ = [
     "Submission",
     "grid_status",
     "job_folder",
+    "slurm_state",
     "submit_grid",
     "wait_for",
 ]
@@ -49,8 +50,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 LAUNCHERS = ("local", "debug", "slurm")
 # sacct states -> what `bench status` says
-_QUEUED = {"PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"}
-_RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
+QUEUED = {"PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"}
+RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
 _FAILED = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "PREEMPTED", "INTERRUPTED"}
 
 
@@ -222,7 +223,9 @@ class CellStatus:
     log: str | None = None
 
 
-def _slurm_state(job_id: str, folder: str) -> str:
+def slurm_state(job_id: str, folder: str) -> str:
+    """A SLURM job's state word (``PENDING``, ``RUNNING``, ``COMPLETED``, ...; ``UNKNOWN`` when neither sacct nor
+    squeue knows it)."""
     from submitit.slurm.slurm import SlurmJob
 
     try:
@@ -286,10 +289,10 @@ def cell_status(cfg: BenchConfig, cell: Cell) -> CellStatus:
         # written by the marker's job (or no job at all): final, whatever sacct still says
         return _record_status(cell, rec, job_id, log_path)
     if info and info.get("cluster") == "slurm":
-        state = _slurm_state(job_id, info["folder"])
-        if state in _QUEUED:
+        state = slurm_state(job_id, info["folder"])
+        if state in QUEUED:
             return CellStatus(cell, "queued", job_id, state.lower(), log_path)
-        if state in _RUNNING:
+        if state in RUNNING:
             return CellStatus(cell, "running", job_id, log_path or "", log_path)
         if state.startswith("CANCELLED"):
             return CellStatus(cell, "cancelled", job_id, f"{state}; log {log_path}", log_path)

@@ -5,6 +5,7 @@ jobs in this process through submitit)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.atomic import atomic_write_bytes
 from bench.config import BenchConfig
 from bench.data import load_split
 from bench.errors import BenchError, ConfigError
@@ -23,7 +25,7 @@ from bench.grid.records import config_hash, prepare_results_dir
 from bench.methods import get_method
 from bench.shard.encode import encode_done, encode_shard
 from bench.shard.merge import merge_cell
-from bench.shard.plan import make_plan, shard_dir
+from bench.shard.plan import ShardDir, make_plan, shard_dir
 from bench.shard.score import score_done, score_part
 
 __all__ = ["ShardJob", "ShardRun", "check_shardable", "plan_cells", "run_sharded"]
@@ -56,6 +58,7 @@ class ShardRun:
     """What :func:`run_sharded` did: cells already done, and per cell the tasks left to run (or the jobs sent)."""
 
     done: list[Cell] = field(default_factory=list)
+    active: list[tuple[Cell, str]] = field(default_factory=list)  # still queued or running: (cell, merge job id)
     todo: dict[str, list[tuple[Cell, int]]] = field(default_factory=lambda: {p: [] for p in PHASES})
     jobs: dict[str, list[Any]] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
@@ -72,8 +75,12 @@ def plan_cells(cfg: BenchConfig, cells: list[Cell], shards: int, *, force: bool 
         if not force and is_done(record_path(cfg, cell), chash, lambda c=cell: cell_fingerprints(cfg, c, digests)):
             run.done.append(cell)
             continue
-        split = load_split(cell.dataset, cfg.datasets[cell.dataset], cell.split, work_dir=cfg.paths.work_dir)
         d = shard_dir(cfg, cell)
+        in_flight = None if force else _in_flight(d)
+        if in_flight is not None:
+            run.active.append((cell, in_flight))
+            continue
+        split = load_split(cell.dataset, cfg.datasets[cell.dataset], cell.split, work_dir=cfg.paths.work_dir)
         plan = make_plan(cell, cfg, split, chash, shards, shards)
         d.adopt(plan, fresh=force)  # --force: every task runs again
         run.todo["encode"] += [(cell, k) for k in range(plan.encode_tasks) if not encode_done(d, plan, k)]
@@ -81,6 +88,18 @@ def plan_cells(cfg: BenchConfig, cells: list[Cell], shards: int, *, force: bool 
         run.todo["merge"].append((cell, 0))
     digests.save()
     return run
+
+
+def _in_flight(d: ShardDir) -> str | None:
+    """The merge job of an earlier submission of this cell if it is still queued or running (its encode and score
+    tasks then are too, or are done): submitting again would run them twice."""
+    info = d.read_marker(d.submitted_file)
+    if not info or info.get("cluster") != "slurm":
+        return None
+    from bench.grid.slurm import QUEUED, RUNNING, slurm_state
+
+    state = slurm_state(str(info["merge_job"]), str(info["folder"]))
+    return str(info["merge_job"]) if state in QUEUED | RUNNING else None
 
 
 class ShardJob:
@@ -164,6 +183,12 @@ def _submit(cfg: BenchConfig, run: ShardRun) -> None:
             jobs = ex.map_array(job, [c for c, _ in todo], [i for _, i in todo])
         run.jobs[phase] = jobs
         after = jobs
+    if cfg.launcher.name == "slurm":
+        from bench.grid.slurm import job_folder
+
+        for (cell, _), job in zip(run.todo["merge"], run.jobs.get("merge", []), strict=True):
+            info = {"cluster": "slurm", "merge_job": str(job.job_id), "folder": str(job_folder(cfg))}
+            atomic_write_bytes(shard_dir(cfg, cell).submitted_file, json.dumps(info).encode())
 
 
 def _collect(run: ShardRun, phase: str, cell: Cell, index: int, job: Any) -> None:

@@ -101,6 +101,10 @@ class ShardDir:
     def score_marker(self, p: int) -> Path:
         return self.root / f"score-{p:05d}.json"
 
+    @property
+    def submitted_file(self) -> Path:
+        return self.root / "submitted.json"
+
     def read_plan(self) -> ShardPlan | None:
         """The stored plan, or None when there is none (or it cannot be read: it is then made again)."""
         try:
