@@ -1,6 +1,7 @@
 """Issue #6's GPU check, one script: the exact scorer at COCO-5K and 100K x 500K size on the GPU, the offline
 towers' encoding in bf16, and (#17) end-to-end fine-tuning of open_clip ViT-B-32 at batch 128 in bf16 through
-itr-bench's fit against open_clip's own trainer. Prints every figure; the project never needs a GPU to build or test.
+itr-bench's fit against open_clip's own trainer, and (#17) the per-tile rates behind the sharded-evaluation plan.
+Prints every figure; the project never needs a GPU to build or test.
 
     python benchmarks/gpu_check.py                      # on a CUDA host: about 2 minutes plus model loading
     python benchmarks/gpu_check.py --device cpu --scale-images 2000 --skip-encoding --train-model ViT-S-32 \
@@ -77,6 +78,13 @@ def main() -> None:
 
     coco_5k(dev, args.memory_mb)
     at_scale(dev, args.memory_mb, args.scale_images)
+    # Sharded evaluation's plan (#17): the score tasks' per-tile rates on this device, with top-k lists, projected
+    # to 10M images x 50M captions x d 768.
+    script = Path(__file__).resolve().parent / "sharded.py"
+    cmd = [sys.executable, str(script), "--rates-only", "--device", args.device, "--images", "20000",
+           "--memory-mb", str(args.memory_mb)]
+    print("$ " + " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, check=True)
     if not args.skip_encoding:
         script = Path(__file__).resolve().parent / "encoding.py"
         cmd = [sys.executable, str(script), "--workers", f"0,{min(8, os.cpu_count() or 1)}", "--batch-size", "256"]

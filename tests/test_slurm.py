@@ -132,20 +132,20 @@ def test_cancelled_cell_is_reported_as_cancelled(root: Path) -> None:
 
 def test_requeued_job_resumes_from_its_checkpoint_with_the_same_metrics(root: Path) -> None:
     # Two jobs of the same cell, each with its own results folder: one is requeued mid-training, one is left alone.
-    epochs = ["--set", "train.epochs=3"]
+    epochs = ["--set", "train.epochs=6"]  # long enough that the requeue lands mid-training
     cell = Cell("vse_infty", "synthetic", "contrastive", 3)
     configs = {name: _config(root, results=name) for name in ("requeued", "uninterrupted")}
     for config in configs.values():
         argv = ["run", "--config", str(config), "--models", "vse_infty", "--methods", "contrastive", "--seeds", "3"]
         rc, _, err = run_main([*argv, *epochs, "-q", "--launcher", "slurm"])
         assert rc == 0, err
-    cfg = apply_overrides(load_config(configs["requeued"]), ["train.epochs=3"])
+    cfg = apply_overrides(load_config(configs["requeued"]), ["train.epochs=6"])
     ckpt = checkpoint_path(cfg, cell, config_hash(cell_config(cfg, cell)))
     _wait(ckpt.is_file, f"the first epoch checkpoint {ckpt}", timeout=600)
     job_id = _marker(cfg, cell)["job_id"]
     subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
 
-    other = apply_overrides(load_config(configs["uninterrupted"]), ["train.epochs=3"])
+    other = apply_overrides(load_config(configs["uninterrupted"]), ["train.epochs=6"])
     for c in (cfg, other):
         _wait(lambda c=c: record_path(c, cell).is_file(), f"{record_path(c, cell)}", timeout=600)
     requeued, clean = read_record(record_path(cfg, cell)), read_record(record_path(other, cell))

@@ -42,6 +42,7 @@ __all__ = [
     "Submission",
     "grid_status",
     "job_folder",
+    "match_slurm_cpus",
     "slurm_state",
     "submit_grid",
     "wait_for",
@@ -57,6 +58,16 @@ _FAILED = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEAD
 
 class CellFailedError(RuntimeError):
     """Raised inside a job whose cell failed, so SLURM and sacct report the job as FAILED."""
+
+
+def match_slurm_cpus() -> None:
+    """Inside a SLURM job, run torch on the task's CPUs (``SLURM_CPUS_PER_TASK``): by default it starts a thread per
+    core of the node, and threads that outnumber the task's cores slow every GEMM down several-fold."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if cpus.isdigit() and int(cpus) > 0:
+        import torch
+
+        torch.set_num_threads(int(cpus))
 
 
 class CellJob:
@@ -80,6 +91,7 @@ class CellJob:
         os.chdir(self.cwd)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
         env = submitit.JobEnvironment()
+        match_slurm_cpus()
         os.environ["BENCH_JOB_ID"] = str(env.job_id)  # stamped on the record: which job wrote it
         if "SUBMITIT_FOLDER" in os.environ:  # unset under the debug executor
             os.environ["BENCH_JOB_LOG"] = str(env.paths.stderr)

@@ -22,6 +22,7 @@ from bench.grid.cell import Cell, cell_config
 from bench.grid.execute import Outcome, is_done, record_path
 from bench.grid.fingerprint import DigestCache, cell_fingerprints
 from bench.grid.records import config_hash, prepare_results_dir
+from bench.grid.slurm import match_slurm_cpus
 from bench.methods import get_method
 from bench.shard.encode import encode_done, encode_shard
 from bench.shard.merge import merge_cell
@@ -117,6 +118,7 @@ class ShardJob:
         os.chdir(self.cwd)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
         os.environ["BENCH_JOB_ID"] = str(submitit.JobEnvironment().job_id)
+        match_slurm_cpus()
         out = PHASES[self.phase](self.cfg, cell, index)
         if isinstance(out, Outcome) and out.status == "failed":  # the merge wrote a failed record: fail the job
             raise BenchError(f"{cell.label}: {out.reason}")
