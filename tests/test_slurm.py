@@ -161,10 +161,10 @@ def test_two_task_job_trains_data_parallel_like_one_task(root: Path) -> None:
     # 1-task job of the requeue test (run first in this module), whose record is the reference.
     config = _config(root, results="ddp", extra="tasks_per_node = 2\n")  # appended to [launcher]
     argv = ["run", "--config", str(config), "--models", "vse_infty", "--methods", "contrastive", "--seeds", "3"]
-    rc, _, err = run_main([*argv, "--set", "train.epochs=3", "-q", "--launcher", "slurm", "--wait"])
+    rc, _, err = run_main([*argv, "--set", "train.epochs=6", "-q", "--launcher", "slurm", "--wait"])
     assert rc == 0, err
     cell = Cell("vse_infty", "synthetic", "contrastive", 3)
-    ddp = read_record(record_path(apply_overrides(load_config(config), ["train.epochs=3"]), cell))
+    ddp = read_record(record_path(apply_overrides(load_config(config), ["train.epochs=6"]), cell))
     ref = read_record(root / "uninterrupted" / "runs" / "vse_infty" / "synthetic" / "test" / "contrastive-seed3.json")
     assert ddp["world_size"] == 2 and ref["world_size"] == 1
     assert ddp["config_hash"] == ref["config_hash"]

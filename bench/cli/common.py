@@ -15,9 +15,25 @@ __all__ = [
     "baseline_for",
     "csv_list",
     "grid_cells",
+    "int_at_least",
     "load_cfg",
     "parse_seeds",
 ]
+
+
+def int_at_least(minimum: int) -> Any:
+    """An argparse ``type`` for integers >= ``minimum`` (a bad value is argparse's one-line usage error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        return value
+
+    return parse
 
 
 def csv_list(text: str) -> list[str]:

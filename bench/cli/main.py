@@ -17,7 +17,7 @@ import signal
 import sys
 from typing import Any
 
-from bench.cli.common import add_config_args, add_grid_args
+from bench.cli.common import add_config_args, add_grid_args, int_at_least
 from bench.cli.grid import cmd_list, cmd_run, cmd_status
 from bench.cli.results import cmd_report, cmd_rm, cmd_table
 from bench.errors import BenchError
@@ -69,16 +69,6 @@ def _sub(sub: Any, name: str, help: str, description: str) -> argparse.ArgumentP
     )
 
 
-def _shards(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
 def _version() -> str:
     from bench import __version__
 
@@ -116,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars (ours or the libraries')")
     p.add_argument("--launcher", choices=["local", "debug", "slurm"], help="where cells run (default: [launcher] name)")
     p.add_argument("--wait", action="store_true", help="slurm: wait for the jobs, with a progress bar over cells")
-    p.add_argument("--shards", type=_shards, metavar="N",
+    p.add_argument("--shards", type=int_at_least(1), metavar="N",
                    help="evaluate each (zero-shot, image-text) cell sharded: N encode tasks, then N score tasks, then "
                         "a merge into the same record (slurm: three chained job arrays)")  # fmt: skip
     p.set_defaults(func=cmd_run)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.cli.common import int_at_least
 from bench.errors import DataError
 from bench.scoring import TIE_RULE
 
@@ -27,6 +28,7 @@ __all__ = ["add_score_parser", "run_score"]
 log = logging.getLogger(__name__)
 
 _PROTOCOLS = ("i2t", "t2i", "t2t", "i2i")
+_count_arg = int_at_least(0)
 
 
 def _positive_float(text: str) -> float:
@@ -64,11 +66,11 @@ def add_score_parser(subparsers: argparse._SubParsersAction) -> None:
         "--memory-mb", type=_positive_float, default=256.0, help="memory for one strip of scores (default 256)"
     )
     p.add_argument("--ks", default="1,5,10", help="comma-separated Recall@K cut-offs (default 1,5,10; RSUM's kept)")
-    p.add_argument("--topk", type=_count, default=10, help="top-k list per query: nDCG@10, mAP@R (default 10)")
+    p.add_argument("--topk", type=_count_arg, default=10, help="top-k list per query: nDCG@10, mAP@R (default 10)")
     p.add_argument("--per-query", type=Path, metavar="FILE.npz", help="write every query's rank and top-k list")
-    p.add_argument("--bootstrap", type=_count, default=0, metavar="N",
+    p.add_argument("--bootstrap", type=_count_arg, default=0, metavar="N",
                    help="N image-clustered bootstrap resamples: adds 95%% intervals (ci95)")  # fmt: skip
-    p.add_argument("--seed", type=_count, default=0, help="the bootstrap's seed (default 0)")
+    p.add_argument("--seed", type=_count_arg, default=0, help="the bootstrap's seed (default 0)")
     p.add_argument("--image-ids", type=Path, metavar="I.txt", help="COCO image id of each image row, one per line")
     p.add_argument("--caption-ids", type=Path, metavar="C.txt", help="COCO caption annotation id of each caption row")
     p.add_argument("--eccv", action="store_true",
@@ -91,16 +93,6 @@ def _load_id_lines(path: Path, what: str) -> list[int]:
         except ValueError:
             raise DataError(f"{path}: entry {n} is {text!r}, not an integer {what}") from None
     return out
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def _ks(text: str) -> tuple[int, ...]:
