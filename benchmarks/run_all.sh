@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark (#6, the CUSA step cost, #14's per-query costs, #15's containers, #17's SOP size and end-to-end
-# throughput), one after the other, each printing its figures and ratios.
+# throughput, sharded evaluation), one after the other, each printing its figures and ratios.
 # Run on an otherwise idle machine: on 2 cores a concurrent job skews every timing.
 #   bash benchmarks/run_all.sh            # full sizes: about 35 minutes on 2 cores
 #   bash benchmarks/run_all.sh --quick    # the scale problem at 1/25 size and a 1-epoch grid: about 9 minutes
@@ -22,3 +22,4 @@ run "$PY" benchmarks/uncertainty.py
 run "$PY" benchmarks/within_modality.py --sop
 run "$PY" benchmarks/containers.py --repeat 30 --workers 0 2
 run "$PY" benchmarks/train_throughput.py --captions 192 --epochs 1 --workers 2
+if sinfo >/dev/null 2>&1; then run "$PY" benchmarks/sharded.py; else run "$PY" benchmarks/sharded.py --rates-only; fi
