@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY_CLIP_ARCH, TINY_CLIP_CONFIG
+from PIL import Image
 
 from bench.grid.cell import Cell
 
@@ -66,3 +67,19 @@ def assert_same_record(sharded: Path, single: Path) -> None:
     assert za.files == zb.files
     for key in za.files:
         np.testing.assert_array_equal(za[key], zb[key], err_msg=key)
+
+
+def broken_image_config(tmp_path: Path, extra: str = "") -> Path:
+    """A 6-photo set whose last photo is not an image, as the only dataset of :func:`sharded_config`'s grid."""
+    data = tmp_path / "data"
+    (data / "pics").mkdir(parents=True)
+    rows = []
+    for i in range(6):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(data / "pics" / f"{i}.png")
+        rows += [{"image_path": f"pics/{i}.png", "caption": f"a photo number {i} {k}", "image_id": f"{i}.png"}
+                 for k in range(2)]  # fmt: skip
+    (data / "test.json").write_text(json.dumps(rows))
+    (data / "pics" / "5.png").write_bytes(b"broken")
+    cfg_path = sharded_config(tmp_path, extra=f'\n[datasets.tiny]\nformat = "flat_json"\nroot = "{data}"\n' + extra)
+    cfg_path.write_text(cfg_path.read_text().replace('datasets = ["coco-sample"]', 'datasets = ["tiny"]'))
+    return cfg_path

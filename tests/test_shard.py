@@ -7,10 +7,11 @@ Runs on the real COCO sample (600 photos, 3,000 captions of its train split) thr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from sharded import CELL, RECORD, assert_same_record, needs_sample, sharded_config
+from sharded import CELL, RECORD, assert_same_record, broken_image_config, needs_sample, sharded_config
 from tiny_grid import run_main
 
 from bench.config import load_config
@@ -65,23 +66,30 @@ def test_sharded_record_equals_one_process_record(tmp_path: Path) -> None:
 
 
 @needs_sample
-def test_a_broken_shard_is_one_line(tmp_path: Path) -> None:
+def test_broken_shards_are_made_again(tmp_path: Path) -> None:
     cfg_path = sharded_config(tmp_path)
     rc, _, err = run_main(["run", "--config", str(cfg_path), "-q", "--shards", "2", "--no-table"])
     assert rc == 0, err
     d = shard_dir(load_config(cfg_path), CELL)
+    first = (tmp_path / "results" / RECORD).read_bytes()
     (tmp_path / "results" / RECORD).unlink()
-    d.score_marker(0).unlink()
-    d.captions(1).write_bytes(b"not an npy file")  # the encode marker stays: the slice is checked, not trusted
+    d.captions(1).write_bytes(b"not an npy file")  # the markers stay: the files are checked, not trusted
+    d.score_part(0).write_bytes(b"truncated")
     rc, _, err = run_main(["run", "--config", str(cfg_path), "-q", "--shards", "2", "--no-table"])
     assert rc == 0, err
-    assert "tasks to run: 1 encode, 1 score, 1 merge" in err  # the broken slice is encoded again
-    d.score_part(1).write_bytes(b"truncated")
-    (tmp_path / "results" / RECORD).unlink()
-    d.score_marker(0).unlink()
+    assert "tasks to run: 1 encode, 1 score, 1 merge" in err
+    again = json.loads((tmp_path / "results" / RECORD).read_text())
+    assert again["metrics"] == json.loads(first)["metrics"]
+
+
+def test_a_failing_task_is_one_line(tmp_path: Path) -> None:
+    cfg_path = broken_image_config(tmp_path)
     rc, _, err = run_main(["run", "--config", str(cfg_path), "-q", "--shards", "2", "--no-table"])
     assert rc == 1
-    assert f"{d.score_part(1)}: cannot read score part 1" in err and "Traceback" not in err
+    assert "FAILED: encode task" in err and "5.png" in err and "Traceback" not in err
+    assert err.count("FAILED") == 1  # the cell's later tasks do not run
+    rec = json.loads((tmp_path / "results" / "runs" / "tinyclip" / "tiny" / "test" / "zeroshot-seed0.json").read_text())
+    assert rec["status"] == "failed" and "5.png" in rec["reason"]  # what `bench status` shows
 
 
 def test_training_methods_and_rerank_are_refused(tmp_path: Path) -> None:
@@ -93,3 +101,16 @@ def test_training_methods_and_rerank_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_:  # argparse: usage and one line
         run_main(["run", "--config", str(cfg_path), "--shards", "0"])
     assert exit_.value.code == 2
+
+
+@needs_sample
+def test_the_debug_launcher_runs_the_same_jobs_in_process(tmp_path: Path) -> None:
+    """``--launcher debug``: the submitit jobs of the three phases, run in this process one after another."""
+    one = sharded_config(tmp_path, "single")
+    rc, _, err = run_main(["run", "--config", str(one), "-q", "--no-table"])
+    assert rc == 0, err
+    cfg_path = sharded_config(tmp_path)
+    rc, _, err = run_main(["run", "--config", str(cfg_path), "-q", "--shards", "2", "--launcher", "debug",
+                           "--no-table"])  # fmt: skip
+    assert rc == 0, err
+    assert_same_record(tmp_path / "results" / RECORD, tmp_path / "single" / RECORD)

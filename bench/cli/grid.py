@@ -82,7 +82,7 @@ def run_sharded_cells(args: argparse.Namespace, cfg, cells: list, launcher: str)
     for cell, job in run.active:
         print(f"bench: {cell.label}: still queued or running (merge job {job}); not submitted again", file=sys.stderr)
     if launcher == "slurm" and not args.wait:
-        ids = {p: str(jobs[0].job_id).split("_")[0] for p, jobs in run.jobs.items() if jobs}
+        ids = {p: str(jobs[0][2].job_id).split("_")[0] for p, jobs in run.jobs.items() if jobs}
         print("bench: submitted " + (", ".join(f"{p} job {i}" for p, i in ids.items()) or "nothing")
               + "; `bench run --shards` again resumes what is missing", file=sys.stderr)  # fmt: skip
         return 0

@@ -34,7 +34,7 @@ from bench.grid.records import (
 from bench.scoring.perquery import sha256_of
 from bench.train.distributed import current as current_dist
 
-__all__ = ["Outcome", "checkpoint_path", "execute_cell", "is_done", "record_path"]
+__all__ = ["Outcome", "checkpoint_path", "execute_cell", "is_done", "record_failure", "record_path"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,16 @@ def is_done(path: Path, expected_hash: str, current: Callable[[], dict[str, Any]
             log.info("%s: %s; the cell runs again", path, why)
             return False
     return True
+
+
+def record_failure(cfg: BenchConfig, cell: Cell, reason: str) -> None:
+    """Write a ``failed`` record for ``cell`` that failed outside :func:`execute_cell` (a task of a sharded
+    evaluation), unless an earlier ``ok`` record is there: that one is kept."""
+    path = record_path(cfg, cell)
+    if _has_ok_record(path):
+        log.warning("%s: keeping the earlier ok result %s; this failure is not written over it", cell.label, path)
+        return
+    _write(path, status_record(cell, cell_config(cfg, cell), "failed", reason), cell)
 
 
 def _has_ok_record(path: Path) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -236,37 +236,44 @@ def itr_scan_part(
 
 
 def merge_itr_parts(
-    parts: Sequence[ItrPart], caption_to_image: ArrayLike | Sequence[int], n_images: int
+    parts: Iterable[ItrPart], caption_to_image: ArrayLike | Sequence[int], n_images: int
 ) -> ItrScan:
-    """The :class:`ItrScan` of the whole scan from all of its parts (:func:`itr_scan_part`, any order)."""
+    """The :class:`ItrScan` of the whole scan from all of its parts (:func:`itr_scan_part`, in any order), folded
+    in one at a time: memory holds the result and one part, however many parts there are."""
     c2i = as_index_array(caption_to_image, "caption_to_image").reshape(-1)
     n_txt = c2i.shape[0]
     check_caption_to_image(c2i, n_txt, n_images)
     counts = np.bincount(c2i, minlength=n_images)
-    if n_txt == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return ItrScan(empty, empty, None, None)
     seen = np.zeros(n_txt, dtype=np.int64)
     t2i = np.empty(n_txt, dtype=np.int64)
+    image_counts = np.zeros(n_images, dtype=np.int64)
+    t2i_lists: QueryLists | None = None
+    i2t_lists: QueryLists | None = None
+    with_lists = True
     for p in parts:
         t2i[p.rows] = p.t2i
         seen[p.rows] += 1
+        image_counts += p.image_counts
+        if p.t2i_lists is None or p.i2t_lists is None:
+            with_lists = False
+            continue
+        if t2i_lists is None:
+            k = p.t2i_lists.index.shape[1]
+            t2i_lists = QueryLists(np.empty((n_txt, k), dtype=np.int64), np.empty((n_txt, k), dtype=np.float32),
+                                   np.empty((n_txt, k), dtype=bool))  # fmt: skip
+        t2i_lists.index[p.rows], t2i_lists.score[p.rows], t2i_lists.positive[p.rows] = (p.t2i_lists.index,
+                                                                                      p.t2i_lists.score,
+                                                                                      p.t2i_lists.positive)  # fmt: skip
+        i2t_lists = p.i2t_lists if i2t_lists is None else merge_lists([i2t_lists, p.i2t_lists])
+    if n_txt == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return ItrScan(empty, empty, None, None)
     if not (seen == 1).all():
         raise ValueError(f"the parts rank caption {int(np.flatnonzero(seen != 1)[0])} {int(seen.max())} times, "
                          "not once: they are not the parts of one scan")  # fmt: skip
     keep = counts > 0
-    i2t = np.sum([p.image_counts for p in parts], axis=0)[keep]
-    if any(p.t2i_lists is None or p.i2t_lists is None for p in parts):
+    i2t = image_counts[keep]
+    if not with_lists or t2i_lists is None or i2t_lists is None:
         return ItrScan(i2t, t2i, None, None)
-    first = parts[0].t2i_lists
-    assert first is not None
-    k = first.index.shape[1]
-    index = np.empty((n_txt, k), dtype=first.index.dtype)
-    score = np.empty((n_txt, k), dtype=first.score.dtype)
-    positive = np.empty((n_txt, k), dtype=first.positive.dtype)
-    for p in parts:
-        assert p.t2i_lists is not None
-        index[p.rows], score[p.rows], positive[p.rows] = p.t2i_lists.index, p.t2i_lists.score, p.t2i_lists.positive
-    merged = merge_lists([p.i2t_lists for p in parts if p.i2t_lists is not None])
-    i2t_lists = QueryLists(merged.index[keep], merged.score[keep], merged.positive[keep])
-    return ItrScan(i2t, t2i, i2t_lists, QueryLists(index, score, positive))
+    kept = QueryLists(i2t_lists.index[keep], i2t_lists.score[keep], i2t_lists.positive[keep])
+    return ItrScan(i2t, t2i, kept, t2i_lists)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,12 +214,21 @@ def _strips_part(
     return SiblingPart(counts, QueryLists(index, score, positive))
 
 
-def merge_sibling_parts(parts: Sequence[SiblingPart], groups: ArrayLike | Sequence[int]) -> SiblingScan:
-    """The :class:`SiblingScan` of the whole scan from all of its parts (:func:`sibling_scan_part`, any order)."""
+def merge_sibling_parts(parts: Iterable[SiblingPart], groups: ArrayLike | Sequence[int]) -> SiblingScan:
+    """The :class:`SiblingScan` of the whole scan from all of its parts (:func:`sibling_scan_part`, in any order),
+    folded in one at a time: memory holds the result and one part, however many parts there are."""
     queries = sibling_queries(groups)
-    ranks = np.sum([p.counts for p in parts], axis=0)[queries] if parts else np.zeros(0, dtype=np.int64)
-    lists = None
-    if queries.size and all(p.lists is not None for p in parts):
-        full = merge_lists([p.lists for p in parts if p.lists is not None])
-        lists = QueryLists(full.index[queries], full.score[queries], full.positive[queries])
-    return SiblingScan(queries, ranks.astype(np.int64), lists)
+    counts: np.ndarray | None = None
+    lists: QueryLists | None = None
+    with_lists = True
+    for p in parts:
+        counts = p.counts.astype(np.int64) if counts is None else counts + p.counts
+        if p.lists is None:
+            with_lists = False
+        elif with_lists:
+            lists = p.lists if lists is None else merge_lists([lists, p.lists])
+    ranks = counts[queries] if counts is not None else np.zeros(0, dtype=np.int64)
+    if not (queries.size and with_lists and lists is not None):
+        return SiblingScan(queries, ranks.astype(np.int64), None)
+    return SiblingScan(queries, ranks.astype(np.int64),
+                       QueryLists(lists.index[queries], lists.score[queries], lists.positive[queries]))  # fmt: skip

@@ -4,13 +4,16 @@ jobs in this process through submitit)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.atomic import atomic_write_bytes
@@ -19,7 +22,7 @@ from bench.data import load_split
 from bench.errors import BenchError, ConfigError
 from bench.evaluation.unimodal import dataset_task
 from bench.grid.cell import Cell, cell_config
-from bench.grid.execute import Outcome, is_done, record_path
+from bench.grid.execute import Outcome, is_done, record_failure, record_path
 from bench.grid.fingerprint import DigestCache, cell_fingerprints
 from bench.grid.records import config_hash, prepare_results_dir
 from bench.grid.slurm import match_slurm_cpus
@@ -32,6 +35,7 @@ from bench.shard.score import score_done, score_part
 __all__ = ["ShardJob", "ShardRun", "check_shardable", "plan_cells", "run_sharded"]
 
 log = logging.getLogger(__name__)
+FAILED = "failed: "  # how a debug job reports its failure
 PHASES: dict[str, Callable[[BenchConfig, Cell, int], Any]] = {
     "encode": encode_shard,
     "score": score_part,
@@ -61,9 +65,10 @@ class ShardRun:
     done: list[Cell] = field(default_factory=list)
     active: list[tuple[Cell, str]] = field(default_factory=list)  # still queued or running: (cell, merge job id)
     todo: dict[str, list[tuple[Cell, int]]] = field(default_factory=lambda: {p: [] for p in PHASES})
-    jobs: dict[str, list[Any]] = field(default_factory=dict)
+    jobs: dict[str, list[tuple[Cell, int, Any]]] = field(default_factory=dict)  # phase -> (cell, task, job)
     outcomes: list[Outcome] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (task, reason)
+    failed_cells: set[Cell] = field(default_factory=set)
 
 
 def plan_cells(cfg: BenchConfig, cells: list[Cell], shards: int, *, force: bool = False) -> ShardRun:
@@ -119,9 +124,15 @@ class ShardJob:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
         os.environ["BENCH_JOB_ID"] = str(submitit.JobEnvironment().job_id)
         match_slurm_cpus()
-        out = PHASES[self.phase](self.cfg, cell, index)
-        if isinstance(out, Outcome) and out.status == "failed":  # the merge wrote a failed record: fail the job
-            raise BenchError(f"{cell.label}: {out.reason}")
+        try:
+            out = PHASES[self.phase](self.cfg, cell, index)
+            if isinstance(out, Outcome) and out.status == "failed":  # the merge wrote a failed record: fail the job
+                raise BenchError(f"{cell.label}: {out.reason}")
+        except Exception as e:
+            if self.cfg.launcher.name == "slurm":
+                raise  # sacct says FAILED, and tasks that need this one are cancelled
+            # The debug executor would open pdb on a raised error: the failure comes back as the job's result.
+            return FAILED + (str(e) if isinstance(e, BenchError) else f"{type(e).__name__}: {e}")
         return f"{self.phase} {index} of {cell.label}: {'done' if out is not False else 'already done'}"
 
     def checkpoint(self, cell: Cell, index: int) -> Any:
@@ -135,10 +146,9 @@ def _task(phase: str, cell: Cell, index: int) -> str:
 
 
 def _run_here(cfg: BenchConfig, run: ShardRun) -> None:
-    broken: set[Cell] = set()
     for phase, fn in PHASES.items():
         for cell, index in run.todo[phase]:
-            if cell in broken:
+            if cell in run.failed_cells:
                 continue  # an earlier task of this cell failed: its later phases cannot run
             try:
                 out = fn(cfg, cell, index)
@@ -146,8 +156,7 @@ def _run_here(cfg: BenchConfig, run: ShardRun) -> None:
                 reason = str(e) if isinstance(e, BenchError) else f"{type(e).__name__}: {e}"
                 log.error("%s: %s", _task(phase, cell, index), reason)
                 log.debug("%s failed", _task(phase, cell, index), exc_info=True)
-                run.failed.append((_task(phase, cell, index), reason))
-                broken.add(cell)
+                _failed(cfg, run, cell, _task(phase, cell, index), reason)
                 continue
             if isinstance(out, Outcome):
                 run.outcomes.append(out)
@@ -178,37 +187,64 @@ def _submit(cfg: BenchConfig, run: ShardRun) -> None:
         ex = _executor(cfg, phase, after)
         job = ShardJob(cfg, phase)
         if cfg.launcher.name == "debug":  # the debug executor runs a job when its result is asked for: in order
+            todo = [(c, i) for c, i in todo if c not in run.failed_cells]  # a failed cell's later phases cannot run
             jobs = [ex.submit(job, c, i) for c, i in todo]
             for (c, i), j in zip(todo, jobs, strict=True):
-                _collect(run, phase, c, i, j)
+                _collect(cfg, run, phase, c, i, j)
         else:
             jobs = ex.map_array(job, [c for c, _ in todo], [i for _, i in todo])
-        run.jobs[phase] = jobs
+        run.jobs[phase] = [(c, i, j) for (c, i), j in zip(todo, jobs, strict=True)]
         after = jobs
     if cfg.launcher.name == "slurm":
         from bench.grid.slurm import job_folder
 
-        for (cell, _), job in zip(run.todo["merge"], run.jobs.get("merge", []), strict=True):
+        for cell, _, job in run.jobs.get("merge", []):
             info = {"cluster": "slurm", "merge_job": str(job.job_id), "folder": str(job_folder(cfg))}
             atomic_write_bytes(shard_dir(cfg, cell).submitted_file, json.dumps(info).encode())
 
 
-def _collect(run: ShardRun, phase: str, cell: Cell, index: int, job: Any) -> None:
+def _collect(cfg: BenchConfig, run: ShardRun, phase: str, cell: Cell, index: int, job: Any) -> None:
+    where = getattr(getattr(job, "paths", None), "stderr", None)
     try:
-        job.result()
-    except Exception as e:  # submitit re-raises the task's error with its traceback: its last line
+        result = job.result()
+    except Exception as e:  # the task's own error line is in its log; submitit's message names the log files
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
-        reason = lines[-1] if lines else type(e).__name__
-        where = getattr(getattr(job, "paths", None), "stderr", None)
-        run.failed.append((_task(phase, cell, index), f"{reason}" + (f" (log {where})" if where else "")))
+        result = FAILED + (_logged_error(where) or (lines[-1] if lines else type(e).__name__))
+    if isinstance(result, str) and result.startswith(FAILED):
+        log_hint = f" (log {where})" if where else ""
+        _failed(cfg, run, cell, _task(phase, cell, index), result.removeprefix(FAILED) + log_hint)
 
 
-def wait_sharded(run: ShardRun) -> None:
-    """Block until every submitted task has ended; failures (and tasks cancelled because one they need failed) are
-    listed in ``run.failed``."""
+_RAISED = re.compile(r"^(?:[\w.]+\.)?\w+(?:Error|Exception): (.+)$")
+
+
+def _logged_error(log_file: Any) -> str:
+    """The message of the last exception a job's log shows (``bench.errors.DataError: <this>``), or ''."""
+    try:
+        lines = Path(log_file).read_text(errors="replace").splitlines() if log_file else []
+    except OSError:
+        return ""
+    found = [m.group(1) for m in map(_RAISED.match, lines) if m]
+    return found[-1][:300] if found else ""
+
+
+def _failed(cfg: BenchConfig, run: ShardRun, cell: Cell, task: str, reason: str) -> None:
+    """A task of ``cell`` failed: said once, and the cell gets a ``failed`` record (`bench status` shows it)."""
+    run.failed.append((task, reason))
+    run.failed_cells.add(cell)
+    record_failure(cfg, cell, f"{task}: {reason}")
+
+
+def wait_sharded(cfg: BenchConfig, run: ShardRun) -> None:
+    """Block until every submitted task has ended; a cell's first failed task is listed in ``run.failed`` (the tasks
+    SLURM then cancels because they need it are not listed again)."""
     for phase, jobs in run.jobs.items():
-        for (cell, index), job in zip(run.todo[phase], jobs, strict=True):
-            _collect(run, phase, cell, index, job)
+        for cell, index, job in jobs:
+            if cell in run.failed_cells:  # cancelled by SLURM because a task it needs failed: said once already
+                with contextlib.suppress(Exception):
+                    job.result()
+                continue
+            _collect(cfg, run, phase, cell, index, job)
 
 
 def run_sharded(
@@ -225,5 +261,5 @@ def run_sharded(
     else:
         _submit(cfg, run)
         if wait and cfg.launcher.name == "slurm":
-            wait_sharded(run)
+            wait_sharded(cfg, run)
     return run

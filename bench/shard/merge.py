@@ -5,6 +5,7 @@ metrics, per-query file, intervals and provenance."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -33,12 +34,15 @@ def merged_queries(d: ShardDir, plan: ShardPlan, split: RetrievalSplit) -> dict[
     for p in range(plan.parts):
         if not score_done(d, p):
             raise BenchError(f"{d.score_marker(p)}: score task {p} has not finished; `bench run --shards` runs it")
-    itr, t2t, i2i = zip(*(load_part(d, p) for p in range(plan.parts)), strict=True)
-    c2i = split.caption_to_image
-    scan = merge_itr_parts(list(itr), c2i, split.n_images) if itr[0] is not None else None
-    t2t_scan = merge_sibling_parts(list(t2t), c2i) if t2t[0] is not None else None
-    i2i_scan = merge_sibling_parts(list(i2i), split.image_labels) if i2i[0] is not None else None
-    return query_ranks(scan, t2t_scan, i2i_scan, c2i, split.n_images, split.image_labels)
+    def parts(scan: str) -> Iterator[Any]:  # one part at a time: the merge holds the result and one part
+        return (load_part(d, p, scan) for p in range(plan.parts))
+
+    c2i, labels, n_img = split.caption_to_image, split.image_labels, split.n_images
+    has = {scan: load_part(d, 0, scan) is not None for scan in ("itr", "t2t", "i2i")}
+    scan = merge_itr_parts(parts("itr"), c2i, n_img) if has["itr"] else None
+    t2t = merge_sibling_parts(parts("t2t"), c2i) if has["t2t"] else None
+    i2i = merge_sibling_parts(parts("i2i"), labels) if has["i2i"] and labels is not None else None
+    return query_ranks(scan, t2t, i2i, c2i, n_img, labels)
 
 
 class MergedScorer:

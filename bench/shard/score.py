@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -52,8 +53,14 @@ def load_embeddings(d: ShardDir, plan: ShardPlan) -> tuple[torch.Tensor, torch.T
 
 
 def score_done(d: ShardDir, p: int) -> bool:
-    """Score task ``p`` finished: its marker and its part file are there."""
-    return d.read_marker(d.score_marker(p)) is not None and d.score_part(p).is_file()
+    """Score task ``p`` finished: its marker is there and its part file opens (a truncated one is scored again)."""
+    if d.read_marker(d.score_marker(p)) is None:
+        return False
+    try:
+        with np.load(d.score_part(p), allow_pickle=False) as z:
+            return bool(z.files)
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False
 
 
 def _lists(prefix: str, lists: QueryLists | None, out: dict[str, np.ndarray]) -> None:
@@ -82,20 +89,19 @@ def _arrays(part: ScoredPart) -> dict[str, np.ndarray]:
     return out
 
 
-def load_part(d: ShardDir, p: int) -> ScoredPart:
-    """Score task ``p``'s part of each scan, read back."""
+def load_part(d: ShardDir, p: int, scan: str) -> ItrPart | SiblingPart | None:
+    """Score task ``p``'s part of one scan (``itr``: i2t/t2i, ``t2t`` or ``i2i``), read back; None if it has none."""
     path = d.score_part(p)
     try:
         with np.load(path, allow_pickle=False) as z:
-            itr = None
-            if "itr_rows" in z:
-                itr = ItrPart(z["itr_rows"], z["itr_t2i"], _read_lists("itr_t2i", z), z["itr_image_counts"],
-                              _read_lists("itr_i2t", z))  # fmt: skip
-            t2t = SiblingPart(z["t2t_counts"], _read_lists("t2t", z)) if "t2t_counts" in z else None
-            i2i = SiblingPart(z["i2i_counts"], _read_lists("i2i", z)) if "i2i_counts" in z else None
-    except (OSError, ValueError, KeyError) as e:
+            if scan == "itr":
+                if "itr_rows" not in z:
+                    return None
+                return ItrPart(z["itr_rows"], z["itr_t2i"], _read_lists("itr_t2i", z), z["itr_image_counts"],
+                               _read_lists("itr_i2t", z))  # fmt: skip
+            return SiblingPart(z[f"{scan}_counts"], _read_lists(scan, z)) if f"{scan}_counts" in z else None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise BenchError(f"{path}: cannot read score part {p} ({e}); delete it and run again") from None
-    return itr, t2t, i2i
 
 
 def scan_parts(img: torch.Tensor, txt: torch.Tensor, joint: bool, split: RetrievalSplit, cfg: BenchConfig,
