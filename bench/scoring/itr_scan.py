@@ -29,7 +29,7 @@ from bench.scoring.common import (
     query_gallery,
     tile_floats,
 )
-from bench.scoring.tiles import count_tile, merge_both, merge_lists, part_ranges
+from bench.scoring.tiles import check_part, count_tile, merge_both, merge_lists, part_ranges
 from bench.scoring.topk import QueryLists, RunningTopK
 
 __all__ = ["ItrPart", "ItrScan", "itr_scan", "itr_scan_part", "merge_itr_parts"]
@@ -111,11 +111,7 @@ def itr_scan(
     """
     part = itr_scan_part(image_emb, text_emb, caption_to_image, part=0, parts=1, topk=topk, memory_mb=memory_mb,
                          device=device)  # fmt: skip
-    return merge_itr_parts([part], caption_to_image, _rows(image_emb))
-
-
-def _rows(x: ArrayLike) -> int:
-    return int(x.shape[0])  # type: ignore[union-attr]
+    return merge_itr_parts([part], caption_to_image, part.image_counts.shape[0])
 
 
 def itr_scan_part(
@@ -135,10 +131,7 @@ def itr_scan_part(
     Every part computes all diagonal tiles (to know each image's best positive score: a pass over N_txt x group
     width scores, small beside its share of the N_txt x N_img ones) but counts only its own.
     """
-    if topk < 0:
-        raise ValueError(f"topk must be >= 0, got {topk}")
-    if not 0 <= part < parts:
-        raise ValueError(f"part must be in [0, {parts}), got {part}")
+    check_part(part, parts, topk)
     budget = tile_floats(memory_mb)
     img, txt, device = query_gallery(image_emb, text_emb, device, ("image_emb", "text_emb"))
     n_img, n_txt = img.shape[0], txt.shape[0]

@@ -31,7 +31,7 @@ from bench.scoring.common import (
     tile_floats,
 )
 from bench.scoring.strips import ranks_and_topk, retrieval_ranks
-from bench.scoring.tiles import count_tile, merge_both, merge_lists, part_ranges
+from bench.scoring.tiles import check_part, count_tile, merge_both, merge_lists, part_ranges
 from bench.scoring.topk import QueryLists, RunningTopK
 
 __all__ = ["SiblingPart", "SiblingScan", "merge_sibling_parts", "sibling_queries", "sibling_scan", "sibling_scan_part"]
@@ -111,10 +111,7 @@ def sibling_scan_part(
     """Part ``part`` of ``parts`` of :func:`sibling_scan` (arguments as there): a contiguous range of the triangle's
     block rows, cut so that the parts compute about equal numbers of scores. Every part computes all diagonal blocks
     (for every item's threshold) but counts only its own."""
-    if topk < 0:
-        raise ValueError(f"topk must be >= 0, got {topk}")
-    if not 0 <= part < parts:
-        raise ValueError(f"part must be in [0, {parts}), got {part}")
+    check_part(part, parts, topk)
     budget = tile_floats(memory_mb)
     device = scoring_device(emb, device)
     x = as_matrix(emb, name, device)

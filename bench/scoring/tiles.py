@@ -12,7 +12,7 @@ from bench.scoring import common
 from bench.scoring.strips import pessimistic_order_key
 from bench.scoring.topk import QueryLists, RunningTopK
 
-__all__ = ["count_tile", "merge_both", "merge_lists", "part_ranges"]
+__all__ = ["check_part", "count_tile", "merge_both", "merge_lists", "part_ranges"]
 
 
 def count_tile(
@@ -60,6 +60,14 @@ def merge_both(
     return on_tile
 
 
+def check_part(part: int, parts: int, topk: int) -> None:
+    """The arguments every scan part takes: ``part`` in ``[0, parts)`` and ``topk >= 0``."""
+    if topk < 0:
+        raise ValueError(f"topk must be >= 0, got {topk}")
+    if not 0 <= part < parts:
+        raise ValueError(f"part must be in [0, {parts}), got {part}")
+
+
 def part_ranges(weights: Sequence[int] | np.ndarray, parts: int) -> list[tuple[int, int]]:
     """Cut ``len(weights)`` units (a scan's row groups or blocks) into ``parts`` contiguous ranges of about equal total
     weight (some empty when there are fewer units than parts)."""
@@ -72,7 +80,7 @@ def part_ranges(weights: Sequence[int] | np.ndarray, parts: int) -> list[tuple[i
     for j in range(1, parts):
         cuts.append(max(cuts[-1], int(np.searchsorted(cum, total * j / parts, side="left"))))
     cuts.append(len(w))
-    return [(cuts[j], max(cuts[j], cuts[j + 1])) for j in range(parts)]
+    return [(cuts[j], cuts[j + 1]) for j in range(parts)]
 
 
 def merge_lists(lists: Sequence[QueryLists]) -> QueryLists:
