@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from sharded import CELL, RECORD, assert_same_record, broken_image_config, needs_sample, sharded_config
 from tiny_grid import run_main
 
@@ -114,3 +116,49 @@ def test_the_debug_launcher_runs_the_same_jobs_in_process(tmp_path: Path) -> Non
                            "--no-table"])  # fmt: skip
     assert rc == 0, err
     assert_same_record(tmp_path / "results" / RECORD, tmp_path / "single" / RECORD)
+
+
+def test_precomputed_embeddings_shard_like_one_process(tmp_path: Path) -> None:
+    """The ``embeddings`` adapter supplies its own features: each encode task slices them (no backbone runs)."""
+    data = tmp_path / "data"
+    (data / "pics").mkdir(parents=True)
+    rows = []
+    for i in range(700):  # two 512-row slices
+        rows += [{"image_path": "pics/0.png", "caption": f"c{i} {k}", "image_id": f"{i}.png"} for k in range(2)]
+    Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(data / "pics" / "0.png")
+    for i in range(1, 700):
+        (data / "pics" / f"{i}.png").hardlink_to(data / "pics" / "0.png")
+        rows[2 * i]["image_path"] = rows[2 * i + 1]["image_path"] = f"pics/{i}.png"
+    (data / "test.json").write_text(json.dumps(rows))
+    rng = np.random.default_rng(0)
+    img = rng.integers(-3, 4, size=(700, 16)).astype(np.float32)  # coarse values: many exact ties
+    np.save(data / "image_emb.npy", img)
+    np.save(data / "text_emb.npy", np.repeat(img, 2, axis=0) + rng.integers(-2, 3, size=(1400, 16)))
+    configs = {}
+    for name in ("single", "results"):
+        configs[name] = tmp_path / f"{name}.toml"
+        configs[name].write_text(f"""
+[paths]
+results_dir = "{tmp_path / name}"
+work_dir = "{tmp_path / "work"}"
+[grid]
+models = ["emb"]
+datasets = ["set"]
+methods = ["zeroshot"]
+seeds = [0]
+[train]
+device = "cpu"
+[models.emb]
+adapter = "embeddings"
+image_emb = "{data / "image_emb.npy"}"
+text_emb = "{data / "text_emb.npy"}"
+[datasets.set]
+format = "flat_json"
+root = "{data}"
+""")
+    rc, _, err = run_main(["run", "--config", str(configs["single"]), "-q", "--no-table"])
+    assert rc == 0, err
+    rc, _, err = run_main(["run", "--config", str(configs["results"]), "-q", "--no-table", "--shards", "3"])
+    assert rc == 0 and "tasks to run: 3 encode, 3 score, 1 merge" in err, err
+    record = Path("runs/emb/set/test/zeroshot-seed0.json")
+    assert_same_record(tmp_path / "results" / record, tmp_path / "single" / record)

@@ -70,6 +70,7 @@ def run_sharded_cells(args: argparse.Namespace, cfg, cells: list, launcher: str)
     """``bench run --shards N``: each cell's evaluation as N encode tasks, N score tasks and a merge."""
     import dataclasses
 
+    from bench.grid.execute import record_path
     from bench.grid.records import read_record
     from bench.report.tables import render
     from bench.shard.launch import run_sharded
@@ -88,8 +89,6 @@ def run_sharded_cells(args: argparse.Namespace, cfg, cells: list, launcher: str)
         return 0
     for task, reason in run.failed:
         print(f"bench: FAILED: {task}: {reason}", file=sys.stderr)
-    from bench.grid.execute import record_path
-
     paths = [record_path(cfg, c) for c in cells]
     records = [{**read_record(p), "_path": str(p)} for p in paths if p.is_file()]
     records = [r for r in records if r.get("status") == "ok"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.adapters.protocol import Adapter, FeatureSupplier
+from bench.adapters.protocol import Adapter, Features, FeatureSupplier
 from bench.atomic import atomic_open, atomic_write_bytes
 from bench.config import BenchConfig
 from bench.data import load_split
@@ -54,16 +54,16 @@ def _save(path: Path, arr: np.ndarray) -> None:
         raise BenchError(f"cannot write {path}: {e.strerror or e}") from None
 
 
-def _embed(adapter: Adapter, split: RetrievalSplit, cfg: BenchConfig, cp: Plan, modality: str, rows: range
-           ) -> torch.Tensor:  # fmt: skip
+def _embed(adapter: Adapter, split: RetrievalSplit, cfg: BenchConfig, cp: Plan, modality: str, rows: range,
+           supplied: Features | None) -> torch.Tensor:  # fmt: skip
     """Embeddings of ``rows`` of one modality, computed as the one-process evaluation computes them: the adapter's
-    own features (precomputed embeddings), or backbone features in the encode loop's batches, then the heads."""
+    own features of the split (``supplied``: precomputed embeddings), or backbone features in the encode loop's
+    batches, then the heads."""
     if not len(rows):
         return torch.zeros(0, 0)
     image = modality == "image"
-    if isinstance(adapter, FeatureSupplier):
-        feats = adapter.split_features(split)[0 if image else 1]
-        feats = {key: v[rows.start : rows.stop] for key, v in feats.items()}
+    if supplied is not None:
+        feats = {key: v[rows.start : rows.stop] for key, v in supplied.items()}
     else:
         ev, precision = cfg.eval, encoding_precision(cp.device, cfg.eval.precision)
         if image:
@@ -93,8 +93,9 @@ def encode_shard(cfg: BenchConfig, cell: Cell, k: int) -> bool:
     adapter = build_adapter(cp)
     adapter.eval()
     img_rows, cap_rows = plan.image_rows(k), plan.caption_rows(k)
-    img = _embed(adapter, split, cfg, cp, "image", img_rows)
-    txt = _embed(adapter, split, cfg, cp, "text", cap_rows)
+    supplied = adapter.split_features(split) if isinstance(adapter, FeatureSupplier) else (None, None)
+    img = _embed(adapter, split, cfg, cp, "image", img_rows, supplied[0])
+    txt = _embed(adapter, split, cfg, cp, "text", cap_rows, supplied[1])
     _save(d.images(k), img.numpy())
     _save(d.captions(k), txt.numpy())
     marker = {"images": [img_rows.start, img_rows.stop], "captions": [cap_rows.start, cap_rows.stop],

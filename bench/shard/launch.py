@@ -25,7 +25,7 @@ from bench.grid.cell import Cell, cell_config
 from bench.grid.execute import Outcome, is_done, record_failure, record_path
 from bench.grid.fingerprint import DigestCache, cell_fingerprints
 from bench.grid.records import config_hash, prepare_results_dir
-from bench.grid.slurm import match_slurm_cpus
+from bench.grid.slurm import QUEUED, RUNNING, job_folder, make_executor, match_slurm_cpus, slurm_state
 from bench.methods import get_method
 from bench.shard.encode import encode_done, encode_shard
 from bench.shard.merge import merge_cell
@@ -66,7 +66,6 @@ class ShardRun:
     active: list[tuple[Cell, str]] = field(default_factory=list)  # still queued or running: (cell, merge job id)
     todo: dict[str, list[tuple[Cell, int]]] = field(default_factory=lambda: {p: [] for p in PHASES})
     jobs: dict[str, list[tuple[Cell, int, Any]]] = field(default_factory=dict)  # phase -> (cell, task, job)
-    outcomes: list[Outcome] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (task, reason)
     failed_cells: set[Cell] = field(default_factory=set)
 
@@ -102,8 +101,6 @@ def _in_flight(d: ShardDir) -> str | None:
     info = d.read_marker(d.submitted_file)
     if not info or info.get("cluster") != "slurm":
         return None
-    from bench.grid.slurm import QUEUED, RUNNING, slurm_state
-
     state = slurm_state(str(info["merge_job"]), str(info["folder"]))
     return str(info["merge_job"]) if state in QUEUED | RUNNING else None
 
@@ -158,15 +155,12 @@ def _run_here(cfg: BenchConfig, run: ShardRun) -> None:
                 log.debug("%s failed", _task(phase, cell, index), exc_info=True)
                 _failed(cfg, run, cell, _task(phase, cell, index), reason)
                 continue
-            if isinstance(out, Outcome):
-                run.outcomes.append(out)
-                if out.status == "failed":
-                    run.failed.append((_task(phase, cell, index), out.reason))
+            if isinstance(out, Outcome) and out.status == "failed":  # the merge wrote its failed record itself
+                run.failed.append((_task(phase, cell, index), out.reason))
+                run.failed_cells.add(cell)
 
 
 def _executor(cfg: BenchConfig, phase: str, after: list[Any]) -> Any:
-    from bench.grid.slurm import make_executor
-
     # One process on at most one GPU per task: the parallelism is the array's.
     launcher = dataclasses.replace(cfg.launcher, gpus_per_node=min(1, cfg.launcher.gpus_per_node), tasks_per_node=1)
     ex = make_executor(dataclasses.replace(cfg, launcher=launcher))
@@ -196,8 +190,6 @@ def _submit(cfg: BenchConfig, run: ShardRun) -> None:
         run.jobs[phase] = [(c, i, j) for (c, i), j in zip(todo, jobs, strict=True)]
         after = jobs
     if cfg.launcher.name == "slurm":
-        from bench.grid.slurm import job_folder
-
         for cell, _, job in run.jobs.get("merge", []):
             info = {"cluster": "slurm", "merge_job": str(job.job_id), "folder": str(job_folder(cfg))}
             atomic_write_bytes(shard_dir(cfg, cell).submitted_file, json.dumps(info).encode())

@@ -22,7 +22,7 @@ from bench.scoring.itr_scan import merge_itr_parts
 from bench.scoring.queries import QueryRanks
 from bench.scoring.sibling_scan import merge_sibling_parts
 from bench.shard.plan import ShardDir, ShardPlan, shard_dir
-from bench.shard.score import load_embeddings, load_part, score_done
+from bench.shard.score import load_embeddings, load_part, part_arrays, score_done
 
 __all__ = ["MergedScorer", "merge_cell", "merged_queries"]
 
@@ -34,14 +34,15 @@ def merged_queries(d: ShardDir, plan: ShardPlan, split: RetrievalSplit) -> dict[
     for p in range(plan.parts):
         if not score_done(d, p):
             raise BenchError(f"{d.score_marker(p)}: score task {p} has not finished; `bench run --shards` runs it")
+
     def parts(scan: str) -> Iterator[Any]:  # one part at a time: the merge holds the result and one part
         return (load_part(d, p, scan) for p in range(plan.parts))
 
     c2i, labels, n_img = split.caption_to_image, split.image_labels, split.n_images
-    has = {scan: load_part(d, 0, scan) is not None for scan in ("itr", "t2t", "i2i")}
-    scan = merge_itr_parts(parts("itr"), c2i, n_img) if has["itr"] else None
-    t2t = merge_sibling_parts(parts("t2t"), c2i) if has["t2t"] else None
-    i2i = merge_sibling_parts(parts("i2i"), labels) if has["i2i"] and labels is not None else None
+    names = part_arrays(d, 0) or []  # every part ran the same scans
+    scan = merge_itr_parts(parts("itr"), c2i, n_img) if "itr_rows" in names else None
+    t2t = merge_sibling_parts(parts("t2t"), c2i) if "t2t_counts" in names else None
+    i2i = merge_sibling_parts(parts("i2i"), labels) if "i2i_counts" in names and labels is not None else None
     return query_ranks(scan, t2t, i2i, c2i, n_img, labels)
 
 

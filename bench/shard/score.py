@@ -27,7 +27,7 @@ from bench.scoring.topk import QueryLists
 from bench.shard.encode import encode_done
 from bench.shard.plan import ShardDir, ShardPlan, shard_dir
 
-__all__ = ["ScoredPart", "load_embeddings", "load_part", "score_done", "score_part"]
+__all__ = ["ScoredPart", "load_embeddings", "load_part", "part_arrays", "score_done", "score_part"]
 
 log = logging.getLogger(__name__)
 ScoredPart = tuple[ItrPart | None, SiblingPart | None, SiblingPart | None]  # (i2t/t2i, t2t, i2i)
@@ -52,15 +52,19 @@ def load_embeddings(d: ShardDir, plan: ShardPlan) -> tuple[torch.Tensor, torch.T
     return normalized(img), normalized(txt), bool(marker.get("joint", True))
 
 
-def score_done(d: ShardDir, p: int) -> bool:
-    """Score task ``p`` finished: its marker is there and its part file opens (a truncated one is scored again)."""
-    if d.read_marker(d.score_marker(p)) is None:
-        return False
+def part_arrays(d: ShardDir, p: int) -> list[str] | None:
+    """The array names in score task ``p``'s part file (read from its index, no array loaded); None if it does not
+    open."""
     try:
         with np.load(d.score_part(p), allow_pickle=False) as z:
-            return bool(z.files)
+            return list(z.files)
     except (OSError, ValueError, zipfile.BadZipFile):
-        return False
+        return None
+
+
+def score_done(d: ShardDir, p: int) -> bool:
+    """Score task ``p`` finished: its marker is there and its part file opens (a truncated one is scored again)."""
+    return d.read_marker(d.score_marker(p)) is not None and bool(part_arrays(d, p))
 
 
 def _lists(prefix: str, lists: QueryLists | None, out: dict[str, np.ndarray]) -> None:
