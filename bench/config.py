@@ -66,7 +66,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.01  # final learning rate as a fraction of lr
     grad_accum: int = 1  # optimizer step every N batches (effective batch = batch_size * grad_accum)
     grad_clip: float = 2.0  # max gradient norm (0 = off); VSE∞ clips at 2
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    amp: bool | Literal["auto"] = "auto"  # bf16 autocast: "auto" on CUDA only; true on any device (CPU bf16 stands in
+    # for CUDA's, as the GPU-path tests run it); false never
     freeze_backbone: bool | str = "auto"  # "auto": freeze and cache backbone features on CPU, train end to end on GPU
     loss: str = "auto"  # "auto" (the adapter's base loss), "infonce", "triplet" or "sigmoid" (SigLIP)
     margin: float = 0.2  # triplet margin
@@ -80,6 +81,7 @@ class TrainConfig:
 
 
 Precision = Literal["auto", "fp32", "bf16"]  # what encoders may run in (see bench.encode.features.encoding_precision)
+FeatureDtype = Literal["auto", "fp32", "bf16", "fp16"]  # stored stage-1 features (bench.encode.features.storage_dtype)
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ class EvalConfig:
     memory_mb: float = 256.0  # memory budget of one score tile or strip of the exact scorer
     cache_features: bool = True  # cache frozen backbone features on disk (keyed by weights, transform, data)
     precision: Precision = "auto"  # encoders: "auto" = bf16 autocast on CUDA, fp32 on CPU
+    feature_dtype: FeatureDtype = "auto"  # stored stage-1 features: "auto" = what the encoder ran in (never rounded);
+    # "fp16" / "bf16" halve the feature cache of frozen backbones and round what is scored and trained on
     rerank_k: int | str = 0  # two-stage retrieval: re-score each query's top-k ITC candidates by the pair scorer;
     # "auto": the dataset protocol's depth (LAVIS: 256 COCO, 128 Flickr30K); 0 = off
     rerank_fusion: str = "itm+itc"  # re-ranked score: "itm" (pair score alone) or "itm+itc" (plus the ITC cosine)

@@ -33,8 +33,9 @@ COCO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco-sa
 
 @pytest.fixture(scope="module")
 def coco_test() -> bench.RetrievalSplit:
-    """coco-sample's test split from its flat JSON. Four of its captions end in a line break, which a shard's
-    one-caption-per-line ``txt`` cannot hold (CLIP_benchmark's shards lose it too); they are written without it."""
+    """coco-sample's test split from its flat JSON. Four of its captions end in a line break, which the toy shard
+    writer of these tests (one caption per line, unescaped) cannot hold; they are written without it here.
+    CLIP_benchmark's own writer escapes it instead: see the test with that writer below."""
     if not (COCO / "test.json").is_file():
         pytest.skip(f"{COCO} is absent (real-photo parity)")
     split = load_split("coco-sample", {"format": "flat_json", "root": str(COCO)}, "test", work_dir=Path("/none"))
@@ -277,3 +278,33 @@ def test_a_changed_shard_or_parquet_file_reruns_its_cells(tmp_path: Path, caplog
                   tmp_path / "pq" / "test.parquet")  # fmt: skip
     out = run()
     assert "1 ran, 1 skipped" in out and "the images of p/test changed since the record" in out
+
+
+def test_shards_written_by_clip_benchmark_read_back_as_clip_benchmark_reads_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CLIP_benchmark's writer (``convert_retrieval_dataset``) escapes a line break inside a caption as the two
+    characters ``\\n``, and its reader (``build_wds_dataset``: ``str.splitlines`` on ``txt``) keeps them. The harness
+    reads the same captions, escape kept, so both tools score the same text."""
+    cb_builder = pytest.importorskip("clip_benchmark.webdataset_builder")
+    from clip_benchmark.datasets.builder import build_wds_dataset
+
+    if not (COCO / "test.json").is_file():
+        pytest.skip(f"{COCO} is absent (real-photo parity)")
+    split = load_split("coco-sample", {"format": "flat_json", "root": str(COCO)}, "test", work_dir=Path("/none"))
+    per_image = split.image_to_captions()
+    samples = [(str(split.image_paths[i]), [split.captions[j] for j in per_image[i]]) for i in range(split.n_images)]
+    # Its writer starts 8 DataLoader workers; the conversion is the same in one process.
+    real_loader = cb_builder.torch.utils.data.DataLoader
+    monkeypatch.setattr(cb_builder.torch.utils.data, "DataLoader",
+                        lambda *a, **kw: real_loader(*a, **{**kw, "num_workers": 0}))  # fmt: skip
+    cb_builder.convert_retrieval_dataset(samples, "test", str(tmp_path), transform=cb_builder.path_to_bytes,
+                                         max_count=80, verbose=False)  # fmt: skip
+    monkeypatch.undo()
+    theirs = [caps for _, caps in build_wds_dataset("wds/coco", transform=None, split="test", data_dir=str(tmp_path))]
+    ours = load_split("cb", {"format": "webdataset", "root": str(tmp_path)}, "test", work_dir=tmp_path)
+    assert len(theirs) == ours.n_images == 201
+    assert list(ours.captions) == [c for caps in theirs for c in caps]
+    escaped = [c for c in ours.captions if c.endswith("\\n")]
+    assert len(escaped) == 4 and [c[:-2] + "\n" for c in escaped] == [c for c in split.captions if "\n" in c]
+    assert np.array_equal(ours.caption_to_image, split.caption_to_image)

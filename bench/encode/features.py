@@ -23,11 +23,12 @@ from tqdm.auto import tqdm
 
 from bench.adapters.protocol import Adapter, Features
 from bench.atomic import atomic_torch_save
-from bench.config import Precision
+from bench.config import FeatureDtype, Precision
 from bench.data.base import RetrievalSplit
 from bench.errors import DataError
 
 __all__ = [
+    "FEATURE_DTYPES",
     "PRECISIONS",
     "FeatureSet",
     "HEAD_BATCH",
@@ -46,7 +47,9 @@ __all__ = [
     "map_images",
     "map_texts",
     "pad_cat",
+    "storage_dtype",
     "to_device",
+    "use_channels_last",
     "worker_error",
 ]
 
@@ -112,15 +115,28 @@ def to_device(feats: Features, device: torch.device, dtype: torch.dtype | None =
     }
 
 
-def for_storage(feats: Features) -> Features:
-    # fp16 halves the cache; backbone activations are well inside its range and cosines do not notice.
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+FEATURE_DTYPES: tuple[str, ...] = typing.get_args(FeatureDtype)
+_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def storage_dtype(precision: str, feature_dtype: str = "auto") -> str:
+    """What stage-1 features are stored in, for encoders that ran at ``precision`` (``"fp32"`` or ``"bf16"``).
+
+    ``"auto"`` keeps the encoder's precision, so what is scored is never rounded below what was computed;
+    ``"fp16"``/``"bf16"`` halve a frozen backbone's feature cache and round the features (near-tied ranks change).
+    """
+    if feature_dtype not in FEATURE_DTYPES:
+        raise ValueError(f"feature_dtype must be one of {', '.join(FEATURE_DTYPES)}, got {feature_dtype!r}")
+    return precision if feature_dtype == "auto" else feature_dtype
+
+
+def for_storage(feats: Features, dtype: str = "fp32") -> Features:
+    """``feats`` detached on the CPU, floating tensors in ``dtype`` (:func:`storage_dtype`)."""
     return {
-        k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu())
+        k: (v.detach().to("cpu", _TORCH_DTYPES[dtype]) if v.is_floating_point() else v.detach().cpu())
         for k, v in feats.items()
     }
-
-
-PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 
 
 def encoding_precision(device: torch.device | str, precision: str = "auto") -> str:
@@ -132,6 +148,23 @@ def encoding_precision(device: torch.device | str, precision: str = "auto") -> s
     if precision == "auto":
         return "bf16" if torch.device(device).type == "cuda" else "fp32"
     return precision
+
+
+def use_channels_last(module: Any) -> None:
+    """Put ``module``'s 4-D weights in channels-last layout, once, as ordinary tensors.
+
+    Channels-last is faster for convolutions on our CPU and under cuDNN; towers without convolutions are unchanged.
+    The conversion runs with inference mode off: weights converted inside ``torch.inference_mode`` (evaluation runs
+    there) would become inference tensors, and an end-to-end training could not backpropagate through them in its next
+    epoch.
+    """
+    if not isinstance(module, torch.nn.Module):
+        return
+    tensors = [*module.parameters(), *module.buffers()]
+    if all(t.ndim != 4 or t.is_contiguous(memory_format=torch.channels_last) for t in tensors):
+        return
+    with torch.inference_mode(False), torch.no_grad():
+        module.to(memory_format=torch.channels_last)
 
 
 def _precision_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
@@ -147,12 +180,8 @@ def map_images(
     """``fn`` over every transformed image batch of ``split`` (all images, or ``rows``; on ``device``), in order, in
     channels-last layout and under bf16 autocast where ``precision`` says so (:func:`encoding_precision`)."""
     out = []
-    # Channels-last: EfficientNet-Lite0 runs 1.8x faster on our CPU (23 -> 42 images/s, outputs equal to 2e-5) and
-    # cuDNN prefers it too. Converting the module touches 4-D weights only, so towers without convolutions are as
-    # they were.
     layout = torch.channels_last
-    if isinstance(adapter, torch.nn.Module):
-        adapter.to(memory_format=layout)
+    use_channels_last(adapter)
     total = split.n_images if rows is None else len(rows)
     bar = tqdm(total=total, desc=f"{desc} {split.dataset}/{split.split}", disable=not progress, leave=False)
     for images in iter_image_batches(
@@ -193,11 +222,13 @@ def map_texts(
 @torch.inference_mode()
 def extract_image_features(
     adapter: Adapter, split: RetrievalSplit, *, device: torch.device, batch_size: int = 64, num_workers: int = 0,
-    progress: bool = True, precision: str = "fp32", rows: range | None = None,
+    progress: bool = True, precision: str = "fp32", rows: range | None = None, feature_dtype: str = "auto",
 ) -> FeatureSet:  # fmt: skip
-    """Stage-1 features of every image of ``split`` (or of ``rows``; on CPU, fp16), encoded at ``precision``."""
+    """Stage-1 features of every image of ``split`` (or of ``rows``; on CPU), encoded at ``precision`` and stored as
+    :func:`storage_dtype` says."""
     adapter.eval()
-    fn = lambda x: for_storage(adapter.image_features(x))  # noqa: E731
+    dtype = storage_dtype(encoding_precision(device, precision), feature_dtype)
+    fn = lambda x: for_storage(adapter.image_features(x), dtype)  # noqa: E731
     return pad_cat(map_images(adapter, split, fn, device=device, batch_size=batch_size, num_workers=num_workers,
                                 progress=progress, desc="backbone images", precision=precision, rows=rows))  # fmt: skip
 
@@ -205,11 +236,13 @@ def extract_image_features(
 @torch.inference_mode()
 def extract_text_features(
     adapter: Adapter, split: RetrievalSplit, *, device: torch.device, batch_size: int = 128, progress: bool = True,
-    precision: str = "fp32", rows: range | None = None,
+    precision: str = "fp32", rows: range | None = None, feature_dtype: str = "auto",
 ) -> FeatureSet:  # fmt: skip
-    """Stage-1 features of every caption of ``split`` (or of ``rows``; on CPU, fp16), encoded at ``precision``."""
+    """Stage-1 features of every caption of ``split`` (or of ``rows``; on CPU), encoded at ``precision`` and stored
+    as :func:`storage_dtype` says."""
     adapter.eval()
-    fn = lambda t: for_storage(adapter.text_features(t))  # noqa: E731
+    dtype = storage_dtype(encoding_precision(device, precision), feature_dtype)
+    fn = lambda t: for_storage(adapter.text_features(t), dtype)  # noqa: E731
     return pad_cat(_map_captions(adapter, split, fn, device=device, batch_size=batch_size, progress=progress,
                                   desc="backbone captions", precision=precision, rows=rows))  # fmt: skip
 
@@ -233,13 +266,16 @@ def _valid(feats: Any, n: int) -> bool:
 
 
 def cache_path(
-    adapter: Adapter, split: RetrievalSplit, modality: str, cache_dir: Path, precision: str = "fp32"
-) -> Path:
+    adapter: Adapter, split: RetrievalSplit, modality: str, cache_dir: Path, precision: str = "fp32",
+    stored: str | None = None,
+) -> Path:  # fmt: skip
     """Where ``modality``'s stage-1 features of ``split`` are cached: keyed by the tower's key and weights, by the
-    split's content for that modality, and by the encoding precision (:func:`encoding_precision`)."""
+    split's content for that modality, by the encoding precision (:func:`encoding_precision`) and by the dtype the
+    features are stored in (``stored``, :func:`storage_dtype`; default: the encoding precision)."""
     part = "images" if modality == "image" else "captions"
     weights = backbone_fingerprint(adapter.backbone_part(modality))
-    blob = "|".join([adapter.modality_key(modality), weights, split.fingerprint(part), precision])
+    blob = "|".join([adapter.modality_key(modality), weights, split.fingerprint(part), precision,
+                     f"stored={stored or precision}"])  # fmt: skip
     digest = hashlib.sha256(blob.encode()).hexdigest()[:20]
     return Path(cache_dir) / f"{split.dataset}-{split.split}-{modality}-{digest}.pt"
 
@@ -270,16 +306,19 @@ def cached_features(
     num_workers: int = 0,
     progress: bool = True,
     precision: str = "fp32",
+    feature_dtype: str = "auto",
 ) -> tuple[FeatureSet, FeatureSet]:
     """Stage-1 image and caption features of ``split``, read from / written to ``cache_dir`` when given.
 
     Each modality is cached on its own, so two adapters sharing one tower share its features. A cache file that is
     unreadable or whose row count does not match the split is rebuilt, never used. ``precision``
-    (:func:`encoding_precision`): bf16 features are cached apart from fp32 ones.
+    (:func:`encoding_precision`) and ``feature_dtype`` (:func:`storage_dtype`) are part of the key: features encoded
+    or stored another way are never served.
     """
     precision = encoding_precision(device, precision)
-    img_path = cache_path(adapter, split, "image", cache_dir, precision) if cache_dir is not None else None
-    txt_path = cache_path(adapter, split, "text", cache_dir, precision) if cache_dir is not None else None
+    stored = storage_dtype(precision, feature_dtype)
+    img_path = cache_path(adapter, split, "image", cache_dir, precision, stored) if cache_dir is not None else None
+    txt_path = cache_path(adapter, split, "text", cache_dir, precision, stored) if cache_dir is not None else None
     img = load_or_compute(
         img_path,
         split.n_images,
@@ -291,14 +330,14 @@ def cached_features(
             num_workers=num_workers,
             progress=progress,
             precision=precision,
+            feature_dtype=stored,
         ),
     )
     txt = load_or_compute(
         txt_path,
         split.n_captions,
-        lambda: extract_text_features(
-            adapter, split, device=device, batch_size=2 * batch_size, progress=progress, precision=precision
-        ),
+        lambda: extract_text_features(adapter, split, device=device, batch_size=2 * batch_size, progress=progress,
+                                      precision=precision, feature_dtype=stored),  # fmt: skip
     )
     return img, txt
 

@@ -39,6 +39,7 @@ from bench.encode.features import (
     map_images,
     map_texts,
     pad_cat,
+    storage_dtype,
 )
 from bench.errors import ConfigError
 from bench.methods.base import Objective
@@ -136,10 +137,11 @@ class UnimodalScorer:
     def _image_features(self) -> FeatureSet:
         images = self.split.images()  # type: ignore[union-attr]
         precision = encoding_precision(self.device, self.cfg.precision)
-        path = cache_path(self.adapter, images, "image", self.cache_dir, precision) if self.cache_dir else None
+        stored = storage_dtype(precision, self.cfg.feature_dtype)
+        path = cache_path(self.adapter, images, "image", self.cache_dir, precision, stored) if self.cache_dir else None
         return load_or_compute(path, images.n_images, lambda: extract_image_features(
             self.adapter, images, device=self.device, batch_size=self.cfg.batch_size, num_workers=self.num_workers,
-            progress=self.progress, precision=self.cfg.precision,
+            progress=self.progress, precision=precision, feature_dtype=stored,
         ))  # fmt: skip
 
     def _text_batches(self, fn: Any) -> list[Any]:
@@ -150,7 +152,8 @@ class UnimodalScorer:
     @torch.inference_mode()
     def _text_features(self) -> FeatureSet:
         self.adapter.eval()
-        return pad_cat(self._text_batches(lambda t: for_storage(self.adapter.text_features(t))))
+        stored = storage_dtype(encoding_precision(self.device, self.cfg.precision), self.cfg.feature_dtype)
+        return pad_cat(self._text_batches(lambda t: for_storage(self.adapter.text_features(t), stored)))
 
     @torch.inference_mode()
     def _embed(self) -> torch.Tensor:

@@ -23,7 +23,7 @@ from bench.config import BenchConfig, TrainConfig
 from bench.data import load_split
 from bench.data.base import RetrievalSplit, holdout
 from bench.device import device_of
-from bench.encode.features import FeatureSet, cached_features
+from bench.encode.features import FeatureSet, cached_features, encoding_precision, storage_dtype
 from bench.errors import BenchError, SplitNotFoundError
 from bench.evaluation.itr import Scored, evaluate, fold_mean, metric_value
 from bench.evaluation.unimodal import UnimodalScorer, dataset_task, train_dataset
@@ -48,7 +48,10 @@ from bench.tracking import CellRun, open_run, run_name
 from bench.train.distributed import current as current_dist
 from bench.train.fit import FitResult, fit, load_state, seed_everything
 
-__all__ = ["ItrScorer", "Plan", "ScorerFactory", "SplitScorer", "build_adapter", "plan_cell", "run_cell", "stage1"]
+__all__ = [
+    "ItrScorer", "Plan", "ScorerFactory", "SplitScorer", "build_adapter", "plan_cell", "precision_block", "run_cell",
+    "stage1",
+]
 
 log = logging.getLogger(__name__)
 Stage1 = tuple[FeatureSet, FeatureSet] | None  # a split's cached backbone features (images, captions), if frozen
@@ -124,7 +127,16 @@ def stage1(plan: Plan, adapter: Adapter, split: RetrievalSplit) -> Stage1:
         num_workers=plan.train.num_workers,
         progress=plan.progress,
         precision=plan.cfg.eval.precision,
+        feature_dtype=plan.cfg.eval.feature_dtype,
     )
+
+
+def precision_block(plan: Plan) -> dict[str, str | None]:
+    """The record's ``precision``: what the encoders ran in, what the scored stage-1 features were stored in (None
+    when the backbone ran end to end and nothing was stored), and what similarities are computed in (always fp32)."""
+    encoding = encoding_precision(plan.device, plan.cfg.eval.precision)
+    stored = storage_dtype(encoding, plan.cfg.eval.feature_dtype) if plan.frozen else None
+    return {"encoding": encoding, "features": stored, "scoring": "fp32"}
 
 
 class SplitScorer(Protocol):
@@ -332,6 +344,7 @@ def _run_steps(plan: Plan, snapshot: dict[str, Any], test: RetrievalSplit, check
     record: dict[str, Any] = {"schema": SCHEMA, "status": "ok", "model": cell.model, "adapter": plan.family,
                               "dataset": cell.dataset, "split": cell.split, "method": cell.method,
                               "seed": cell.seed}  # fmt: skip
+    record["precision"] = precision_block(plan)
     if "language" in snapshot["dataset"]:  # one language of a multilingual set (bench table's language columns)
         record["language"] = snapshot["dataset"]["language"]
     if not plan.method.trains:

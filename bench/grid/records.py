@@ -20,6 +20,8 @@ A cell is (model, dataset, split, method, seed). Its file lives at
       "per_query": {"file": "contrastive-seed0.queries.npz", "sha256": "...", "topk": 10},   # beside the record
       "ci95": {"i2t": {"r1": [lo, hi], ...}, ..., "rsum": [lo, hi]},   # image bootstrap (bench.stats.bootstrap)
       "bootstrap": {"resamples": 1000, "seed": 0, "level": 0.95, "unit": "image"},
+      "precision": {"encoding": "fp32", "features": "fp32" | null, "scoring": "fp32"},  # encoders' autocast,
+                                        # stored stage-1 features (null: end to end, none stored), similarities
       "selected_epoch": 7, "history": [{"epoch": 1, "loss": .., "val_rsum": ..}, ...],
       "trained_parts": ["img_enc.image_encoder", ...],
       "config": {...}, "config_hash": "1a2b3c4d",

@@ -69,10 +69,11 @@ def _embed(adapter: Adapter, split: RetrievalSplit, cfg: BenchConfig, cp: Plan, 
         if image:
             feats = extract_image_features(adapter, split, device=cp.device, batch_size=ev.batch_size,
                                            num_workers=cp.train.num_workers, progress=False, precision=precision,
-                                           rows=rows)  # fmt: skip
+                                           rows=rows, feature_dtype=ev.feature_dtype)  # fmt: skip
         else:
             feats = extract_text_features(adapter, split, device=cp.device, batch_size=2 * ev.batch_size,
-                                          progress=False, precision=precision, rows=rows)  # fmt: skip
+                                          progress=False, precision=precision, rows=rows,
+                                          feature_dtype=ev.feature_dtype)  # fmt: skip
     return embed_features(adapter.embed_image if image else adapter.embed_text, feats, device=cp.device)
 
 

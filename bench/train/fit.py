@@ -1,4 +1,4 @@
-"""Fine-tuning loop: AdamW, warm-up + cosine schedule, gradient accumulation, AMP on GPU, selection on val.
+"""Fine-tuning loop: AdamW, warm-up + cosine schedule, gradient accumulation, bf16 autocast, selection on val.
 
 With a ``checkpoint`` path the loop saves its whole state after every epoch (trainable weights, objective, optimizer,
 scheduler, epoch, NumPy/torch RNG states, history, best state so far) and resumes from it when the file exists, so a
@@ -30,12 +30,12 @@ from bench.adapters.protocol import Adapter
 from bench.atomic import atomic_torch_save
 from bench.config import TrainConfig
 from bench.data.base import RetrievalSplit
-from bench.encode.features import FeatureSet, to_device, worker_error
+from bench.encode.features import FeatureSet, to_device, use_channels_last, worker_error
 from bench.errors import ConfigError, DataError
 from bench.methods.base import Objective
 from bench.train.distributed import DistEnv, current, gather_rows, reduce_grads, shard
 
-__all__ = ["FitResult", "fit", "load_state", "seed_everything"]
+__all__ = ["FitResult", "fit", "load_state", "resolve_amp", "seed_everything"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,15 @@ class FitResult:
     best_state: dict[str, Any] | None = None  # trainable module + objective at the selected epoch (CPU copies)
     last_state: dict[str, Any] | None = None  # the same after the last epoch
     resumed_from_epoch: int = 0  # epochs restored from a checkpoint (0: trained from scratch)
+
+
+def resolve_amp(value: bool | str, device: torch.device) -> bool:
+    """``train.amp``: whether training runs under bf16 autocast (``"auto"``: on CUDA only)."""
+    if value == "auto":
+        return device.type == "cuda"
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f'[train] amp: expected true, false or "auto", got {value!r}')
 
 
 def _cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -115,6 +124,8 @@ def fit(
         ConfigError: nothing is trainable (e.g. frozen CLIP towers with no head).
     """
     env = current()
+    if not freeze_backbone:  # the layout evaluation uses, set before the optimizer sees the weights
+        use_channels_last(adapter)
     module = adapter.trainable_module(freeze_backbone)
     module_params = [p for p in module.parameters() if p.requires_grad]
     objective_params = [p for p in objective.parameters() if p.requires_grad]
@@ -135,7 +146,7 @@ def fit(
     steps_per_epoch = math.ceil(math.ceil(train.n_captions / cfg.batch_size) / cfg.grad_accum)
     total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, total, max(1, warmup), cfg.min_lr_ratio))
-    use_amp = cfg.amp and device.type == "cuda"
+    use_amp = resolve_amp(cfg.amp, device)
     sync_free = device.type == "cuda"  # on a CPU a check costs nothing; on a GPU it would stall every step
     rng = np.random.default_rng(seed)
     # Training-time draws (dropout, augmentation) start from the seed, not from whatever loading data and teachers
@@ -356,7 +367,7 @@ class _ImageLoader:
         try:
             for images, idx in self.loader:
                 tokens = to_device(self.adapter.tokenize([self.captions[j] for j in idx.tolist()]), self.device)
-                yield (images.to(self.device, non_blocking=True), tokens, c2i[idx].to(self.device),
-                       idx.to(self.device))  # fmt: skip
+                images = images.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+                yield images, tokens, c2i[idx].to(self.device), idx.to(self.device)
         except DataError as e:
             raise worker_error(e) from None
