@@ -26,11 +26,12 @@ path would give them no gradient anyway.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from bench.adapters.hf_loading import ProcessorTransform, hf_source, loading_errors
-from bench.adapters.protocol import Features
+from bench.adapters.protocol import Exported, Features
 from bench.adapters.registry import register_adapter
 from bench.adapters.whole import WholeModelAdapter
 from torch import nn
@@ -109,6 +110,14 @@ class Blip(WholeModelAdapter):
             raise ConfigError(f"blip max_length {max_length} exceeds the model's {limit} positions ({checkpoint})")
         key = f"hf-blip:{checkpoint}:max_length={max_length}"
         return cls(model.eval(), processor, key, max_length, itm_token=itm_token, itm_score=itm_score)
+
+    def export_native(self, out: Path) -> Exported:
+        """A ``save_pretrained`` folder: the model (safetensors and config) and its processor."""
+        out.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(str(out))
+        self._processor.save_pretrained(str(out))
+        load = f"{type(self.backbone).__name__}.from_pretrained('{out}') and AutoProcessor.from_pretrained('{out}')"
+        return Exported(load, {"adapter": "blip", "checkpoint": str(out)})
 
     def image_transform(self) -> Callable[[Any], torch.Tensor]:
         return ProcessorTransform(self._processor.image_processor)

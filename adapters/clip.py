@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench.adapters.protocol import Features
+from bench.adapters.protocol import Exported, Features
 from bench.adapters.registry import register_adapter
 from bench.adapters.weights import refused
 from bench.adapters.whole import WholeModelAdapter
@@ -66,12 +66,14 @@ class Clip(WholeModelAdapter):
     """
 
     default_loss = "infonce"
+    model_config: str | None = None  # the extra architecture file it was built with, if any
 
     def __init__(self, model: nn.Module, preprocess: Callable[[Any], torch.Tensor], tokenizer: Any, key: str) -> None:
         super().__init__()
         self.backbone = model
         self.head = nn.Module()
         self._preprocess, self._tokenizer, self._key = preprocess, tokenizer, key
+        self.arch = key.split(":", 1)[1].rsplit(":", 1)[0] if key.startswith("open_clip:") else key  # model name
         self.embed_dim = _embed_dim(model)
         # Fine-tuning starts from the model's own temperature rather than a fresh one.
         if hasattr(model, "logit_scale"):
@@ -127,7 +129,30 @@ class Clip(WholeModelAdapter):
                 f"weights unavailable: {checkpoint} tokenizer ({type(e).__name__}); SigLIP-family open_clip tokenizers "
                 "are fetched from the Hugging Face hub: needs network or a cached copy"
             ) from None
-        return cls(model.eval(), preprocess, tokenizer, f"open_clip:{name}:{tag}")
+        adapter = cls(model.eval(), preprocess, tokenizer, f"open_clip:{name}:{tag}")
+        adapter.model_config = model_config
+        return adapter
+
+    def export_native(self, out: Path) -> Exported:
+        """open_clip's hub layout: ``open_clip_model.safetensors`` (the state dict) and ``open_clip_config.json``
+        (model and preprocess config, written by open_clip's own ``save_config_for_hf``)."""
+        import open_clip
+        from open_clip.push_to_hf_hub import save_config_for_hf
+        from safetensors.torch import save_file
+
+        model_cfg = open_clip.get_model_config(self.arch) if not self.arch.startswith("hf-hub:") else None
+        if model_cfg is None:
+            raise ConfigError(f"clip export: no open_clip model config for {self.arch!r} to write beside the weights")
+        out.mkdir(parents=True, exist_ok=True)
+        weights = {k: v.contiguous() for k, v in self.backbone.state_dict().items()}  # channels-last is not
+        save_file(weights, out / "open_clip_model.safetensors")
+        save_config_for_hf(self.backbone, out / "open_clip_config.json", model_config=model_cfg)
+        weights_file = str(out / "open_clip_model.safetensors")
+        load = f"open_clip.create_model_and_transforms('local-dir:{out}')"
+        options = {"adapter": "clip", "checkpoint": self.arch, "pretrained": weights_file}
+        if self.model_config:
+            options["model_config"] = self.model_config
+        return Exported(load, options)
 
     def image_transform(self) -> Callable[[Any], torch.Tensor]:
         return self._preprocess

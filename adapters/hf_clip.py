@@ -17,11 +17,12 @@ SigLIP, starting from the checkpoint's ``logit_scale`` and ``logit_bias``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from bench.adapters.hf_loading import ProcessorTransform, hf_source, loading_errors
-from bench.adapters.protocol import Features
+from bench.adapters.protocol import Exported, Features
 from bench.adapters.registry import register_adapter
 from bench.adapters.whole import WholeModelAdapter
 from torch import nn
@@ -98,6 +99,14 @@ class HFClip(WholeModelAdapter):
         return cls(
             model.eval(), processor, f"hf-{model.config.model_type}:{checkpoint}:max_length={max_length}", max_length
         )
+
+    def export_native(self, out: Path) -> Exported:
+        """A ``save_pretrained`` folder: the model (safetensors and config) and its processor."""
+        out.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(str(out))
+        self._processor.save_pretrained(str(out))
+        load = f"{type(self.backbone).__name__}.from_pretrained('{out}') and AutoProcessor.from_pretrained('{out}')"
+        return Exported(load, {"adapter": "hf_clip", "checkpoint": str(out)})
 
     def image_transform(self) -> Callable[[Any], torch.Tensor]:
         return ProcessorTransform(self._processor.image_processor)

@@ -14,12 +14,14 @@ L2-normalises once, in :mod:`bench.evaluation.itr`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
-__all__ = ["Adapter", "AdapterBase", "FeatureSupplier", "Features", "Modality", "PairScorer"]
+__all__ = ["Adapter", "AdapterBase", "Exportable", "Exported", "FeatureSupplier", "Features", "Modality", "PairScorer"]
 
 Features = dict[str, torch.Tensor]
 Modality = Literal["image", "text"]
@@ -77,6 +79,23 @@ class FeatureSupplier(Protocol):
     runs no backbone pass."""
 
     def split_features(self, split: Any) -> tuple[Features, Features]: ...
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What :meth:`Exportable.export_native` wrote: how the family's own library loads it, and the ``[models.<id>]``
+    options that load it in itr-bench."""
+
+    load: str
+    options: dict[str, Any]
+
+
+@runtime_checkable
+class Exportable(Protocol):
+    """Optional: adapters that can write their model, as it is now, in their family's native form (``bench
+    export``): the files the family's own library loads."""
+
+    def export_native(self, out: Path) -> Exported: ...  # writes into the folder ``out``
 
 
 class AdapterBase(nn.Module):

@@ -14,11 +14,13 @@ paper setting is ``image_backbone = "resnext101_32x8d.fb_wsl_ig1b_ft_in1k"``,
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from bench.adapters.backbones import TowerPairAdapter, build_text_tower, build_timm_tower
 from bench.adapters.gpo import GPO
-from bench.adapters.protocol import Features
+from bench.adapters.protocol import Exported, Features
 from bench.adapters.registry import register_adapter
 from torch import nn
 
@@ -100,6 +102,13 @@ class VSEInfty(TowerPairAdapter):
                 "text": TextAggr(text_tower.hidden_size, embed_dim),
             }
         )
+
+    def export_native(self, out: Path) -> Exported:
+        """The authors' layout: ``model_best.pth`` as woodfrog/vse_infty's ``train.py`` saves it
+        (:func:`bench.adapters.vse_official.write_official`)."""
+        from bench.adapters.vse_official import write_official
+
+        return write_official(self, out / "model_best.pth")
 
     @classmethod
     def build(

@@ -33,12 +33,16 @@ from typing import Any
 
 import torch
 from bench.adapters.backbones import HFTextTower, build_timm_tower
+from bench.adapters.protocol import Exported
 from bench.adapters.weights import load_checkpoint
 from torch import nn
 
 from bench.errors import ConfigError, WeightsUnavailableError
 
-__all__ = ["BACKBONE_SOURCES", "OfficialCheckpoint", "build_from_official", "map_official_keys", "read_official"]
+__all__ = [
+    "BACKBONE_SOURCES", "OfficialCheckpoint", "build_from_official", "map_official_keys", "read_official",
+    "write_official",
+]
 
 log = logging.getLogger(__name__)
 
@@ -256,3 +260,51 @@ def build_from_official(
     text.name = f"{text.name}@{ckpt.path}"
     adapter.official = {"checkpoint": str(ckpt.path), **ckpt.meta, "backbone_source": ckpt.opt.get("backbone_source")}
     return adapter.eval()
+
+
+# Our key prefixes -> the official ones: the inverse of map_official_keys (no base/top aliases are written; the official
+# ResnetFeatureExtractor re-derives them when it wraps the ResNet).
+_TO_OFFICIAL = (("backbone.image.model.", "img_enc", "backbone.resnet."), ("head.image.", "img_enc", "image_encoder."),
+                ("backbone.text.model.", "txt_enc", "bert."), ("head.text.", "txt_enc", ""))  # fmt: skip
+
+
+def write_official(adapter: nn.Module, path: Path, *, epoch: int | None = None) -> Exported:
+    """Write ``adapter`` (a ``vse_infty`` model with its trained weights) as woodfrog/vse_infty's ``train.py`` saves a
+    grid checkpoint: ``{"model": [img_enc state dict, txt_enc state dict], "opt": argparse.Namespace, "epoch"}``.
+
+    ``build_from_official`` reads it back with the official eval transform (a ``256·input_scale_factor`` square,
+    ImageNet statistics); what it returns says whether that transform is the model's own.
+
+    Raises:
+        ConfigError: the model has a part the official grid layout cannot hold (the ``basic`` MLP branch).
+    """
+    parts: dict[str, dict[str, torch.Tensor]] = {"img_enc": {}, "txt_enc": {}}
+    for key, value in adapter.state_dict().items():
+        match = next(((enc, new + key[len(old) :]) for old, enc, new in _TO_OFFICIAL if key.startswith(old)), None)
+        if match is None or key.startswith("head.image.mlp."):
+            raise ConfigError(
+                f"vse_infty export: {key!r} has no place in the official grid checkpoint "
+                "(precomp_enc_type = 'backbone'; image_mlp = true is the 'basic' region layout)"
+            )
+        parts[match[0]][match[1]] = value.detach().cpu().contiguous()
+    image = adapter.backbone["image"]
+    cfg = dict(image.model.pretrained_cfg)
+    side = int(cfg.get("input_size", (3, 256, 256))[-1])
+    official = getattr(adapter, "official", {})
+    opt = argparse.Namespace(precomp_enc_type="backbone", embed_size=int(adapter.embed_dim),
+                             img_dim=int(image.num_features), input_scale_factor=side / 256,
+                             backbone_source=official.get("backbone_source"), no_imgnorm=False,
+                             no_txtnorm=False)  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": [parts["img_enc"], parts["txt_enc"]], "opt": opt, "epoch": epoch}, path)
+    official_transform = (cfg.get("crop_mode"), float(cfg.get("crop_pct", 0)), tuple(cfg.get("mean", ())),
+                          cfg.get("interpolation")) == ("squash", 1.0, _IMAGENET["mean"], "bilinear")  # fmt: skip
+    note = "" if official_transform else (
+        " (note: that loader evaluates with the official transform, not this model's "
+        f"{cfg.get('crop_mode', 'center')} crop at {side} px: numbers there will differ)"
+    )
+    arch = image.model.default_cfg.get("architecture")
+    text = adapter.backbone["text"].name.split("@")[0]  # a tower loaded from a checkpoint names it after an @
+    load = f"woodfrog/vse_infty's eval code, or itr-bench's vse_infty adapter with checkpoint = '{path}'{note}"
+    return Exported(load, {"adapter": "vse_infty", "checkpoint": str(path), "image_backbone": arch,
+                           "text_backbone": text})  # fmt: skip

@@ -1,5 +1,5 @@
 """The ``bench`` command: ``list``, ``run``, ``status``, ``table``, ``report``, ``rm``, ``score``, ``compare``,
-``data`` and ``verify``.
+``export``, ``data`` and ``verify``.
 
 ``main(argv)`` is a plain function, so tests call it as ``main(["run", ...])``. Errors from user input print one line
 (``bench: error: ...``) and exit 2; a grid with failed cells exits 1 after writing every cell that finished; Ctrl-C
@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``bench`` (builds without importing torch or numpy)."""
     from bench.cli.compare import add_compare_parser
     from bench.cli.data import add_data_parser
+    from bench.cli.export import add_export_parser
     from bench.cli.score import add_score_parser
     from bench.cli.verify import add_verify_parser
 
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_score_parser(sub)
     add_compare_parser(sub)
+    add_export_parser(sub)
     add_data_parser(sub)
     add_verify_parser(sub)
     return parser

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -141,9 +142,14 @@ def cmd_rm(args: argparse.Namespace) -> int:
         raise BenchError("bench rm: name what to remove (--models, --methods, --datasets or --status)")
     for r in chosen:
         path = cell_path(results, r["model"], r["dataset"], r["split"], r["method"], r["seed"])
-        print(f"{'would remove' if args.dry_run else 'removed'} {path} ({r.get('status')})")
+        store = r.get("trained_store")  # its training (weights), unless a cell that reused it named it
+        store = Path(store) if isinstance(store, str) and "reused_training" not in r else None
+        also = f" and its training {store}" if store is not None and store.is_dir() else ""
+        print(f"{'would remove' if args.dry_run else 'removed'} {path} ({r.get('status')}){also}")
         if not args.dry_run:
             path.unlink(missing_ok=True)
             per_query_path(path).unlink(missing_ok=True)  # its per-query file, if any
+            if also:
+                shutil.rmtree(store, ignore_errors=True)
     print(f"bench: {len(chosen)} record(s) {'would be ' if args.dry_run else ''}removed", file=sys.stderr)
     return 0

@@ -1,10 +1,9 @@
 """What a grid cell is: its key, the config snapshot whose hash decides whether a stored result is still valid, and
-where its trained weights are stored. :mod:`bench.grid.pipeline` runs one."""
+where its training is stored. :mod:`bench.grid.pipeline` runs one."""
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,35 +11,29 @@ from typing import Any
 import torch
 
 from bench.adapters.registry import adapter_options
-from bench.atomic import atomic_torch_save
 from bench.config import BenchConfig, TrainConfig, build_section
 from bench.errors import ConfigError, UnknownNameError
 from bench.evaluation.unimodal import dataset_task, train_dataset
 from bench.grid.records import config_hash, safe_name
 from bench.methods import get_method
-from bench.train.fit import FitResult
 
 __all__ = [
     "MODEL_GRID_KEYS",
     "Cell",
     "cell_config",
-    "load_trained",
     "model_spec",
     "resolve_freeze",
-    "save_trained",
     "train_config",
     "trained_path",
     "training_config",
 ]
 
-log = logging.getLogger(__name__)
 # Keys of a [models.<id>] table that steer the grid rather than the adapter.
 MODEL_GRID_KEYS = ("methods", "train")
 # Bumped when a trained method's numbers change under an unchanged config: 2 = the contrastive temperature starts
 # from [train] temperature for every model (CLIP-family adapters started from their checkpoint's own before).
 OBJECTIVE_VERSION = 2
 RERANK_VERSION = 2
-_VERSIONED = ["torch", "torchvision", "timm", "open_clip_torch", "transformers", "sentence-transformers", "numpy"]
 
 
 @dataclass(frozen=True, order=True)
@@ -137,26 +130,10 @@ def training_config(cfg: BenchConfig, cell: Cell, train_name: str) -> dict[str, 
 
 
 def trained_path(cfg: BenchConfig, cell: Cell, train_name: str) -> Path:
-    """Where the trained heads of ``cell`` are stored, keyed by :func:`training_config`."""
+    """The training store of ``cell`` (a folder, :mod:`bench.train.store`), keyed by :func:`training_config`."""
     key = config_hash(training_config(cfg, cell, train_name))
-    name = f"{safe_name(cell.method)}-seed{cell.seed}-{key}.pt"
+    name = f"{safe_name(cell.method)}-seed{cell.seed}-{key}"
     return Path(cfg.paths.work_dir) / "trained" / safe_name(cell.model) / safe_name(train_name) / name
-
-
-def save_trained(path: Path, result: FitResult) -> None:
-    """Store a finished training (best and last states, history, selection) atomically."""
-    atomic_torch_save(dataclasses.asdict(result), path)
-
-
-def load_trained(path: Path) -> FitResult | None:
-    """A training stored by :func:`save_trained`, or None when absent or unreadable (then it is trained again)."""
-    if not path.is_file():
-        return None
-    try:
-        return FitResult(**torch.load(path, map_location="cpu", weights_only=True))
-    except Exception as e:  # a truncated or foreign file: train again, never trust it
-        log.warning("%s: unreadable stored training (%s); training again", path, e)
-        return None
 
 
 def resolve_freeze(value: bool | str, device: torch.device) -> bool:

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,18 +28,10 @@ from bench.encode.features import FeatureSet, cached_features, encoding_precisio
 from bench.errors import BenchError, SplitNotFoundError
 from bench.evaluation.itr import Scored, evaluate, fold_mean, metric_value
 from bench.evaluation.unimodal import UnimodalScorer, dataset_task, train_dataset
-from bench.grid.cell import (
-    Cell,
-    cell_config,
-    load_trained,
-    model_spec,
-    resolve_freeze,
-    save_trained,
-    train_config,
-    trained_path,
-)
-from bench.grid.provenance import provenance
-from bench.grid.records import SCHEMA
+from bench.grid.cell import Cell, cell_config, model_spec, resolve_freeze, train_config, trained_path, training_config
+from bench.grid.fingerprint import content_key
+from bench.grid.provenance import provenance, versions
+from bench.grid.records import SCHEMA, config_hash
 from bench.methods import get_method
 from bench.methods.base import Method, Objective
 from bench.scoring.itr import recall_ks
@@ -47,6 +40,7 @@ from bench.stats.bootstrap import BootstrapConfig, ci_key, confidence_intervals,
 from bench.tracking import CellRun, open_run, run_name
 from bench.train.distributed import current as current_dist
 from bench.train.fit import FitResult, fit, load_state, seed_everything
+from bench.train.store import load_training, save_training
 
 __all__ = [
     "ItrScorer", "Plan", "ScorerFactory", "SplitScorer", "build_adapter", "plan_cell", "precision_block", "run_cell",
@@ -209,13 +203,13 @@ def make_objective(plan: Plan, adapter: Adapter, train: RetrievalSplit) -> Objec
 def train_or_reuse(
     plan: Plan, adapter: Adapter, objective: Objective, train: RetrievalSplit, val: RetrievalSplit,
     features: tuple[Stage1, Stage1], checkpoint: Path | None, on_epoch: Any = None,
-) -> tuple[FitResult, str | None]:  # fmt: skip
-    """Step 3c: fit (resuming from ``checkpoint``), or reuse a stored training of the same key; returns the result and
-    the store it was reused from.
+) -> tuple[FitResult, str, bool]:  # fmt: skip
+    """Step 3c: fit (resuming from ``checkpoint``), or reuse a stored training of the same key; returns the result,
+    its store (:mod:`bench.train.store`) and whether it was reused.
 
-    A frozen-backbone training is stored under its training key (heads only: small), so the uni-modal cells that
-    train on the same dataset with the same settings reuse it. Image-text cells always train (so ``--force`` really
-    re-trains) and refresh the store.
+    Every training is stored under its training key, frozen-backbone heads and end-to-end models alike, so it can be
+    exported (``bench export``) and the uni-modal cells that train on the same dataset with the same settings reuse
+    it. Image-text cells always train (so ``--force`` really re-trains) and refresh the store.
     """
     train_feats, val_feats = features
 
@@ -224,20 +218,45 @@ def train_or_reuse(
                      progress=False, rerank=False, topk=0)  # fmt: skip
         return metric_value(m, plan.train.select_metric)
 
-    store = trained_path(plan.cfg, plan.cell, plan.train_name) if plan.frozen else None
-    stored = load_trained(store) if store is not None and plan.task != "itr" else None
+    store = trained_path(plan.cfg, plan.cell, plan.train_name)
+    stored = load_training(store) if plan.task != "itr" else None
     if stored is not None:
         log.info("%s: reusing the training stored in %s", plan.cell.label, store)
         load_state(adapter, objective, stored.last_state, plan.frozen)
         for row in stored.history if on_epoch is not None else []:  # the reused training's curves, as if fitted
             on_epoch(row)
-        return stored, str(store)
+        return stored, str(store), True
     result = fit(adapter, objective, train, plan.train, device=plan.device, seed=plan.cell.seed,
                  freeze_backbone=plan.frozen, train_features=train_feats, validate=validate,
                  progress=plan.progress, checkpoint=checkpoint, on_epoch=on_epoch)  # fmt: skip
-    if store is not None and current_dist().is_main:
-        save_trained(store, result)
-    return result, None
+    if current_dist().is_main:
+        save_training(store, result, training_meta(plan, adapter, objective, train, val))
+    return result, str(store), False
+
+
+def training_meta(
+    plan: Plan, adapter: Adapter, objective: Objective, train: RetrievalSplit, val: RetrievalSplit
+) -> dict[str, Any]:
+    """What a training store records besides its weights: enough to rebuild the model (family and build options)
+    and to know what it was trained on."""
+    snapshot = training_config(plan.cfg, plan.cell, plan.train_name)
+    describe = getattr(objective, "describe", None)
+    return {
+        "model": plan.cell.model,
+        "family": plan.family,
+        "options": plan.options,
+        "train_dataset": plan.train_name,
+        "method": plan.cell.method,
+        "method_settings": describe() if callable(describe) else {},
+        "seed": plan.cell.seed,
+        "frozen_backbone": plan.frozen,
+        "trained_parts": adapter.trained_parts(plan.frozen) + [f"objective.{n}" for n in _param_groups(objective)],
+        "config": snapshot,
+        "config_hash": config_hash(snapshot),
+        "fingerprints": {"train": content_key(train), "val": content_key(val)},
+        "versions": versions(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def _param_groups(module: torch.nn.Module) -> list[str]:
@@ -354,9 +373,11 @@ def _run_steps(plan: Plan, snapshot: dict[str, Any], test: RetrievalSplit, check
         train, val, selected_on = train_data(plan)
         features = stage1(plan, adapter, train), stage1(plan, adapter, val)
         objective = make_objective(plan, adapter, train)
-        result, reused = train_or_reuse(plan, adapter, objective, train, val, features, checkpoint, track.epoch)
-        if reused is not None:
-            record["reused_training"] = reused
+        result, store, reused = train_or_reuse(plan, adapter, objective, train, val, features, checkpoint,
+                                               track.epoch)  # fmt: skip
+        record["trained_store"] = store
+        if reused:
+            record["reused_training"] = store
         if not current_dist().is_main:
             return {**record, "status": "worker"}
         record.update(trained_metrics(plan, adapter, objective, result, score, selected_on))
