@@ -35,7 +35,7 @@ def write_mscoco_layout(root: Path) -> Path:
     rows = json.loads((COCO / "test.json").read_text())
     (root / "val2014").mkdir(parents=True)
     files = list(dict.fromkeys(r["image_path"] for r in rows))
-    for i, f in enumerate(files):
+    for f in files:
         (root / "val2014" / Path(f).name).symlink_to(COCO / f)
     images = [{"id": i, "file_name": Path(f).name} for i, f in enumerate(files)]
     anns = [{"id": j, "image_id": files.index(r["image_path"]), "caption": r["caption"]} for j, r in enumerate(rows)]

@@ -75,10 +75,8 @@ def open_clip_ranks(state: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndar
     paths = list(dict.fromkeys(r["image_path"] for r in rows))
     c2i = np.array([paths.index(r["image_path"]) for r in rows])
     with torch.no_grad():
-        img = torch.cat([
-            model.encode_image(torch.stack([preprocess(Image.open(COCO / p).convert("RGB")) for p in paths[s:s + BATCH]]))
-            for s in range(0, len(paths), BATCH)
-        ])  # fmt: skip
+        pixels = [preprocess(Image.open(COCO / p).convert("RGB")) for p in paths]
+        img = torch.cat([model.encode_image(torch.stack(pixels[s : s + BATCH])) for s in range(0, len(paths), BATCH)])
         txt = torch.cat([model.encode_text(tokenizer([r["caption"] for r in rows[s : s + 2 * BATCH]]))
                          for s in range(0, len(rows), 2 * BATCH)])  # fmt: skip
     img = torch.nn.functional.normalize(img, dim=-1)
