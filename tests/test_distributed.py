@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import TINY_TIMM
+from conftest import TINY_CLIP_ARCH, TINY_CLIP_CONFIG, TINY_TIMM
 from PIL import Image
 
 from bench.config import TrainConfig
@@ -42,10 +42,14 @@ def _split(folder: Path) -> RetrievalSplit:
     return RetrievalSplit("tiny", "train", paths, [p.stem for p in paths], captions, np.repeat(np.arange(12), 2))
 
 
-def _train(rank: int, world: int, port: int, folder: str, text_folder: str, out: str) -> None:
+def _train(rank: int, world: int, port: int, folder: str, text_folder: str, out: str, end_to_end: bool) -> None:
+    """Frozen: VSE∞ heads on cached features. End to end: a tiny open_clip ViT trained whole (channels-last, gradient
+    accumulation, fp32). Every rank validates each epoch with the harness's evaluation, as the grid does."""
     from bench.adapters.registry import create_adapter
 
+    from bench.config import EvalConfig
     from bench.encode.features import cached_features
+    from bench.evaluation.itr import evaluate, metric_value
     from bench.methods import get_method
     from bench.train.fit import fit
 
@@ -55,20 +59,44 @@ def _train(rank: int, world: int, port: int, folder: str, text_folder: str, out:
         dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         torch.manual_seed(0)
-        opts = {"image_backbone": TINY_TIMM, "image_weights": "random", "text_backbone": text_folder, "embed_dim": 16}
-        adapter = create_adapter("vse_infty", opts).eval()
-        split = _split(Path(folder))
-        feats = cached_features(adapter, split, Path(folder) / "cache", device=torch.device("cpu"), progress=False)
-        cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-3, warmup_epochs=0.5, loss="infonce", device="cpu")
+        split, cpu = _split(Path(folder)), torch.device("cpu")
+        if end_to_end:
+            opts = {"checkpoint": TINY_CLIP_ARCH, "pretrained": "random", "model_config": str(TINY_CLIP_CONFIG)}
+            adapter = create_adapter("clip", opts).eval()
+            feats = None
+            cfg = TrainConfig(epochs=2, batch_size=8, grad_accum=2, lr=1e-3, warmup_epochs=0.5, loss="infonce",
+                              device="cpu", freeze_backbone=False, amp=False)  # fmt: skip
+        else:
+            opts = {"image_backbone": TINY_TIMM, "image_weights": "random", "text_backbone": text_folder,
+                    "embed_dim": 16}  # fmt: skip
+            adapter = create_adapter("vse_infty", opts).eval()
+            feats = cached_features(adapter, split, Path(folder) / "cache", device=cpu, progress=False)
+            cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-3, warmup_epochs=0.5, loss="infonce", device="cpu")
         torch.manual_seed(0)  # as bench.grid.pipeline does: head init must not depend on whether features were cached
         objective = get_method("contrastive").objective(adapter, cfg, cross_heads=True, head_init="normal")
-        result = fit(adapter, objective, split, cfg, device=torch.device("cpu"), seed=0, freeze_backbone=True,
-                     train_features=feats, validate=lambda: 0.0, progress=False)  # fmt: skip
+
+        def validate() -> float:
+            m = evaluate(adapter, split, EvalConfig(bootstrap=0), device=cpu, objective=objective, progress=False,
+                         rerank=False, topk=0)  # fmt: skip
+            return metric_value(m, "rsum")
+
+        result = fit(adapter, objective, split, cfg, device=cpu, seed=0, freeze_backbone=not end_to_end,
+                     train_features=feats, validate=validate, progress=False)  # fmt: skip
         if rank == 0:
             torch.save({"state": result.last_state, "history": result.history}, out)
     finally:
         if world > 1:
             dist.destroy_process_group()
+
+
+def _gradient_bearing(name: str, value: torch.Tensor) -> torch.Tensor:
+    """``value`` without the attention key bias (the middle third of ``in_proj_bias``): softmax ignores a constant
+    added to every key, so its gradient is zero up to float noise, which AdamW scales up to lr-sized steps whose sign
+    depends on summation order. One and two processes agree on it only to about 1e-4; every other weight to ATOL."""
+    if name.endswith("attn.in_proj_bias"):
+        third = value.numel() // 3
+        return torch.cat([value[:third], value[2 * third :]])
+    return value
 
 
 def _free_port() -> int:
@@ -77,23 +105,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path: Path, tiny_text_folder: Path) -> None:
+@pytest.mark.parametrize("end_to_end", [False, True], ids=["frozen", "end-to-end"])
+def test_two_gloo_processes_match_one_process_on_the_same_global_batch(
+    tmp_path: Path, tiny_text_folder: Path, end_to_end: bool
+) -> None:
     _split(tmp_path)  # write the images once
     single, double = tmp_path / "single.pt", tmp_path / "double.pt"
     threads = torch.get_num_threads()
     try:
-        _train(0, 1, 0, str(tmp_path), str(tiny_text_folder), str(single))  # also fills the feature cache
+        _train(0, 1, 0, str(tmp_path), str(tiny_text_folder), str(single), end_to_end)  # also fills the cache
     finally:
         torch.set_num_threads(threads)  # _train pins one thread; later tests in this process get theirs back
-    mp.spawn(_train, args=(2, _free_port(), str(tmp_path), str(tiny_text_folder), str(double)), nprocs=2, join=True)
+    args = (2, _free_port(), str(tmp_path), str(tiny_text_folder), str(double), end_to_end)
+    mp.spawn(_train, args=args, nprocs=2, join=True)
     a, b = torch.load(single, weights_only=False), torch.load(double, weights_only=False)
 
     for part in ("module", "objective"):
         assert a["state"][part].keys() == b["state"][part].keys()
         for k, v in a["state"][part].items():
-            torch.testing.assert_close(b["state"][part][k], v, atol=ATOL, rtol=0, msg=f"{part}.{k}")
+            torch.testing.assert_close(_gradient_bearing(k, b["state"][part][k]), _gradient_bearing(k, v), atol=ATOL,
+                                       rtol=0, msg=f"{part}.{k}")  # fmt: skip
     for ha, hb in zip(a["history"], b["history"], strict=True):
         assert ha["contrastive_loss"] == pytest.approx(hb["contrastive_loss"], abs=ATOL)
+        assert ha["val"] == hb["val"]  # the same model validated: the same RSUM
     # and training moved the weights (the comparison is not between two untouched models)
     assert a["history"][0]["contrastive_loss"] != a["history"][-1]["contrastive_loss"]
 
