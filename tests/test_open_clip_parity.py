@@ -17,6 +17,7 @@ import pytest
 import torch
 from conftest import TINY_CLIP_ARCH, TINY_CLIP_CONFIG
 from PIL import Image
+from ranks import pessimistic_ranks
 from tiny_grid import run_main
 
 from bench.grid.records import read_record
@@ -81,17 +82,7 @@ def open_clip_ranks(state: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndar
                          for s in range(0, len(rows), 2 * BATCH)])  # fmt: skip
     img = torch.nn.functional.normalize(img, dim=-1)
     txt = torch.nn.functional.normalize(txt, dim=-1)
-    scores = (txt @ img.T).numpy()  # [captions, images]
-    positive = scores[np.arange(len(rows)), c2i]
-    negatives = scores.copy()
-    negatives[np.arange(len(rows)), c2i] = -np.inf
-    t2i = (negatives >= positive[:, None]).sum(1)  # pessimistic: a tied negative ranks first
-    i2t = np.empty(len(paths), dtype=np.int64)
-    for i in range(len(paths)):
-        column = scores[:, i]
-        best = column[c2i == i].max()
-        i2t[i] = (column[c2i != i] >= best).sum()
-    return i2t, t2i
+    return pessimistic_ranks((txt @ img.T).numpy(), c2i)
 
 
 @pytest.fixture(scope="module")

@@ -38,12 +38,12 @@ _NOT_OPTIONS = ("name", "objective_version")  # keys of the method snapshot that
 
 def _writable_folder(out: Path) -> None:
     """``out`` is (or can be made) an empty folder we may write to; else one line saying why."""
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"--out {out}: not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise BenchError(f"--out {out}: cannot make the folder ({e.strerror or e})") from None
-    if not out.is_dir():
-        raise BenchError(f"--out {out}: not a folder")
     if any(out.iterdir()):
         raise BenchError(f"--out {out}: not empty; export into a new folder")
     if not os.access(out, os.W_OK | os.X_OK):
