@@ -19,6 +19,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import TINY_CLIP_ARCH, TINY_CLIP_CONFIG, TINY_TIMM
 from PIL import Image
+from weights import gradient_bearing
 
 from bench.config import TrainConfig
 from bench.data.base import RetrievalSplit
@@ -89,16 +90,6 @@ def _train(rank: int, world: int, port: int, folder: str, text_folder: str, out:
             dist.destroy_process_group()
 
 
-def _gradient_bearing(name: str, value: torch.Tensor) -> torch.Tensor:
-    """``value`` without the attention key bias (the middle third of ``in_proj_bias``): softmax ignores a constant
-    added to every key, so its gradient is zero up to float noise, which AdamW scales up to lr-sized steps whose sign
-    depends on summation order. One and two processes agree on it only to about 1e-4; every other weight to ATOL."""
-    if name.endswith("attn.in_proj_bias"):
-        third = value.numel() // 3
-        return torch.cat([value[:third], value[2 * third :]])
-    return value
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -123,7 +114,7 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(
     for part in ("module", "objective"):
         assert a["state"][part].keys() == b["state"][part].keys()
         for k, v in a["state"][part].items():
-            torch.testing.assert_close(_gradient_bearing(k, b["state"][part][k]), _gradient_bearing(k, v), atol=ATOL,
+            torch.testing.assert_close(gradient_bearing(k, b["state"][part][k]), gradient_bearing(k, v), atol=ATOL,
                                        rtol=0, msg=f"{part}.{k}")  # fmt: skip
     for ha, hb in zip(a["history"], b["history"], strict=True):
         assert ha["contrastive_loss"] == pytest.approx(hb["contrastive_loss"], abs=ATOL)
