@@ -1,6 +1,7 @@
 """Issue #6's GPU check, one script: the exact scorer at COCO-5K and 100K x 500K size on the GPU, the offline
-towers' encoding in bf16, and (#17) end-to-end fine-tuning of open_clip ViT-B-32 at batch 128 in bf16 through
-itr-bench's fit against open_clip's own trainer, and (#17) the per-tile rates behind the sharded-evaluation plan.
+towers' encoding in bf16, and end-to-end fine-tuning of open_clip ViT-B-32 at batch 128 in bf16 for two epochs,
+validated after each (the CUSA paper's recipe, the GPU path of #23), through itr-bench's fit against open_clip's own
+trainer and evaluation, and (#17) the per-tile rates behind the sharded-evaluation plan.
 Prints every figure; the project never needs a GPU to build or test.
 
     python benchmarks/gpu_check.py                      # on a CUDA host: about 2 minutes plus model loading
@@ -94,7 +95,8 @@ def main() -> None:
         script = Path(__file__).resolve().parent / "train_throughput.py"
         cmd = [sys.executable, str(script), "--device", args.device, "--model", args.train_model, "--batch",
                str(args.train_batch), "--captions", str(args.train_captions), "--epochs", "2",
-               "--workers", str(min(8, os.cpu_count() or 1))] + (["--amp"] if dev.type == "cuda" else [])  # fmt: skip
+               "--workers", str(min(8, os.cpu_count() or 1)), "--validate"]  # fmt: skip
+        cmd += ["--amp"] if dev.type == "cuda" else []
         print("$ " + " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True)
 

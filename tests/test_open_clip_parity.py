@@ -124,5 +124,6 @@ def test_fp16_feature_storage_is_said_and_moves_near_tied_ranks(reference) -> No
     assert rc == 0, err
     record, ranks = _cell(root, "fp16")
     assert record["precision"] == {"encoding": "fp32", "features": "fp16", "scoring": "fp32"}
-    moved = int((ranks["t2i"] != t2i).sum() + (ranks["i2t"] != i2t).sum())
-    assert moved > 0
+    moved = {d: int((ranks[d] != want).sum()) for d, want in (("t2i", t2i), ("i2t", i2t))}
+    assert sum(moved.values()) > 0
+    print(f"fp16 feature storage moved the ranks of {moved['t2i']} of 1000 captions and {moved['i2t']} of 201 images")

@@ -85,7 +85,7 @@ def test_one_fit_step_equals_one_open_clip_train_step(tmp_path: Path) -> None:
     class RecordedClipLoss(open_clip.ClipLoss):
         def forward(self, *a, **kw):  # noqa: ANN002, ANN003
             out = super().forward(*a, **kw)
-            losses.append(float(out["contrastive_loss"]))
+            losses.append(float(out["contrastive_loss"].detach()))
             return out
 
     train_one_epoch(model, data, RecordedClipLoss(), 0, optimizer, None, cosine_lr(optimizer, LR, 0, 1), None, args)

@@ -247,6 +247,7 @@ def test_trained_cell_does_not_depend_on_the_cache_state(tmp_path: Path) -> None
     assert rc == 0, err
     warm = read_record(result_path(tmp_path / "results", "vse_infty", "contrastive"))
     assert warm["metrics"] == cold["metrics"]
+    assert warm["precision"] == cold["precision"] == {"encoding": "fp32", "features": "fp32", "scoring": "fp32"}
     drop = {"seconds"}
     assert [{k: v for k, v in h.items() if k not in drop} for h in warm["history"]] == [
         {k: v for k, v in h.items() if k not in drop} for h in cold["history"]
