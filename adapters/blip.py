@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from bench.adapters.hf_loading import ProcessorTransform, hf_source, loading_errors
+from bench.adapters.hf_loading import ProcessorTransform, export_pretrained, hf_source, loading_errors
 from bench.adapters.protocol import Exported, Features
 from bench.adapters.registry import register_adapter
 from bench.adapters.whole import WholeModelAdapter
@@ -113,11 +113,7 @@ class Blip(WholeModelAdapter):
 
     def export_native(self, out: Path) -> Exported:
         """A ``save_pretrained`` folder: the model (safetensors and config) and its processor."""
-        out.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(str(out))
-        self._processor.save_pretrained(str(out))
-        load = f"{type(self.backbone).__name__}.from_pretrained('{out}') and AutoProcessor.from_pretrained('{out}')"
-        return Exported(load, {"adapter": "blip", "checkpoint": str(out)})
+        return export_pretrained(self.backbone, self._processor, out, "blip")
 
     def image_transform(self) -> Callable[[Any], torch.Tensor]:
         return ProcessorTransform(self._processor.image_processor)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench.adapters.hf_loading import ProcessorTransform, hf_source, loading_errors
+from bench.adapters.hf_loading import ProcessorTransform, export_pretrained, hf_source, loading_errors
 from bench.adapters.protocol import Exported, Features
 from bench.adapters.registry import register_adapter
 from bench.adapters.whole import WholeModelAdapter
@@ -102,11 +102,7 @@ class HFClip(WholeModelAdapter):
 
     def export_native(self, out: Path) -> Exported:
         """A ``save_pretrained`` folder: the model (safetensors and config) and its processor."""
-        out.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(str(out))
-        self._processor.save_pretrained(str(out))
-        load = f"{type(self.backbone).__name__}.from_pretrained('{out}') and AutoProcessor.from_pretrained('{out}')"
-        return Exported(load, {"adapter": "hf_clip", "checkpoint": str(out)})
+        return export_pretrained(self.backbone, self._processor, out, "hf_clip")
 
     def image_transform(self) -> Callable[[Any], torch.Tensor]:
         return ProcessorTransform(self._processor.image_processor)

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench.adapters.protocol import Exported
 from bench.adapters.weights import refused
 
 from bench.errors import ConfigError, WeightsUnavailableError
 
-__all__ = ["ProcessorTransform", "hf_source", "loading_errors"]
+__all__ = ["ProcessorTransform", "export_pretrained", "hf_source", "loading_errors"]
 
 
 class ProcessorTransform:
@@ -70,3 +71,13 @@ def loading_errors(checkpoint: str, folder: Path | None, what: str, hub_hint: st
             f"weights unavailable: {checkpoint} ({type(e).__name__}); hub names need network or a cached copy, or "
             f"pass checkpoint = a local folder holding {hub_hint}"
         ) from None
+
+
+def export_pretrained(model: Any, processor: Any, out: Path, family: str) -> Exported:
+    """``bench export`` of a transformers family: a ``save_pretrained`` folder, the model (safetensors and config)
+    and its processor."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    processor.save_pretrained(str(out))
+    load = f"{type(model).__name__}.from_pretrained('{out}') and AutoProcessor.from_pretrained('{out}')"
+    return Exported(load, {"adapter": family, "checkpoint": str(out)})

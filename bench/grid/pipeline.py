@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import torch
 
 from bench.adapters.protocol import Adapter, FeatureSupplier
-from bench.adapters.registry import create_adapter
+from bench.adapters.registry import create_adapter, get_adapter_class
 from bench.config import BenchConfig, TrainConfig
 from bench.data import load_split
 from bench.data.base import RetrievalSplit, holdout
@@ -127,9 +127,13 @@ def stage1(plan: Plan, adapter: Adapter, split: RetrievalSplit) -> Stage1:
 
 def precision_block(plan: Plan) -> dict[str, str | None]:
     """The record's ``precision``: what the encoders ran in, what the scored stage-1 features were stored in (None
-    when the backbone ran end to end and nothing was stored), and what similarities are computed in (always fp32)."""
+    when the backbone ran end to end and nothing was stored; ``"as supplied"`` for an adapter that brings its own,
+    such as precomputed embeddings), and what similarities are computed in (always fp32)."""
     encoding = encoding_precision(plan.device, plan.cfg.eval.precision)
-    stored = storage_dtype(encoding, plan.cfg.eval.feature_dtype) if plan.frozen else None
+    if issubclass(get_adapter_class(plan.family), FeatureSupplier):
+        stored: str | None = "as supplied"
+    else:
+        stored = storage_dtype(encoding, plan.cfg.eval.feature_dtype) if plan.frozen else None
     return {"encoding": encoding, "features": stored, "scoring": "fp32"}
 
 
@@ -240,17 +244,16 @@ def training_meta(
     """What a training store records besides its weights: enough to rebuild the model (family and build options)
     and to know what it was trained on."""
     snapshot = training_config(plan.cfg, plan.cell, plan.train_name)
-    describe = getattr(objective, "describe", None)
     return {
         "model": plan.cell.model,
         "family": plan.family,
         "options": plan.options,
         "train_dataset": plan.train_name,
         "method": plan.cell.method,
-        "method_settings": describe() if callable(describe) else {},
+        "method_settings": _method_settings(objective),
         "seed": plan.cell.seed,
         "frozen_backbone": plan.frozen,
-        "trained_parts": adapter.trained_parts(plan.frozen) + [f"objective.{n}" for n in _param_groups(objective)],
+        "trained_parts": _trained_parts(plan, adapter, objective),
         "config": snapshot,
         "config_hash": config_hash(snapshot),
         "fingerprints": {"train": content_key(train), "val": content_key(val)},
@@ -259,8 +262,14 @@ def training_meta(
     }
 
 
-def _param_groups(module: torch.nn.Module) -> list[str]:
-    return sorted({n.split(".")[0] for n, p in module.named_parameters() if p.requires_grad})
+def _trained_parts(plan: Plan, adapter: Adapter, objective: Objective) -> list[str]:
+    groups = sorted({n.split(".")[0] for n, p in objective.named_parameters() if p.requires_grad})
+    return adapter.trained_parts(plan.frozen) + [f"objective.{n}" for n in groups]
+
+
+def _method_settings(objective: Objective) -> dict[str, Any]:
+    describe = getattr(objective, "describe", None)  # soft-label methods say what they ran with
+    return describe() if callable(describe) else {}
 
 
 def trained_metrics(
@@ -269,7 +278,6 @@ def trained_metrics(
     """Step 4 (trained): the last epoch's test metrics, then the selected state's, and how training went."""
     last = score(objective, last=True)
     load_state(adapter, objective, result.best_state or result.last_state, plan.frozen)
-    describe = getattr(objective, "describe", None)
     return {
         "metrics": score(objective),
         "metrics_last": last,
@@ -278,8 +286,8 @@ def trained_metrics(
         "selected_on": selected_on,
         "select_metric": plan.train.select_metric,
         "history": result.history,
-        "trained_parts": adapter.trained_parts(plan.frozen) + [f"objective.{n}" for n in _param_groups(objective)],
-        "method_settings": describe() if callable(describe) else {},
+        "trained_parts": _trained_parts(plan, adapter, objective),
+        "method_settings": _method_settings(objective),
         "frozen_backbone": plan.frozen,
     }
 

@@ -26,6 +26,7 @@ import torch
 
 from bench.atomic import atomic_open
 from bench.errors import BenchError
+from bench.scoring.perquery import sha256_of
 from bench.train.fit import FitResult
 
 __all__ = ["STORE_SCHEMA", "load_training", "read_training_meta", "save_training", "state_tensors"]
@@ -48,14 +49,6 @@ def _unflatten(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Te
         part, _, name = key.partition(".")
         out[part][name] = v
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_weights(path: Path, state: dict[str, dict[str, torch.Tensor]]) -> dict[str, Any]:
@@ -127,7 +120,7 @@ def load_state_file(folder: Path, name: str, meta: dict[str, Any]) -> dict[str, 
     want = meta.get("files", {}).get(name)
     if want is None or not path.is_file():
         raise BenchError(f"{path}: missing from the training store (its training.json names {sorted(meta['files'])})")
-    if path.stat().st_size != want["bytes"] or _sha256(path) != want["sha256"]:
+    if path.stat().st_size != want["bytes"] or sha256_of(path) != want["sha256"]:
         raise BenchError(f"{path}: not the file this training stored (size or sha256 differ); train the cell again")
     return _unflatten(load_file(str(path)))
 
