@@ -55,11 +55,15 @@ class Registry(Generic[T]):
         self._entry_points: dict[str, metadata.EntryPoint] | None = None
 
     def register(self, name: str, obj: T) -> T:
-        """Store ``obj`` under ``name``; another object already under that name raises ``ValueError``."""
+        """Store ``obj`` under ``name``. Another object already under that name, or under a built-in name that is
+        not from the built-in's own module (imported or not yet), raises ``ValueError``: the one duplicate check."""
         current = self._items.get(name)
         if current is not None and current is not obj:
             owner = getattr(current, "__qualname__", repr(current))
             raise ValueError(f"{self.kind} {name!r} is already registered (by {owner})")
+        module = self._builtin.get(name)
+        if module is not None and getattr(obj, "__module__", None) != module:
+            raise ValueError(f"{self.kind} {name!r} is already registered (a built-in, by {module})")
         if self._on_register is not None:
             self._on_register(name, obj)
         self._items[name] = obj

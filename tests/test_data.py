@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 import bench.data as data
-from bench.data import RetrievalSplit, coco_1k_folds, list_formats, load_image, load_split, register_format
+from bench.data import RetrievalSplit, list_formats, load_image, load_split, register_format
+from bench.data.presets import coco_1k_folds
 from bench.errors import ConfigError, DataError, UnknownNameError
 
 COCO_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco-sample"
@@ -78,7 +79,6 @@ def test_register_duplicate_raises_and_custom_loader_gets_name(tmp_path: Path) -
             )
     finally:
         data.FORMATS._items.pop("_test_custom")
-        data._TASKS.pop("_test_custom")
 
 
 def test_unknown_format(tmp_path: Path) -> None:

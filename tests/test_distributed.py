@@ -49,7 +49,7 @@ def _train(rank: int, world: int, port: int, folder: str, text_folder: str, out:
     from bench.adapters.registry import create_adapter
 
     from bench.config import EvalConfig
-    from bench.encode.features import cached_features
+    from bench.encode.cache import cached_features
     from bench.evaluation.itr import evaluate, metric_value
     from bench.methods import get_method
     from bench.train.fit import fit

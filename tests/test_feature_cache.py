@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from bench.data.base import RetrievalSplit
-from bench.encode.features import cache_path, cached_features, encoding_precision, extract_image_features
+from bench.encode.cache import cache_path, cached_features
+from bench.encode.features import encoding_precision, extract_image_features
 
 CPU = torch.device("cpu")
 

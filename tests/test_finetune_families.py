@@ -196,7 +196,7 @@ def test_cusa_methods_train_blip_itc_path(
 def test_frozen_clip_trains_the_method_heads_and_refuses_when_there_are_none(
     split: RetrievalSplit, build_tiny: Any
 ) -> None:
-    from bench.encode.features import cached_features
+    from bench.encode.cache import cached_features
     from bench.errors import ConfigError
 
     adapter = build_tiny("clip")

@@ -8,7 +8,8 @@ A dataset is one ``[datasets.<name>]`` table of ``bench.toml``::
     file = "dataset_coco.json"     # every other key is an option of the format's loader
 
 A loader is a function ``fn(root: Path, split: str, **options) -> RetrievalSplit`` registered with
-:func:`register_format`. Its keyword parameters are the format's options, so an unknown key is caught before
+:func:`~bench.data.registry.register_format` (the built-in ones are imported on first use of their name). Its
+keyword parameters are the format's options, so an unknown key is caught before
 loading. Two keyword parameters are context, not options, and are passed only when the loader declares them:
 ``name`` (the dataset name to stamp on the split) and ``work_dir`` (where generated data may be cached).
 
@@ -23,20 +24,20 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bench.data.base import RetrievalSplit, load_image
+from bench.data.registry import FORMATS, TASKS, Loader, format_task, list_formats, register_format
 from bench.errors import ConfigError, check_keys
-from bench.plugins import ENTRY_POINT_GROUPS, Registry
 
 __all__ = [
     "FORMATS",
+    "TASKS",
     "RetrievalSplit",
     "check_dataset",
-    "coco_1k_folds",
     "format_options",
     "format_task",
     "list_formats",
@@ -47,66 +48,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Loader = Callable[..., RetrievalSplit]
-
-TASKS = ("itr", "image_retrieval", "sts")
 # Keys of an eval-only (uni-modal) dataset table that steer the grid rather than the loader.
 EVAL_ONLY_KEYS = ("train_on",)
 # Keyword parameters a loader may declare to receive context from load_split; they are never user options.
 _CONTEXT_PARAMS = ("name", "work_dir")
 
 
-def _check_loader(name: str, fn: Loader) -> None:
-    params = list(inspect.signature(fn).parameters)
-    if params[:2] != ["root", "split"]:
-        raise TypeError(f"loader {fn.__qualname__} must take (root, split, ...), takes ({', '.join(params)})")
-
-
-# Built-in formats register when the loader modules are imported, at the end of this module; plug-ins come from the
-# itr_bench.formats entry points (a loader may carry a ``task`` attribute; else it is an image-text format).
-FORMATS: Registry[Loader] = Registry("dataset format", ENTRY_POINT_GROUPS["format"], {}, on_register=_check_loader)
-_TASKS: dict[str, str] = {}
-
-
-def register_format(name: str, *, task: str = "itr") -> Callable[[Loader], Loader]:
-    """Register a loader function under a format name.
-
-    Args:
-        name: The value of ``format`` in a dataset table.
-        task: What the loader's splits are for: ``itr``, ``image_retrieval`` or ``sts`` (see the module docstring).
-
-    Returns:
-        A decorator that registers the function and returns it unchanged.
-
-    Raises:
-        ValueError: ``name`` is already registered.
-        TypeError: the function does not take ``root`` and ``split`` as its first two parameters.
-    """
-    if task not in TASKS:
-        raise ValueError(f"format {name!r}: unknown task {task!r}; valid: {', '.join(TASKS)}")
-
-    def deco(fn: Loader) -> Loader:
-        if name in FORMATS.names():  # a second registration of a name, even of the same loader, is a mistake
-            raise ValueError(f"dataset format {name!r} is already registered (by {FORMATS.get(name).__qualname__})")
-        FORMATS.register(name, fn)
-        _TASKS[name] = task
-        return fn
-
-    return deco
-
-
-def list_formats() -> list[str]:
-    """Names of the dataset formats, built-in and from installed plug-ins (``itr_bench.formats``), sorted."""
-    return FORMATS.names()
-
-
 def _loader(fmt: str) -> Loader:
     return FORMATS.get(fmt)
-
-
-def _task(fmt: str) -> str:
-    loader = _loader(fmt)
-    return _TASKS.get(fmt) or getattr(loader, "task", "itr")
 
 
 def format_options(fmt: str) -> list[str]:
@@ -118,17 +67,8 @@ def format_options(fmt: str) -> list[str]:
     from bench.data.protocol import PROTOCOL_OPTIONS
 
     params = inspect.signature(_loader(fmt)).parameters
-    extra = EVAL_ONLY_KEYS if _task(fmt) != "itr" else tuple(k for k in PROTOCOL_OPTIONS if k not in params)
+    extra = EVAL_ONLY_KEYS if format_task(fmt) != "itr" else tuple(k for k in PROTOCOL_OPTIONS if k not in params)
     return sorted([*(p for p in params if p != "split" and p not in _CONTEXT_PARAMS), *extra])
-
-
-def format_task(fmt: str) -> str:
-    """The task of format ``fmt``: ``itr``, ``image_retrieval`` or ``sts``.
-
-    Raises:
-        UnknownNameError: ``fmt`` is not registered.
-    """
-    return _task(fmt)
 
 
 def _resolve_root(value: Any, dataset: str) -> Path:
@@ -239,15 +179,3 @@ def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path
     else:
         log.info("dataset %s/%s: %s", name, split, out)
     return out
-
-
-# Import last: the loader modules register themselves through register_format defined above.
-from bench.data import formats as formats  # noqa: E402
-from bench.data import hf as hf  # noqa: E402
-from bench.data import image_sets as image_sets  # noqa: E402
-from bench.data import multilingual as multilingual  # noqa: E402
-from bench.data import presets as presets  # noqa: E402
-from bench.data import shards as shards  # noqa: E402
-from bench.data import sts as sts  # noqa: E402
-from bench.data import synthetic as synthetic  # noqa: E402
-from bench.data.presets import coco_1k_folds  # noqa: E402

@@ -31,9 +31,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.data import register_format
 from bench.data.base import RetrievalSplit, read_text
 from bench.data.gallery import GalleryBuilder
+from bench.data.registry import register_format
 from bench.errors import ConfigError, DataError, SplitNotFoundError
 
 __all__ = [

@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.data import register_format
 from bench.data.base import RetrievalSplit
 from bench.data.gallery import GalleryBuilder
 from bench.data.refs import ArrowImage
+from bench.data.registry import register_format
 from bench.errors import ConfigError, DataError, SplitNotFoundError
 
 __all__ = ["load_hf_dataset", "load_parquet"]

@@ -37,8 +37,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from bench.data import register_format
 from bench.data.base import RetrievalSplit, text_rows
+from bench.data.registry import register_format
 from bench.errors import DataError, SplitNotFoundError
 
 __all__ = ["ImageRetrievalSplit", "load_cars196", "load_cub", "load_inaturalist", "load_inshop", "load_sop"]

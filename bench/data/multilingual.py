@@ -18,9 +18,9 @@ import gzip
 import json
 from pathlib import Path
 
-from bench.data import register_format
 from bench.data.base import RetrievalSplit, read_text
 from bench.data.gallery import GalleryBuilder
+from bench.data.registry import register_format
 from bench.errors import ConfigError, DataError, SplitNotFoundError
 
 __all__ = ["load_multi30k", "load_xm3600"]

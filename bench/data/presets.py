@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data import register_format
 from bench.data.base import RetrievalSplit
 from bench.data.formats import load_karpathy
+from bench.data.registry import register_format
 from bench.errors import DataError
 
 __all__ = ["COCO_FOLD", "coco_1k_folds", "coco_caption_ids", "load_coco", "load_flickr30k"]

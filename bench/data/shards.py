@@ -16,10 +16,10 @@ import re
 import tarfile
 from pathlib import Path
 
-from bench.data import register_format
 from bench.data.base import RetrievalSplit
 from bench.data.gallery import GalleryBuilder
 from bench.data.refs import TarMember
+from bench.data.registry import register_format
 from bench.errors import ConfigError, DataError, SplitNotFoundError
 
 __all__ = ["IMAGE_KEYS", "load_webdataset", "shard_files", "split_key"]

@@ -33,8 +33,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from bench.data import register_format
 from bench.data.base import read_text, text_rows
+from bench.data.registry import register_format
 from bench.errors import ConfigError, DataError, SplitNotFoundError
 
 __all__ = ["STSSplit", "load_senteval_sts", "load_sick", "load_sts_tsv", "load_stsb"]

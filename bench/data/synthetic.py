@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from bench.atomic import atomic_write_bytes
-from bench.data import register_format
 from bench.data.base import RetrievalSplit
+from bench.data.registry import register_format
 from bench.data.scenes import (
     COLOURS,
     LABEL_NAMES,

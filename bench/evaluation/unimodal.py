@@ -28,14 +28,13 @@ from bench.config import BenchConfig, EvalConfig
 from bench.data import format_task
 from bench.data.image_sets import ImageRetrievalSplit
 from bench.data.sts import STSSplit
+from bench.encode.cache import cache_path, load_or_compute
 from bench.encode.features import (
     FeatureSet,
-    cache_path,
     embed_features,
     encoding_precision,
     extract_image_features,
     for_storage,
-    load_or_compute,
     map_images,
     map_texts,
     pad_cat,

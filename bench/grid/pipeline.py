@@ -24,7 +24,8 @@ from bench.config import BenchConfig, TrainConfig
 from bench.data import load_split
 from bench.data.base import RetrievalSplit, holdout
 from bench.device import device_of
-from bench.encode.features import FeatureSet, cached_features, encoding_precision, storage_dtype
+from bench.encode.cache import cached_features
+from bench.encode.features import FeatureSet, encoding_precision, storage_dtype
 from bench.errors import BenchError, SplitNotFoundError
 from bench.evaluation.itr import Scored, evaluate, fold_mean, metric_value
 from bench.evaluation.unimodal import UnimodalScorer, dataset_task, train_dataset

@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from bench.config import TeachersConfig
 from bench.data.base import RetrievalSplit
-from bench.encode.features import backbone_fingerprint, cache_path, iter_image_batches
+from bench.encode.cache import backbone_fingerprint, cache_path
+from bench.encode.features import iter_image_batches
 from bench.errors import ConfigError, DataError
 
 __all__ = ["TeacherCacheError", "TeacherSpec", "check_spec", "load_or_build", "spec_dict", "teacher_features"]

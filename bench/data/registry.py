@@ -1,0 +1,96 @@
+"""The dataset-format registry: ``@register_format(name, task=...)`` on a loader, looked up by name.
+
+The same recipe as adapters and methods (:class:`bench.plugins.Registry`): built-in formats are a table ``name ->
+module``, imported on first lookup, so listing formats imports no loader; installed packages add formats through the
+``itr_bench.formats`` entry points. The loader modules import this module, and this module imports none of them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from bench.plugins import ENTRY_POINT_GROUPS, Registry
+
+__all__ = ["BUILTIN", "FORMATS", "TASKS", "Loader", "format_task", "list_formats", "register_format"]
+
+Loader = Callable[..., Any]
+TASKS = ("itr", "image_retrieval", "sts")
+BUILTIN = {
+    "albef": "bench.data.formats",
+    "csv": "bench.data.formats",
+    "flat_json": "bench.data.formats",
+    "karpathy": "bench.data.formats",
+    "coco": "bench.data.presets",
+    "flickr30k": "bench.data.presets",
+    "hf_dataset": "bench.data.hf",
+    "parquet": "bench.data.hf",
+    "cars196": "bench.data.image_sets",
+    "cub": "bench.data.image_sets",
+    "inaturalist": "bench.data.image_sets",
+    "inshop": "bench.data.image_sets",
+    "sop": "bench.data.image_sets",
+    "multi30k": "bench.data.multilingual",
+    "xm3600": "bench.data.multilingual",
+    "senteval_sts": "bench.data.sts",
+    "sick": "bench.data.sts",
+    "sts_tsv": "bench.data.sts",
+    "stsb": "bench.data.sts",
+    "synthetic": "bench.data.synthetic",
+    "webdataset": "bench.data.shards",
+}
+
+
+def _check_loader(name: str, fn: Loader) -> None:
+    params = list(inspect.signature(fn).parameters)
+    if params[:2] != ["root", "split"]:
+        raise TypeError(f"loader {fn.__qualname__} must take (root, split, ...), takes ({', '.join(params)})")
+    task = getattr(fn, "task", "itr")
+    if task not in TASKS:
+        raise ValueError(f"format {name!r}: unknown task {task!r}; valid: {', '.join(TASKS)}")
+
+
+# A loader states its task in a ``task`` attribute (register_format sets it; a plug-in's loader may carry one);
+# without one it is an image-text format.
+FORMATS: Registry[Loader] = Registry("dataset format", ENTRY_POINT_GROUPS["format"], BUILTIN,
+                                     on_register=_check_loader)  # fmt: skip
+
+
+def register_format(name: str, *, task: str = "itr") -> Callable[[Loader], Loader]:
+    """Register a loader function under a format name.
+
+    Args:
+        name: The value of ``format`` in a dataset table.
+        task: What the loader's splits are for: ``itr`` (a :class:`~bench.data.base.RetrievalSplit`),
+            ``image_retrieval`` or ``sts`` (see :mod:`bench.data`).
+
+    Returns:
+        A decorator that registers the function (with its ``task``) and returns it.
+
+    Raises:
+        ValueError: ``name`` is already registered (a built-in name included), or ``task`` is unknown.
+        TypeError: the function does not take ``root`` and ``split`` as its first two parameters.
+    """
+    if task not in TASKS:
+        raise ValueError(f"format {name!r}: unknown task {task!r}; valid: {', '.join(TASKS)}")
+
+    def deco(fn: Loader) -> Loader:
+        fn.task = task  # type: ignore[attr-defined]
+        return FORMATS.register(name, fn)
+
+    return deco
+
+
+def list_formats() -> list[str]:
+    """Names of the dataset formats, built-in and from installed plug-ins (``itr_bench.formats``), sorted."""
+    return FORMATS.names()
+
+
+def format_task(fmt: str) -> str:
+    """The task of format ``fmt``: ``itr``, ``image_retrieval`` or ``sts``.
+
+    Raises:
+        UnknownNameError: ``fmt`` is not registered.
+    """
+    return getattr(FORMATS.get(fmt), "task", "itr")
