@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench.errors import ConfigError, check_keys
-from bench.grid.records import safe_name
+from bench.names import safe_name
 
 __all__ = [
     "BenchConfig",

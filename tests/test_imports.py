@@ -60,3 +60,16 @@ def test_the_import_graph_has_no_cycle() -> None:
 def test_the_walk_finds_a_cycle_when_there_is_one() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_config_imports_nothing_above_it() -> None:
+    """``bench.config`` is read by every room; it may lean only on the base modules (errors, names), or a change
+    anywhere would reach it back through the grid."""
+    modules = _modules()
+    graph = {name: _imports(path, modules) - {name} for name, path in modules.items()}
+    reached, todo = set(), ["bench.config"]
+    while todo:
+        for nxt in graph[todo.pop()] - reached:
+            reached.add(nxt)
+            todo.append(nxt)
+    assert reached <= {"bench.errors", "bench.names"}, sorted(reached)

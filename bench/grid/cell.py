@@ -14,8 +14,9 @@ from bench.adapters.registry import adapter_options
 from bench.config import BenchConfig, TrainConfig, build_section
 from bench.errors import ConfigError, UnknownNameError
 from bench.evaluation.unimodal import dataset_task, train_dataset
-from bench.grid.records import config_hash, safe_name
+from bench.grid.records import config_hash
 from bench.methods import get_method
+from bench.names import safe_name
 
 __all__ = [
     "MODEL_GRID_KEYS",

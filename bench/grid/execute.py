@@ -28,9 +28,9 @@ from bench.grid.records import (
     config_hash,
     per_query_path,
     read_record,
-    safe_name,
     write_record,
 )
+from bench.names import safe_name
 from bench.scoring.perquery import sha256_of
 from bench.train.distributed import current as current_dist
 

@@ -53,13 +53,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from bench.atomic import atomic_open, remove_stale_temporaries
 from bench.errors import BenchError
+from bench.names import safe_name
 
 __all__ = [
     "SCHEMA",
@@ -71,18 +71,12 @@ __all__ = [
     "read_record",
     "prepare_results_dir",
     "record_problem",
-    "safe_name",
     "write_record",
 ]
 
 log = logging.getLogger(__name__)
 SCHEMA = 1
 RecordStatus = Literal["ok", "failed", "unavailable"]  # what a record file on disk can say
-
-
-def safe_name(name: str) -> str:
-    """A file-system safe form of a model or dataset name (like timm's ``safe_model_name``)."""
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_") or "_"
 
 
 def config_hash(config: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from bench.config import BenchConfig
 from bench.data.base import RetrievalSplit
 from bench.encode.features import HEAD_BATCH
 from bench.grid.cell import Cell
-from bench.grid.records import safe_name
+from bench.names import safe_name
 
 __all__ = ["ShardDir", "ShardPlan", "aligned_bounds", "make_plan", "shard_dir"]
 
