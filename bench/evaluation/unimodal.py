@@ -79,8 +79,8 @@ def train_dataset(cfg: BenchConfig, dataset: str) -> str:
 
 
 def _embedding_kind(adapter: Adapter, views: dict[str, Any] | None, objective: Objective | None = None) -> str:
-    kind = getattr(objective, "embedding_kind", None)
-    if views is not None and isinstance(kind, str) and kind != "joint":
+    kind = objective.embedding_kind if objective is not None else "joint"
+    if views is not None and kind != "joint":
         return kind  # "uni_heads", or "backbone" (the method's uni_embedding option)
     if views is not None and views["uni"] is not views["cross"]:
         return "uni_heads"

@@ -199,9 +199,8 @@ def make_objective(plan: Plan, adapter: Adapter, train: RetrievalSplit) -> Objec
     # from the global RNG (the encode loop keeps its own generator; other loading steps may not).
     seed_everything(plan.cell.seed)
     objective = plan.method.objective(adapter, plan.train, **plan.method_options, **extra).to(plan.device)
-    prepare = getattr(objective, "prepare", None)  # soft-label methods load their (cached) teacher features here
-    if callable(prepare):
-        prepare(train, work_dir=plan.work, device=plan.device, stage1_cache=plan.cache, progress=plan.progress)
+    # Soft-label methods load their (cached) teacher features here.
+    objective.prepare(train, work_dir=plan.work, device=plan.device, stage1_cache=plan.cache, progress=plan.progress)
     return objective
 
 
@@ -251,7 +250,7 @@ def training_meta(
         "options": plan.options,
         "train_dataset": plan.train_name,
         "method": plan.cell.method,
-        "method_settings": _method_settings(objective),
+        "method_settings": objective.describe(),
         "seed": plan.cell.seed,
         "frozen_backbone": plan.frozen,
         "trained_parts": _trained_parts(plan, adapter, objective),
@@ -266,11 +265,6 @@ def training_meta(
 def _trained_parts(plan: Plan, adapter: Adapter, objective: Objective) -> list[str]:
     groups = sorted({n.split(".")[0] for n, p in objective.named_parameters() if p.requires_grad})
     return adapter.trained_parts(plan.frozen) + [f"objective.{n}" for n in groups]
-
-
-def _method_settings(objective: Objective) -> dict[str, Any]:
-    describe = getattr(objective, "describe", None)  # soft-label methods say what they ran with
-    return describe() if callable(describe) else {}
 
 
 def trained_metrics(
@@ -288,7 +282,7 @@ def trained_metrics(
         "select_metric": plan.train.select_metric,
         "history": result.history,
         "trained_parts": _trained_parts(plan, adapter, objective),
-        "method_settings": _method_settings(objective),
+        "method_settings": objective.describe(),
         "frozen_backbone": plan.frozen,
     }
 

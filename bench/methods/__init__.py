@@ -9,9 +9,12 @@ entry-point group.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from bench.plugins import ENTRY_POINT_GROUPS, Registry
+
+if TYPE_CHECKING:  # base imports register_method from here
+    from bench.methods.base import Method
 
 __all__ = ["METHODS", "get_method", "list_methods", "register_method"]
 
@@ -55,6 +58,6 @@ def method_order(names: list[str]) -> list[str]:
     return sorted(names, key=lambda m: (rank.get(m, len(rank)), m))
 
 
-def get_method(name: str) -> Any:
+def get_method(name: str) -> Method:
     """An instance of method ``name``; an unknown name raises and lists the known ones."""
     return METHODS.get(name)()

@@ -9,6 +9,7 @@ that adds heads (CUSA's cross and uni heads) say which embeddings evaluation use
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 
 from bench.adapters.protocol import Adapter
 from bench.config import TrainConfig
+from bench.data.base import RetrievalSplit
 from bench.errors import check_keys
 from bench.methods import register_method
 
@@ -26,14 +28,34 @@ HARNESS_ARGS = ("teachers",)
 
 
 class Objective(nn.Module):
-    """A training objective: batch embeddings in, ``*_loss`` terms out."""
+    """A training objective: batch embeddings in, ``*_loss`` terms out.
+
+    Every hook the harness calls is declared here, with the default a method without extras needs: ``prepare``
+    (before training), ``views`` and ``embedding_kind`` (evaluation), ``describe`` (the record).
+    """
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def prepare(
+        self, train: RetrievalSplit, *, work_dir: Path, device: torch.device, stage1_cache: Path | None,
+        progress: bool = True,
+    ) -> None:  # fmt: skip
+        """Load what training needs besides the batches, once, before the first epoch (soft-label methods: their
+        teachers' features of ``train``). Nothing by default."""
+
     def views(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Embeddings for evaluation: ``{"cross": (img, txt)}`` for i2t/t2i and ``{"uni": ...}`` for i2i/t2t."""
         return {"cross": (image_emb, text_emb), "uni": (image_emb, text_emb)}
+
+    @property
+    def embedding_kind(self) -> str:
+        """What ``views()["uni"]`` is: ``joint`` (the cross view), ``uni_heads`` or ``backbone``."""
+        return "joint"
+
+    def describe(self) -> dict[str, Any]:
+        """The settings a result records as ``method_settings`` (JSON values). None by default."""
+        return {}
 
 
 class Method:
