@@ -32,9 +32,20 @@ _API = (
     "score",
     "table",
 )
-__all__ = ["__version__", *_API]
+# The types an extender needs (a model family, a dataset format, a method, what a record holds), by module.
+_TYPES = {
+    "Adapter": "bench.adapters.protocol",
+    "AdapterBase": "bench.adapters.protocol",
+    "BenchConfig": "bench.config",
+    "Method": "bench.methods.base",
+    "Objective": "bench.methods.base",
+    "ResultRecord": "bench.grid.records",
+    "RetrievalSplit": "bench.data.base",
+}
+__all__ = ["__version__", *_API, *_TYPES]
 
 if TYPE_CHECKING:
+    from bench.adapters.protocol import Adapter, AdapterBase  # noqa: F401
     from bench.api import (  # noqa: F401
         create_model,
         device_of,
@@ -48,15 +59,20 @@ if TYPE_CHECKING:
         score,
         table,
     )
+    from bench.config import BenchConfig  # noqa: F401
+    from bench.data.base import RetrievalSplit  # noqa: F401
+    from bench.grid.records import ResultRecord  # noqa: F401
+    from bench.methods.base import Method, Objective  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
-    if name in _API:
-        value = getattr(importlib.import_module("bench.api"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'bench' has no attribute {name!r}")
+    module = "bench.api" if name in _API else _TYPES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_API])
+    return sorted([*globals(), *_API, *_TYPES])

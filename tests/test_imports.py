@@ -73,3 +73,22 @@ def test_the_config_imports_nothing_above_it() -> None:
             reached.add(nxt)
             todo.append(nxt)
     assert reached <= {"bench.errors", "bench.names"}, sorted(reached)
+
+
+def test_import_bench_exposes_the_extenders_types_without_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bench\n"
+        "assert 'torch' not in sys.modules\n"
+        "from bench.adapters.protocol import AdapterBase\n"
+        "from bench.data.base import RetrievalSplit\n"
+        "from bench.grid.records import ResultRecord\n"
+        "from bench.methods.base import Method, Objective\n"
+        "assert (bench.AdapterBase, bench.RetrievalSplit, bench.Method, bench.Objective, bench.ResultRecord) == "
+        "(AdapterBase, RetrievalSplit, Method, Objective, ResultRecord)\n"
+        "assert {'AdapterBase', 'ResultRecord', 'run'} <= set(dir(bench))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -252,3 +252,17 @@ def test_trained_cell_does_not_depend_on_the_cache_state(tmp_path: Path) -> None
     assert [{k: v for k, v in h.items() if k not in drop} for h in warm["history"]] == [
         {k: v for k, v in h.items() if k not in drop} for h in cold["history"]
     ]
+
+
+def test_every_key_of_a_record_is_declared_in_the_record_model(vse_run: Run) -> None:
+    """``bench.ResultRecord`` is the typed schema the readers go by: a field the pipeline writes must be declared."""
+    import typing
+
+    import bench
+
+    declared = set(typing.get_type_hints(bench.ResultRecord))
+    for method in ("zeroshot", "contrastive"):
+        record = vse_run.record("vse_infty", method)
+        undeclared = {k for k in record if k not in declared and not k.startswith("ci")}  # ci95: ci_key(level)
+        assert not undeclared, f"{method}: undeclared record fields {sorted(undeclared)}"
+    assert "trained_store" in record and "precision" in record

@@ -55,7 +55,7 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from bench.atomic import atomic_open, remove_stale_temporaries
 from bench.errors import BenchError
@@ -64,6 +64,7 @@ from bench.names import safe_name
 __all__ = [
     "SCHEMA",
     "RecordStatus",
+    "ResultRecord",
     "cell_path",
     "config_hash",
     "iter_records",
@@ -102,11 +103,64 @@ def per_query_path(record: Path) -> Path:
     return Path(record).with_suffix(".queries.npz")
 
 
-def write_record(path: Path, record: dict[str, Any]) -> None:
+def write_record(path: Path, record: ResultRecord | dict[str, Any]) -> None:
     """Write ``record`` to ``path`` atomically: a reader sees the old file or the new one, never half of one."""
     with atomic_open(path) as f:
         json.dump(record, f, indent=1, sort_keys=False, default=str)
         f.write("\n")
+
+
+class ResultRecord(TypedDict, total=False):
+    """One cell's result record, as this module's docstring shows it (schema :data:`SCHEMA`).
+
+    Every record has ``schema``, ``status`` and the cell keys; an ``ok`` one ``metrics`` and its provenance; a
+    ``failed`` or ``unavailable`` one its ``reason``. Readers use ``.get`` for the keys only some records hold.
+    """
+
+    schema: int
+    status: RecordStatus
+    model: str
+    adapter: str
+    dataset: str
+    split: str
+    method: str
+    seed: int
+    language: str  # one language of a multilingual set
+    task: str  # uni-modal cells: "image_retrieval" or "sts"
+    embedding: str | None  # uni-modal cells: what was scored
+    train_dataset: str | None  # uni-modal cells: what a trained method fine-tuned on
+    metrics: dict[str, Any]  # the selected state's metrics on the split
+    metrics_last: dict[str, Any] | None  # the last epoch's (trained methods)
+    extra_metrics: dict[str, Any]  # further protocols, e.g. COCO 1K
+    per_query: dict[str, Any]  # {"file", "sha256", "topk"}
+    bootstrap: dict[str, Any]  # {"resamples", "seed", "level", "unit"}; intervals under ci_key(level), e.g. "ci95"
+    precision: dict[str, str | None]  # {"encoding", "features", "scoring"}
+    selected_epoch: int | None
+    resumed_from_epoch: int
+    selected_on: str
+    select_metric: str
+    history: list[dict[str, float]]
+    trained_parts: list[str]
+    method_settings: dict[str, Any]
+    frozen_backbone: bool
+    trained_store: str  # the training's folder (bench.train.store)
+    reused_training: str  # the stored training a uni-modal cell reused
+    sharded: dict[str, Any]  # how a sharded evaluation was cut
+    config: dict[str, Any]
+    config_hash: str
+    fingerprints: dict[str, Any]
+    tie_rule: str
+    versions: dict[str, str]
+    git_sha: str | None
+    device: str
+    world_size: int
+    wall_time_s: float
+    created: str
+    reason: str  # failed and unavailable records
+    traceback: str
+    job_id: str
+    log: str
+    _path: str  # where iter_records read it from (not stored)
 
 
 _CELL_KEYS = ("model", "dataset", "split", "method", "seed")
@@ -132,7 +186,7 @@ def record_problem(rec: Any) -> str | None:
     return None
 
 
-def read_record(path: Path) -> dict[str, Any]:
+def read_record(path: Path) -> ResultRecord:
     """Read one record; a file that is not a complete record (see :func:`record_problem`) raises ``ValueError``
     naming it, so it counts as not done and its cell runs again."""
     with open(path) as f:
@@ -143,7 +197,7 @@ def read_record(path: Path) -> dict[str, Any]:
     return rec
 
 
-def iter_records(results_dir: Path) -> Iterator[dict[str, Any]]:
+def iter_records(results_dir: Path) -> Iterator[ResultRecord]:
     """All readable records under ``results_dir/runs``, in path order; unreadable files are logged and skipped."""
     for p in sorted((Path(results_dir) / "runs").rglob("*.json")):
         try:
