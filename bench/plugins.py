@@ -1,4 +1,6 @@
-"""Registries of named plug-ins (adapter families, methods, dataset formats), built-in or from installed packages.
+"""Registries of named plug-ins (adapter families, methods, dataset formats, task kinds).
+
+Each is built in or comes from an installed package.
 
 A :class:`Registry` knows three kinds of entries, and lists them all without importing any:
 
@@ -6,10 +8,10 @@ A :class:`Registry` knows three kinds of entries, and lists them all without imp
   imported only when the name is asked for, so ``bench list`` never imports torch;
 * names registered at run time with :meth:`Registry.register` (the ``@register_*`` decorators);
 * entry points of installed distributions, in the registry's group (``itr_bench.adapters``, ``itr_bench.methods``,
-  ``itr_bench.formats``), as pytest and submitit find their plug-ins. An entry point names the object
-  (``my_pkg.model:MyAdapter``); if loading it does not register the name itself, the object is registered under the
-  entry point's name. Entry points are read in every process, a SLURM job's too, so a plug-in installed in the job's
-  environment is found there without anything being pickled.
+  ``itr_bench.formats``, ``itr_bench.tasks``), as pytest and submitit find their plug-ins. An entry point names the
+  object (``my_pkg.model:MyAdapter``); if loading it does not register the name itself, the object is registered
+  under the entry point's name. Entry points are read in every process, a SLURM job's too, so a plug-in installed in
+  the job's environment is found there without anything being pickled.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import importlib
 import logging
 from collections.abc import Callable, Mapping
 from importlib import metadata
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from bench.errors import ConfigError, UnknownNameError
 
@@ -27,7 +29,12 @@ __all__ = ["ENTRY_POINT_GROUPS", "Registry"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-ENTRY_POINT_GROUPS = {"adapter": "itr_bench.adapters", "method": "itr_bench.methods", "format": "itr_bench.formats"}
+ENTRY_POINT_GROUPS = {
+    "adapter": "itr_bench.adapters",
+    "method": "itr_bench.methods",
+    "format": "itr_bench.formats",
+    "task": "itr_bench.tasks",
+}
 
 
 class Registry(Generic[T]):
@@ -109,15 +116,9 @@ class Registry(Generic[T]):
         """Import every built-in and plug-in; ``{name: object}`` (for registry-wide tests and ``bench list -v``)."""
         return {name: self.get(name) for name in self.names()}
 
+    def unregister(self, name: str) -> None:
+        """Forget a name registered at run time (a notebook's or a test's); built-ins and entry points stay."""
+        self._items.pop(name, None)
+
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self.names()
-
-
-def register_with(registry: Registry[Any], name: str) -> Callable[[T], T]:
-    """Decorator form of :meth:`Registry.register`."""
-
-    def deco(obj: T) -> T:
-        registry.register(name, obj)
-        return obj
-
-    return deco

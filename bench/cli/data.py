@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from bench.cli.common import add_config_args, csv_list, load_cfg
 from bench.errors import BenchError
+from bench.tasks import get_task
 
 __all__ = ["add_data_parser", "cmd_data", "dataset_card"]
 
@@ -37,18 +37,7 @@ def dataset_card(split: Any, fingerprint: dict[str, str]) -> dict[str, Any]:
     """What a loaded split holds, as a JSON-ready card."""
     card: dict[str, Any] = {"dataset": split.dataset, "split": split.split,
                             "source": str(getattr(split, "source", "") or "")}  # fmt: skip
-    if hasattr(split, "caption_to_image"):
-        import numpy as np
-
-        counts = np.bincount(split.caption_to_image, minlength=split.n_images)
-        labels = None if split.image_labels is None else len(set(split.image_labels.tolist()))
-        card.update(images=int(split.n_images), captions=int(split.n_captions),
-                    captions_per_image={int(k): int(v) for k, v in sorted(Counter(counts.tolist()).items())},
-                    labels=labels)  # fmt: skip
-    elif hasattr(split, "labels"):
-        card.update(images=len(split.image_paths), classes=len(set(split.labels.tolist())))
-    else:
-        card.update(pairs=len(split.sentence1), groups=sorted(set(split.groups)))
+    card.update(get_task(split.task).card(split))
     card["fingerprint"] = fingerprint
     return card
 

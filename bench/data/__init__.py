@@ -13,10 +13,12 @@ keyword parameters are the format's options, so an unknown key is caught before
 loading. Two keyword parameters are context, not options, and are passed only when the loader declares them:
 ``name`` (the dataset name to stamp on the split) and ``work_dir`` (where generated data may be cached).
 
-A format serves one *task*: ``itr`` (image-text retrieval, a :class:`RetrievalSplit`), ``image_retrieval``
-(image-to-image retrieval, an :class:`~bench.data.image_sets.ImageRetrievalSplit`) or ``sts`` (sentence-pair
-similarity, an :class:`~bench.data.sts.STSSplit`). The uni-modal tasks are eval-only; their dataset tables may also
-hold ``train_on``, the ITR dataset a trained method fine-tunes on before the model is scored on them.
+A format serves one *task kind* (:mod:`bench.tasks`): ``itr`` (image-text retrieval, a :class:`RetrievalSplit`),
+``image_retrieval`` (image-to-image retrieval, an :class:`~bench.data.image_sets.ImageRetrievalSplit`), ``sts``
+(sentence-pair similarity, an :class:`~bench.data.sts.STSSplit`) or a plug-in's. The task adds keys of its own to
+the table (:meth:`~bench.tasks.Task.table_options`): the image-text evaluation protocol (``pre_caption``...), or
+for eval-only kinds ``train_on``, the image-text dataset a trained method fine-tunes on before the model is scored
+on them.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.data.base import RetrievalSplit, load_image
-from bench.data.registry import FORMATS, TASKS, Loader, format_task, list_formats, register_format
+from bench.data.registry import FORMATS, Loader, format_task, list_formats, register_format
 from bench.errors import ConfigError, check_keys
+from bench.tasks import Task, get_task
 
 __all__ = [
     "FORMATS",
-    "TASKS",
     "RetrievalSplit",
     "check_dataset",
     "format_options",
@@ -48,8 +50,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Keys of an eval-only (uni-modal) dataset table that steer the grid rather than the loader.
-EVAL_ONLY_KEYS = ("train_on",)
 # Keyword parameters a loader may declare to receive context from load_split; they are never user options.
 _CONTEXT_PARAMS = ("name", "work_dir")
 
@@ -58,17 +58,20 @@ def _loader(fmt: str) -> Loader:
     return FORMATS.get(fmt)
 
 
+def _task_options(fmt: str) -> dict[str, Any]:
+    """The keys the format's task adds to its tables (those its loader does not take), with their defaults."""
+    params = inspect.signature(_loader(fmt)).parameters
+    return {k: v for k, v in get_task(format_task(fmt)).table_options(params).items() if k not in params}
+
+
 def format_options(fmt: str) -> list[str]:
     """The keys a dataset table of format ``fmt`` may hold besides ``format``, sorted.
 
     Raises:
         UnknownNameError: ``fmt`` is not registered.
     """
-    from bench.data.protocol import PROTOCOL_OPTIONS
-
     params = inspect.signature(_loader(fmt)).parameters
-    extra = EVAL_ONLY_KEYS if format_task(fmt) != "itr" else tuple(k for k in PROTOCOL_OPTIONS if k not in params)
-    return sorted([*(p for p in params if p != "split" and p not in _CONTEXT_PARAMS), *extra])
+    return sorted([*(p for p in params if p != "split" and p not in _CONTEXT_PARAMS), *_task_options(fmt)])
 
 
 def _resolve_root(value: Any, dataset: str) -> Path:
@@ -123,15 +126,13 @@ def check_dataset(name: str, spec: Mapping[str, Any]) -> tuple[str, dict[str, An
             raise ConfigError(f"dataset {name!r} (format {fmt!r}): missing required key {key!r}")
         if key in options and key != "root":
             _check_type(name, key, options[key], p.default)
-    from bench.data.protocol import PROTOCOL_OPTIONS
-
-    for key, default in PROTOCOL_OPTIONS.items():
-        if key in options and key not in params:
+    for key, default in _task_options(fmt).items():
+        if key in options:
             _check_type(name, key, options[key], default)
     return fmt, options
 
 
-def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path) -> Any:
+def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path) -> Any:  # a Split of its task
     """Load one split of a configured dataset.
 
     Args:
@@ -142,8 +143,8 @@ def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path
         work_dir: Where generated data (the synthetic images) is cached.
 
     Returns:
-        The loaded split: a :class:`RetrievalSplit` for ITR formats, the task's split type for uni-modal ones
-        (see :func:`format_task`).
+        The loaded split: a :class:`RetrievalSplit` for image-text formats, the split type of the format's task
+        otherwise (a :class:`bench.tasks.Split`).
 
     Raises:
         UnknownNameError: the format is not registered.
@@ -154,12 +155,9 @@ def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path
     loader = _loader(fmt)
     params = inspect.signature(loader).parameters
 
-    for key in EVAL_ONLY_KEYS:
-        if key not in params:
-            options.pop(key, None)  # grid keys, checked by the cell that reads them
-    from bench.data.protocol import PROTOCOL_OPTIONS, apply_protocol
-
-    protocol = {k: options.pop(k) for k in PROTOCOL_OPTIONS if k in options and k not in params}
+    task: Task = get_task(format_task(fmt))
+    # The task's own keys: the image-text protocol (applied below), or an eval-only set's train_on (a grid key).
+    held = {k: options.pop(k) for k in _task_options(fmt) if k in options}
     root = options.pop("root", None)
     if root is not None:
         root = _resolve_root(root, name)
@@ -172,10 +170,6 @@ def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path
     out = loader(root, split, **options)
     if out.dataset != name:
         out = replace(out, dataset=name)
-    if protocol and isinstance(out, RetrievalSplit):
-        out = apply_protocol(out, protocol, f"[datasets.{name}]")
-    if isinstance(out, RetrievalSplit):
-        log.info("dataset %s/%s: %d images, %d captions", name, split, out.n_images, out.n_captions)
-    else:
-        log.info("dataset %s/%s: %s", name, split, out)
+    out = task.finish(out, held, f"[datasets.{name}]")
+    log.info("dataset %s/%s: %s", name, split, task.summary(out))
     return out

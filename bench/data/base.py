@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -145,6 +145,8 @@ class RetrievalSplit:
         k_test: The re-ranking depth its protocol uses (LAVIS: 256 for COCO, 128 for Flickr30K), read by
             ``[eval] rerank_k = "auto"``; None where no protocol sets one.
     """
+
+    task: ClassVar[str] = "itr"  # the task kind whose splits these are (bench.tasks)
 
     dataset: str
     split: str

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.plugins import ENTRY_POINT_GROUPS, Registry
+from bench.tasks import DEFAULT_TASK, TASKS
 
-__all__ = ["BUILTIN", "FORMATS", "TASKS", "Loader", "format_task", "list_formats", "register_format"]
+__all__ = ["BUILTIN", "FORMATS", "Loader", "format_task", "list_formats", "register_format"]
 
 Loader = Callable[..., Any]
-TASKS = ("itr", "image_retrieval", "sts")
 BUILTIN = {
     "albef": "bench.data.formats",
     "csv": "bench.data.formats",
@@ -46,24 +46,27 @@ def _check_loader(name: str, fn: Loader) -> None:
     params = list(inspect.signature(fn).parameters)
     if params[:2] != ["root", "split"]:
         raise TypeError(f"loader {fn.__qualname__} must take (root, split, ...), takes ({', '.join(params)})")
-    task = getattr(fn, "task", "itr")
+    _check_task(name, getattr(fn, "task", DEFAULT_TASK))
+
+
+def _check_task(name: str, task: str) -> None:
     if task not in TASKS:
-        raise ValueError(f"format {name!r}: unknown task {task!r}; valid: {', '.join(TASKS)}")
+        raise ValueError(f"format {name!r}: unknown task {task!r}; valid: {', '.join(TASKS.names())}")
 
 
 # A loader states its task in a ``task`` attribute (register_format sets it; a plug-in's loader may carry one);
-# without one it is an image-text format.
+# without one it is an image-text format (bench.tasks.DEFAULT_TASK).
 FORMATS: Registry[Loader] = Registry("dataset format", ENTRY_POINT_GROUPS["format"], BUILTIN,
                                      on_register=_check_loader)  # fmt: skip
 
 
-def register_format(name: str, *, task: str = "itr") -> Callable[[Loader], Loader]:
+def register_format(name: str, *, task: str = DEFAULT_TASK) -> Callable[[Loader], Loader]:
     """Register a loader function under a format name.
 
     Args:
         name: The value of ``format`` in a dataset table.
-        task: What the loader's splits are for: ``itr`` (a :class:`~bench.data.base.RetrievalSplit`),
-            ``image_retrieval`` or ``sts`` (see :mod:`bench.data`).
+        task: The task kind the loader's splits are for (:mod:`bench.tasks`): ``itr`` (a
+            :class:`~bench.data.base.RetrievalSplit`), ``image_retrieval``, ``sts`` or a plug-in's.
 
     Returns:
         A decorator that registers the function (with its ``task``) and returns it.
@@ -72,8 +75,7 @@ def register_format(name: str, *, task: str = "itr") -> Callable[[Loader], Loade
         ValueError: ``name`` is already registered (a built-in name included), or ``task`` is unknown.
         TypeError: the function does not take ``root`` and ``split`` as its first two parameters.
     """
-    if task not in TASKS:
-        raise ValueError(f"format {name!r}: unknown task {task!r}; valid: {', '.join(TASKS)}")
+    _check_task(name, task)
 
     def deco(fn: Loader) -> Loader:
         fn.task = task  # type: ignore[attr-defined]
@@ -88,9 +90,9 @@ def list_formats() -> list[str]:
 
 
 def format_task(fmt: str) -> str:
-    """The task of format ``fmt``: ``itr``, ``image_retrieval`` or ``sts``.
+    """The task kind name of format ``fmt`` (:func:`bench.tasks.get_task` gives the kind).
 
     Raises:
         UnknownNameError: ``fmt`` is not registered.
     """
-    return getattr(FORMATS.get(fmt), "task", "itr")
+    return getattr(FORMATS.get(fmt), "task", DEFAULT_TASK)

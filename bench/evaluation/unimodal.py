@@ -24,8 +24,7 @@ from typing import Any
 import torch
 
 from bench.adapters.protocol import Adapter
-from bench.config import BenchConfig, EvalConfig
-from bench.data import format_task
+from bench.config import EvalConfig
 from bench.data.image_sets import ImageRetrievalSplit
 from bench.data.sts import STSSplit
 from bench.encode.cache import cache_path, load_or_compute
@@ -40,42 +39,12 @@ from bench.encode.features import (
     pad_cat,
     storage_dtype,
 )
-from bench.errors import ConfigError
 from bench.methods.base import Objective
 from bench.scoring.unimodal import image_retrieval_metrics, sts_metrics
 
-__all__ = ["UnimodalScorer", "dataset_task", "train_dataset"]
+__all__ = ["UnimodalScorer"]
 
 log = logging.getLogger(__name__)
-
-
-def dataset_task(cfg: BenchConfig, dataset: str) -> str:
-    """The task of a configured dataset: ``itr``, ``image_retrieval`` or ``sts``."""
-    return format_task(cfg.datasets[dataset].get("format", dataset))
-
-
-def train_dataset(cfg: BenchConfig, dataset: str) -> str:
-    """The dataset a trained method fine-tunes on for cells of ``dataset``: itself for ITR, ``train_on`` otherwise.
-
-    Raises:
-        ConfigError: a uni-modal table without a valid ``train_on`` (an ITR dataset of the config).
-    """
-    if dataset_task(cfg, dataset) == "itr":
-        return dataset
-    where = f"{cfg.source}: [datasets.{dataset}]"
-    name = cfg.datasets[dataset].get("train_on")
-    if name is None:
-        raise ConfigError(
-            f"{where} is eval-only ({dataset_task(cfg, dataset)}); trained methods need train_on = "
-            f'"<an image-text dataset>" (e.g. train_on = "synthetic"), or run it with zeroshot only'
-        )
-    if not isinstance(name, str) or name not in cfg.datasets:
-        raise ConfigError(
-            f"{where}: train_on = {name!r} is not a dataset of this config; known: {', '.join(cfg.datasets)}"
-        )
-    if dataset_task(cfg, name) != "itr":
-        raise ConfigError(f"{where}: train_on = {name!r} is itself eval-only; name an image-text dataset")
-    return name
 
 
 def _embedding_kind(adapter: Adapter, views: dict[str, Any] | None, objective: Objective | None = None) -> str:

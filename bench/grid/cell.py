@@ -13,10 +13,10 @@ import torch
 from bench.adapters.registry import adapter_options
 from bench.config import BenchConfig, TrainConfig, build_section
 from bench.errors import ConfigError, UnknownNameError
-from bench.evaluation.unimodal import dataset_task, train_dataset
 from bench.grid.records import config_hash
 from bench.methods import get_method
 from bench.names import safe_name
+from bench.tasks import task_of
 
 __all__ = [
     "MODEL_GRID_KEYS",
@@ -102,8 +102,9 @@ def cell_config(cfg: BenchConfig, cell: Cell) -> dict[str, Any]:
     if method.trains:
         out["train"] = {k: v for k, v in vars(train_config(cfg, cell.model)).items() if k not in {"num_workers"}}
         out["method"]["objective_version"] = OBJECTIVE_VERSION
-        if dataset_task(cfg, cell.dataset) != "itr":  # eval-only: trained on the table's train_on dataset
-            name = train_dataset(cfg, cell.dataset)
+        task = task_of(cfg, cell.dataset)
+        if task.eval_only:  # trained on the table's train_on dataset
+            name = task.train_dataset(cfg, cell.dataset)
             out["train_dataset"] = {"name": name, **cfg.datasets[name]}
     if method.uses_teachers(cfg.methods.get(cell.method, {})):
         out["teachers"] = teachers_snapshot(cfg)

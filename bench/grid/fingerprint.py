@@ -26,9 +26,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench.atomic import atomic_open
+from bench.tasks import Split, get_task, train_dataset
 
 __all__ = [
     "DigestCache",
@@ -95,30 +94,10 @@ class DigestCache:
             log.debug("cannot write the digest cache %s: %s", self.path, e)
 
 
-def _stamp(paths: Any) -> hashlib._Hash:
-    h = hashlib.sha256()
-    for p in paths:
-        try:
-            st = os.stat(p)
-            h.update(f"{p}\0{st.st_size}:{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{p}\0missing\n".encode())
-    return h
-
-
-def content_key(split: Any) -> dict[str, str]:
-    """The content keys of a loaded split (what a record's ``fingerprints.data`` holds for it)."""
-    if hasattr(split, "fingerprint"):  # image-text splits
-        return {"images": split.fingerprint("images"), "captions": split.fingerprint("captions")}
-    if hasattr(split, "labels"):  # image retrieval sets
-        h = _stamp(split.image_paths)
-        h.update(np.asarray(split.labels, dtype=np.int64).tobytes())
-        return {"images": h.hexdigest()[:16]}
-    h = hashlib.sha256()  # STS: the pairs and their gold scores
-    for a, b, g in zip(split.sentence1, split.sentence2, split.groups, strict=True):
-        h.update(f"{a}\0{b}\0{g}\n".encode())
-    h.update(np.asarray(split.scores, dtype=np.float64).tobytes())
-    return {"pairs": h.hexdigest()[:16]}
+def content_key(split: Split) -> dict[str, str]:
+    """The content keys of a loaded split (what a record's ``fingerprints.data`` holds for it): its task kind's
+    :meth:`~bench.tasks.Task.fingerprint`."""
+    return get_task(split.task).fingerprint(split)
 
 
 def split_fingerprint(name: str, spec: Mapping[str, Any], split: str, work_dir: Path) -> dict[str, str] | None:
@@ -141,7 +120,6 @@ def cell_fingerprints(cfg: Any, cell: Any, digests: DigestCache) -> dict[str, An
     on, and every weight file its model (and, for soft-label methods, its image teacher) names."""
     import inspect
 
-    from bench.evaluation.unimodal import train_dataset
     from bench.grid.cell import model_spec
     from bench.methods import get_method
 

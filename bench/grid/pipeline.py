@@ -28,7 +28,6 @@ from bench.encode.cache import cached_features
 from bench.encode.features import FeatureSet, encoding_precision, storage_dtype
 from bench.errors import BenchError, SplitNotFoundError
 from bench.evaluation.itr import Scored, evaluate, fold_mean, metric_value
-from bench.evaluation.unimodal import UnimodalScorer, dataset_task, train_dataset
 from bench.grid.cell import Cell, cell_config, model_spec, resolve_freeze, train_config, trained_path, training_config
 from bench.grid.fingerprint import content_key
 from bench.grid.provenance import provenance, versions
@@ -38,13 +37,21 @@ from bench.methods.base import Method, Objective
 from bench.scoring.itr import recall_ks
 from bench.scoring.perquery import save_per_query
 from bench.stats.bootstrap import BootstrapConfig, ci_key, confidence_intervals, query_values
+from bench.tasks import Task, task_of
 from bench.tracking import CellRun, open_run, run_name
 from bench.train.distributed import current as current_dist
 from bench.train.fit import FitResult, fit, load_state, seed_everything
 from bench.train.store import load_training, save_training
 
 __all__ = [
-    "ItrScorer", "Plan", "ScorerFactory", "SplitScorer", "build_adapter", "plan_cell", "precision_block", "run_cell",
+    "ItrScorer",
+    "Plan",
+    "ScorerFactory",
+    "SplitScorer",
+    "build_adapter",
+    "plan_cell",
+    "precision_block",
+    "run_cell",
     "stage1",
 ]
 
@@ -65,7 +72,7 @@ class Plan:
     options: dict[str, Any]  # the adapter's build options
     device: torch.device
     frozen: bool  # backbone frozen (its features cached) or trained end to end
-    task: str  # the scored dataset's task: "itr", "image_retrieval" or "sts"
+    task: Task  # the scored dataset's task kind
     train_name: str  # the dataset a trained method fine-tunes on (uni-modal sets: their train_on)
     work: Path
     cache: Path | None  # the stage-1 feature cache, or None when [eval] cache_features is off
@@ -82,6 +89,7 @@ def plan_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> Plan:
     family = options.pop("adapter")
     device = device_of(tcfg.device)
     work = Path(cfg.paths.work_dir)
+    task = task_of(cfg, cell.dataset)
     return Plan(
         cell=cell,
         cfg=cfg,
@@ -92,9 +100,9 @@ def plan_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> Plan:
         options=options,
         device=device,
         frozen=resolve_freeze(tcfg.freeze_backbone, device) if method.trains else True,
-        task=dataset_task(cfg, cell.dataset),
-        # Uni-modal sets are eval-only: a trained method fine-tunes on their train_on dataset, as its own cell does.
-        train_name=train_dataset(cfg, cell.dataset) if method.trains else cell.dataset,
+        task=task,
+        # Eval-only sets: a trained method fine-tunes on their train_on dataset, as its own cell does.
+        train_name=task.train_dataset(cfg, cell.dataset) if method.trains else cell.dataset,
         work=work,
         cache=work / "features" if cfg.eval.cache_features else None,
         progress=progress,
@@ -173,11 +181,8 @@ ScorerFactory = Callable[[Plan, RetrievalSplit], SplitScorer]  # a cell scored e
 
 
 def scorer_for(plan: Plan, adapter: Adapter, test: Any) -> SplitScorer:
-    """Step 2b: how the test split is scored, by its task."""
-    if plan.task == "itr":
-        return ItrScorer(plan, adapter, test)
-    return UnimodalScorer(adapter, test, plan.cfg.eval, device=plan.device, frozen=plan.frozen, cache_dir=plan.cache,
-                          num_workers=plan.train.num_workers, progress=plan.progress)  # fmt: skip
+    """Step 2b: how the test split is scored: its task kind says."""
+    return plan.task.scorer(plan, adapter, test)
 
 
 def train_data(plan: Plan) -> tuple[RetrievalSplit, RetrievalSplit, str]:
@@ -213,7 +218,7 @@ def train_or_reuse(
 
     Every training is stored under its training key, frozen-backbone heads and end-to-end models alike, so it can be
     exported (``bench export``) and the uni-modal cells that train on the same dataset with the same settings reuse
-    it. Image-text cells always train (so ``--force`` really re-trains) and refresh the store.
+    it. Cells of the training dataset itself always train (so ``--force`` really re-trains) and refresh the store.
     """
     train_feats, val_feats = features
 
@@ -223,7 +228,7 @@ def train_or_reuse(
         return metric_value(m, plan.train.select_metric)
 
     store = trained_path(plan.cfg, plan.cell, plan.train_name)
-    stored = load_training(store) if plan.task != "itr" else None
+    stored = load_training(store) if plan.task.eval_only else None
     if stored is not None:
         log.info("%s: reusing the training stored in %s", plan.cell.label, store)
         load_state(adapter, objective, stored.last_state, plan.frozen)
@@ -386,9 +391,5 @@ def _run_steps(plan: Plan, snapshot: dict[str, Any], test: RetrievalSplit, check
         record.update(trained_metrics(plan, adapter, objective, result, score, selected_on))
     if getattr(score, "extra_metrics", None):
         record["extra_metrics"] = score.extra_metrics
-    if plan.task == "itr":  # an ItrScorer, or the merge of a sharded evaluation: both keep the per-query results
-        record.update(uncertainty(plan, test, score.scored, per_query))  # type: ignore[attr-defined]
-    if plan.task != "itr":  # which embedding was scored (uni heads, joint, towers) and what the model was trained on
-        trained_on = plan.train_name if plan.method.trains else None
-        record.update(task=plan.task, embedding=score.embedding, train_dataset=trained_on)
+    record.update(plan.task.record_fields(plan, score, test, per_query))
     return record

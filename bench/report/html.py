@@ -27,6 +27,7 @@ import numpy as np
 from bench.report.collect import collect
 from bench.report.plots import plot_recall_at_k
 from bench.report.uncertainty import read_per_query, row_intervals, row_values
+from bench.report.unimodal import is_unimodal
 from bench.scoring.perquery import PerQuery
 from bench.stats.bootstrap import BootstrapConfig
 
@@ -250,7 +251,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for r in records:
-        if "task" not in r:
+        if not is_unimodal(r):
             groups.setdefault((str(r.get("dataset")), str(r.get("split"))), []).append(r)
     pages = []
     for (dataset, split), recs in groups.items():

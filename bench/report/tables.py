@@ -54,6 +54,7 @@ from bench.report.plots import plot_recall_at_k
 from bench.report.significance import Significance, build_significance
 from bench.report.unimodal import UniColumn, is_unimodal, train_dataset_of
 from bench.stats.bootstrap import BootstrapConfig
+from bench.tasks import get_task
 
 __all__ = ["FORMATS", "TableError", "UnknownFormatError", "collect", "plot_recall_at_k", "render"]
 
@@ -273,16 +274,17 @@ def _render_csv(df: pd.DataFrame, sig: Significance | None = None) -> str:
             out["delta_rsum"] = out["delta_rsum"].round(6)
             keep.append("delta_rsum")
     for col in uni_columns(df, shown_only=False):
-        # Uni-modal columns are named <dataset>_<metric> in CSV (e.g. cub_r1, stsb_rho_mean, stsb_rho_sts-test).
-        name = (
-            f"{col.dataset}_{col.name.rsplit('|', 1)[1]}"
-            if col.task != "sts"
-            else f"{col.dataset}_rho_" + (col.name.rsplit("|", 1)[1])
-        )
+        name = col.csv  # <dataset>_<metric>: cub_r1, stsb_rho_mean, stsb_rho_sts-test
         out[name] = out[col.name].round(6)
         out[f"{name}_std"] = out[f"{col.name}_std"].round(6)
         keep += [name, f"{name}_std"]
     return out[[*keep, "note"]].to_csv(index=False, lineterminator="\n")
+
+
+def _legends(columns: Iterable[UniColumn]) -> list[str]:
+    """What each task's uni-modal columns show, in the tables' task order."""
+    tasks = sorted({get_task(c.task) for c in columns}, key=lambda t: t.report_order)
+    return [t.legend or t.title for t in tasks]
 
 
 _LATEX_LABEL_RE = re.compile(r"[^A-Za-z0-9]+")
@@ -340,7 +342,7 @@ def _latex_table(t: _Table) -> str:
            if t.rule or t.ci_level else "")  # fmt: skip
         + ("; best per column in bold" if t.any_bold and not t.rule else "")
         + ("; n/a: the model has no joint image-text space" if t.any_na else "")
-        + (r"; uni-modal sets: image retrieval R@1 and mAP@R, STS Spearman $\rho\times100$" if t.uni else "")
+        + ("; uni-modal sets: " + ", ".join(_legends(t.uni)) if t.uni else "")
         + "."
     )
     label = "tab:itr-" + _LATEX_LABEL_RE.sub("-", f"{t.dataset}-{t.split}").strip("-").lower()

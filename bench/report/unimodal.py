@@ -1,17 +1,20 @@
-"""Uni-modal columns of the result tables: image retrieval and STS records pivoted onto the ITR rows.
+"""Uni-modal columns of the result tables: records of eval-only tasks (image retrieval, STS) pivoted onto the ITR rows.
 
-A uni-modal record (``task`` ``image_retrieval`` or ``sts``) belongs to the row of its model and method in the table
-of the image-text dataset it was trained on (``train_dataset``); a zero-shot record belongs to its model's zero-shot
-row in every table. Each uni-modal dataset becomes columns of that row: ``<dataset> R@1`` and ``<dataset> mAP@R`` for
-image retrieval, ``<dataset> ρ`` (mean Spearman x 100 over its files) for STS; CSV also carries R@2/4/8,
-R-Precision and each file's ρ. A row without a record for a dataset shows "–". A record whose row has no ITR result
-adds that row (ITR columns "–"); with no ITR records at all, the rows form one table named ``uni-modal``.
+A uni-modal record (its task is eval-only, :attr:`bench.tasks.Task.eval_only`) belongs to the row of its model and
+method in the table of the image-text dataset it was trained on (``train_dataset``); a zero-shot record belongs to its
+model's zero-shot row in every table. Each uni-modal dataset becomes the columns its task names
+(:meth:`bench.tasks.Task.columns`): ``<dataset> R@1`` and ``<dataset> mAP@R`` for image retrieval, ``<dataset> ρ``
+(mean Spearman x 100 over its files) for STS; CSV also carries R@2/4/8, R-Precision and each file's ρ. A row without a
+record for a dataset shows "–". A record whose row has no ITR result adds that row (ITR columns "–"); with no ITR
+records at all, the rows form one table named ``uni-modal``. Records of a task kind that is not installed are left
+out, with a warning.
 
 Frame columns are named ``uni|<task>|<dataset>|<metric>`` (plus ``_std``), so the renderers can find them.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -19,6 +22,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from bench.errors import UnknownNameError
+from bench.tasks import get_task, list_tasks, task_of_record
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "UniColumn",
@@ -30,38 +38,17 @@ __all__ = [
     "unimodal_rows",
 ]
 
-UNI_TASKS = ("image_retrieval", "sts")
 _PROBLEMS = frozenset({"unavailable", "failed"})
-# (metric key, Markdown/CSV label suffix, LaTeX sub-header, shown in Markdown/LaTeX)
-_IMAGE_METRICS = (
-    ("r1", "R@1", "R@1", True),
-    ("r2", "R@2", "R@2", False),
-    ("r4", "R@4", "R@4", False),
-    ("r8", "R@8", "R@8", False),
-    ("map_at_r", "mAP@R", "mAP@R", True),
-    ("r_precision", "R-P", "R-P", False),
-)
 UNIMODAL_GROUP = "uni-modal"  # table name when there are no ITR records to join
 
 
-def _task(rec: Mapping[str, Any]) -> str:
-    task = rec.get("task")
-    if task is None:  # status records (unavailable, failed) carry the dataset table in their config snapshot
-        fmt = ((rec.get("config") or {}).get("dataset") or {}).get("format")
-        if isinstance(fmt, str):
-            from bench.data import format_task
-            from bench.errors import UnknownNameError
-
-            try:
-                task = format_task(fmt)
-            except UnknownNameError:
-                task = "itr"
-    return str(task or "itr")
-
-
 def is_unimodal(rec: Mapping[str, Any]) -> bool:
-    """Whether a record is an image-retrieval or STS result (else image-text retrieval)."""
-    return _task(rec) in UNI_TASKS
+    """Whether a record is of an eval-only task (image retrieval, STS, a plug-in's): its numbers are columns joined
+    onto the image-text rows, not rows of their own."""
+    try:
+        return get_task(task_of_record(rec)).eval_only
+    except UnknownNameError:  # a plug-in's task that is not installed here: not an image-text row either
+        return True
 
 
 def train_dataset_of(rec: Mapping[str, Any]) -> str | None:
@@ -82,29 +69,19 @@ class UniColumn:
     label: str  # Markdown header suffix: "R@1", "mAP@R", "ρ"
     tex: str  # LaTeX sub-header
     shown: bool  # in Markdown and LaTeX (CSV shows every column)
+    csv: str  # CSV column: "<dataset>_<metric>" (cub_r1, stsb_rho_mean)
 
 
 def _record_values(rec: Mapping[str, Any], label: str, task: str) -> dict[str, float]:
-    metrics = rec.get("metrics") or {}
-    out: dict[str, float] = {}
-    if task == "image_retrieval":
-        block = metrics.get("i2i") or {}
-        for key, *_ in _IMAGE_METRICS:
-            if block.get(key) is not None:
-                out[f"uni|{task}|{label}|{key}"] = float(block[key])
-    else:
-        for key, value in (metrics.get("sts") or {}).items():
-            if value is not None:
-                out[f"uni|{task}|{label}|{key}"] = float(value)
-    return out
+    values = get_task(task).values(rec.get("metrics") or {})
+    return {f"uni|{task}|{label}|{key}": value for key, value in values.items()}
 
 
 def _columns(task: str, label: str, keys: Iterable[str]) -> list[UniColumn]:
-    if task == "image_retrieval":
-        return [UniColumn(f"uni|{task}|{label}|{k}", label, task, md, tex, on) for k, md, tex, on in _IMAGE_METRICS]
-    files = sorted(k for k in keys if k != "mean")
-    cols = [UniColumn(f"uni|{task}|{label}|mean", label, task, "ρ", r"$\rho$", True)]
-    return cols + [UniColumn(f"uni|{task}|{label}|{f}", label, task, f"ρ {f}", rf"$\rho$ {f}", False) for f in files]
+    return [
+        UniColumn(f"uni|{task}|{label}|{c.key}", label, task, c.label, c.tex, c.shown, f"{label}_{c.csv or c.key}")
+        for c in get_task(task).columns(keys)
+    ]
 
 
 def uni_column(name: str) -> UniColumn:
@@ -124,11 +101,16 @@ def unimodal_rows(records: Iterable[Mapping[str, Any]]) -> tuple[dict[tuple[str,
     by_cell: dict[tuple[str, str, str | None], dict[str, dict[Any, Mapping[str, Any]]]] = {}
     labels: dict[tuple[str, str], tuple[str, str]] = {}  # (dataset, split) -> (label, task)
     first_split: dict[str, str] = {}
+    known = set(list_tasks())
     for rec in records:
+        if task_of_record(rec) not in known:
+            log.warning("%s/%s: task %r is not installed here; its record is left out of the tables",
+                        rec.get("dataset"), rec.get("split"), task_of_record(rec))  # fmt: skip
+            continue
         dataset, split = str(rec.get("dataset")), str(rec.get("split"))
         first_split.setdefault(dataset, split)
         label = dataset if first_split[dataset] == split else f"{dataset} ({split})"
-        labels.setdefault((dataset, split), (label, _task(rec)))
+        labels.setdefault((dataset, split), (label, task_of_record(rec)))
         key = (str(rec.get("model")), str(rec.get("method")), train_dataset_of(rec))
         # Keep one record per seed and dataset (the later one, as ITR aggregation does).
         by_cell.setdefault(key, {}).setdefault(label, {})[rec.get("seed")] = rec
@@ -154,8 +136,9 @@ def unimodal_rows(records: Iterable[Mapping[str, Any]]) -> tuple[dict[tuple[str,
                 keys_seen.setdefault(label, set()).add(col.rsplit("|", 1)[1])
         row["note"] = "; ".join(dict.fromkeys(row["note"]))
         rows[key] = row
-    # Image sets first, then STS (the paper's Tables 10 and 11); datasets of a task in order of first appearance.
-    sets = sorted(dict.fromkeys(labels.values()), key=lambda lt: UNI_TASKS.index(lt[1]))
+    # Tasks by their report_order (image sets before STS, as the paper's Tables 10 and 11); datasets of a task in
+    # order of first appearance.
+    sets = sorted(dict.fromkeys(labels.values()), key=lambda lt: get_task(lt[1]).report_order)
     columns = [c for lab, task in sets for c in _columns(task, lab, keys_seen.get(lab, ()))]
     return rows, columns
 

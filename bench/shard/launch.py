@@ -20,7 +20,6 @@ from bench.atomic import atomic_write_bytes
 from bench.config import BenchConfig
 from bench.data import load_split
 from bench.errors import BenchError, ConfigError
-from bench.evaluation.unimodal import dataset_task
 from bench.grid.cell import Cell, cell_config
 from bench.grid.execute import Outcome, is_done, record_failure, record_path
 from bench.grid.fingerprint import DigestCache, cell_fingerprints
@@ -31,6 +30,7 @@ from bench.shard.encode import encode_done, encode_shard
 from bench.shard.merge import merge_cell
 from bench.shard.plan import ShardDir, make_plan, shard_dir
 from bench.shard.score import score_done, score_part
+from bench.tasks import task_of
 
 __all__ = ["ShardJob", "ShardRun", "check_shardable", "plan_cells", "run_sharded"]
 
@@ -53,8 +53,9 @@ def check_shardable(cfg: BenchConfig, cells: list[Cell]) -> None:
         if get_method(cell.method).trains:
             raise ConfigError(f"--shards: {cell.label}: method {cell.method!r} trains; sharded evaluation scores "
                               "methods that do not train (zeroshot); pick them with --methods")  # fmt: skip
-        if dataset_task(cfg, cell.dataset) != "itr":
-            raise ConfigError(f"--shards: {cell.label}: {cell.dataset!r} is a uni-modal set; sharded evaluation "
+        task = task_of(cfg, cell.dataset)
+        if not task.shardable:
+            raise ConfigError(f"--shards: {cell.label}: {cell.dataset!r} is a {task.title} set; sharded evaluation "
                               "scores image-text splits")  # fmt: skip
 
 

@@ -55,8 +55,8 @@ def record_value(record: Mapping[str, Any], name: str, *, rerank: bool = False) 
         metrics = metrics.get("rerank") or {}
     if name == "rsum":
         return metrics.get("rsum")
-    if name == "sts":
-        return (metrics.get("sts") or {}).get("mean")
+    if isinstance(metrics.get(name), Mapping):  # a block of per-file values and their mean (``sts``)
+        return metrics[name].get("mean")
     parts = name.split("_", 2 if name.startswith("eccv_") else 1)
     if name.startswith("eccv_"):
         eccv = record.get("eccv") or (record.get("metrics") or {}).get("eccv") or {}
