@@ -18,6 +18,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.report.uncertainty import CellValues, compare_cells, row_intervals, row_values
+from bench.report.unimodal import is_unimodal
 from bench.stats.bootstrap import BootstrapConfig
 from bench.stats.paired import Comparison
 
@@ -106,7 +107,7 @@ def build_significance(
     """Load the per-query values of every table row whose ``ok`` records all have a readable per-query file."""
     rows: dict[Key, list[Mapping[str, Any]]] = {}
     for rec in records:
-        if rec.get("status") == "ok" and "task" not in rec:  # image-text records only
+        if rec.get("status") == "ok" and not is_unimodal(rec):  # the table's rows: image-text records
             key = (str(rec["dataset"]), str(rec["split"]), str(rec["model"]), str(rec["method"]))
             rows.setdefault(key, []).append(rec)
     cells: dict[Key, list[CellValues]] = {}
