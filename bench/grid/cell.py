@@ -1,11 +1,11 @@
-"""What a grid cell is: its key, the config snapshot whose hash decides whether a stored result is still valid, and
-where its training is stored. :mod:`bench.grid.pipeline` runs one."""
+"""What a grid cell is: its key, and the config snapshots whose hashes decide whether a stored result (or a stored
+training) is still valid. :func:`bench.grid.plan.plan_cell` plans a cell from them once; :mod:`bench.grid.pipeline`
+runs the plan."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,9 +13,7 @@ import torch
 from bench.adapters.registry import adapter_options
 from bench.config import BenchConfig, TrainConfig, build_section
 from bench.errors import ConfigError, UnknownNameError
-from bench.grid.records import config_hash
 from bench.methods import get_method
-from bench.names import safe_name
 from bench.tasks import task_of
 
 __all__ = [
@@ -25,7 +23,6 @@ __all__ = [
     "model_spec",
     "resolve_freeze",
     "train_config",
-    "trained_path",
     "training_config",
 ]
 
@@ -129,13 +126,6 @@ def training_config(cfg: BenchConfig, cell: Cell, train_name: str) -> dict[str, 
     if method.uses_teachers(cfg.methods.get(cell.method, {})):
         out["teachers"] = teachers_snapshot(cfg)
     return out
-
-
-def trained_path(cfg: BenchConfig, cell: Cell, train_name: str) -> Path:
-    """The training store of ``cell`` (a folder, :mod:`bench.train.store`), keyed by :func:`training_config`."""
-    key = config_hash(training_config(cfg, cell, train_name))
-    name = f"{safe_name(cell.method)}-seed{cell.seed}-{key}"
-    return Path(cfg.paths.work_dir) / "trained" / safe_name(cell.model) / safe_name(train_name) / name
 
 
 def resolve_freeze(value: bool | str, device: torch.device) -> bool:

@@ -18,9 +18,10 @@ from typing import Any, Literal
 
 from bench.config import BenchConfig
 from bench.errors import BenchError, WeightsUnavailableError
-from bench.grid.cell import Cell, cell_config
+from bench.grid.cell import Cell
 from bench.grid.fingerprint import DigestCache, cell_fingerprints, changed
-from bench.grid.pipeline import ScorerFactory, run_cell
+from bench.grid.pipeline import ScorerFactory, run_plan
+from bench.grid.plan import checkpoint_path, plan_cell
 from bench.grid.records import (
     SCHEMA,
     RecordStatus,
@@ -30,7 +31,6 @@ from bench.grid.records import (
     read_record,
     write_record,
 )
-from bench.names import safe_name
 from bench.scoring.perquery import sha256_of
 from bench.train.distributed import current as current_dist
 
@@ -57,15 +57,6 @@ class Outcome:
 def record_path(cfg: BenchConfig, cell: Cell) -> Path:
     """Where ``cell``'s record lives."""
     return cell_path(Path(cfg.paths.results_dir), cell.model, cell.dataset, cell.split, cell.method, cell.seed)
-
-
-def checkpoint_path(cfg: BenchConfig, cell: Cell, chash: str) -> Path:
-    """Where ``cell``'s training checkpoint lives while it runs: beside the results it will produce (two grids that
-    share a ``work_dir`` but not a results folder never resume from each other); the config hash in the name keeps a
-    changed config from resuming."""
-    name = f"{safe_name(cell.method)}-seed{cell.seed}-{chash}.pt"
-    parts = (safe_name(cell.model), safe_name(cell.dataset), safe_name(cell.split))
-    return Path(cfg.paths.results_dir).joinpath("checkpoints", *parts, name)
 
 
 def is_done(path: Path, expected_hash: str, current: Callable[[], dict[str, Any]] | None = None) -> bool:
@@ -105,7 +96,7 @@ def record_failure(cfg: BenchConfig, cell: Cell, reason: str) -> None:
     if _has_ok_record(path):
         log.warning("%s: keeping the earlier ok result %s; this failure is not written over it", cell.label, path)
         return
-    _write(path, status_record(cell, cell_config(cfg, cell), "failed", reason), cell)
+    _write(path, status_record(cell, plan_cell(cell, cfg).snapshot, "failed", reason), cell)
 
 
 def _has_ok_record(path: Path) -> bool:
@@ -123,18 +114,17 @@ def execute_cell(
 
     ``scorer`` scores it instead of its adapter (see :func:`~bench.grid.pipeline.run_cell`); ``extra`` fields are
     added to an ``ok`` record (how it was scored)."""
-    path = record_path(cfg, cell)
-    snapshot = cell_config(cfg, cell)
-    chash = config_hash(snapshot)
-    digests = DigestCache(Path(cfg.paths.work_dir) / "digests.json")
+    plan = plan_cell(cell, cfg, progress=progress)
+    path, snapshot = plan.record_path, plan.snapshot
+    digests = DigestCache(plan.work / "digests.json")
     try:
-        if not force and is_done(path, chash, lambda: cell_fingerprints(cfg, cell, digests)):
+        if not force and is_done(path, plan.config_hash, lambda: cell_fingerprints(plan, digests)):
             return Outcome(cell, "skipped", path)
     finally:
         digests.save()
-    ckpt = checkpoint_path(cfg, cell, chash)
+    ckpt = plan.checkpoint_path
     try:
-        record = run_cell(cell, cfg, progress=progress, checkpoint=ckpt, per_query=per_query_path(path), scorer=scorer)
+        record = run_plan(plan, checkpoint=ckpt, per_query=per_query_path(path), scorer=scorer)
     except WeightsUnavailableError as e:
         log.info("%s: %s", cell.label, e)  # the launcher's summary states it once, as the run's last lines
         failed_write = _write(path, status_record(cell, snapshot, "unavailable", str(e)), cell)
@@ -156,7 +146,7 @@ def execute_cell(
     if record.get("status") == "worker" or not current_dist().is_main:  # rank 0 alone writes
         return Outcome(cell, "worker", path)
     try:
-        record["fingerprints"] = cell_fingerprints(cfg, cell, digests)
+        record["fingerprints"] = cell_fingerprints(plan, digests)
     except (BenchError, OSError) as e:  # read a moment ago; if it cannot be now, the record says so (and re-runs)
         log.warning("%s: no fingerprints of its inputs (%s)", cell.label, e)
     digests.save()

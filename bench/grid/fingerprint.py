@@ -24,10 +24,13 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.atomic import atomic_open
-from bench.tasks import Split, get_task, train_dataset
+from bench.tasks import Split, get_task
+
+if TYPE_CHECKING:
+    from bench.grid.plan import Plan
 
 __all__ = [
     "DigestCache",
@@ -115,28 +118,22 @@ def split_fingerprint(name: str, spec: Mapping[str, Any], split: str, work_dir: 
     return _SPLITS[key]
 
 
-def cell_fingerprints(cfg: Any, cell: Any, digests: DigestCache) -> dict[str, Any]:
-    """The fingerprints of what ``cell`` reads: its scored split, the train and val splits a trained method fits
-    on, and every weight file its model (and, for soft-label methods, its image teacher) names."""
+def cell_fingerprints(plan: Plan, digests: DigestCache) -> dict[str, Any]:
+    """The fingerprints of what a planned cell reads: its scored split, the train and val splits a trained method
+    fits on, and every weight file its model (and, for soft-label methods, its image teacher) names."""
     import inspect
 
-    from bench.grid.cell import model_spec
-    from bench.methods import get_method
-
-    work = Path(cfg.paths.work_dir)
-    method = get_method(cell.method)
+    cfg, cell = plan.cfg, plan.cell
     wanted = [(cell.dataset, cell.split)]
-    if method.trains:
-        source = train_dataset(cfg, cell.dataset)
-        wanted += [(source, "train"), (source, "val")]
+    if plan.method.trains:
+        wanted += [(plan.train_name, "train"), (plan.train_name, "val")]
     data = {}
     for name, split in dict.fromkeys(wanted):
-        fp = split_fingerprint(name, cfg.datasets[name], split, work)
+        fp = split_fingerprint(name, cfg.datasets[name], split, plan.work)
         if fp is not None:
             data[f"{name}/{split}"] = fp
-    options = model_spec(cfg, cell.model)
-    teachers = cfg.teachers if "teachers" in inspect.signature(method.objective).parameters else None
-    weights = {str(p): digests.digest(p) for p in weight_files(options, teachers)}
+    uses_teachers = "teachers" in inspect.signature(plan.method.objective).parameters
+    weights = {str(p): digests.digest(p) for p in weight_files(plan.options, cfg.teachers if uses_teachers else None)}
     return {"data": data, "weights": weights}
 
 

@@ -16,9 +16,10 @@ from bench.config import BenchConfig, check_seeds, dataset_members
 from bench.data import check_dataset
 from bench.device import device_of
 from bench.errors import ConfigError, UnknownNameError, check_keys
-from bench.grid.cell import MODEL_GRID_KEYS, Cell, cell_config, model_spec, train_config
+from bench.grid.cell import MODEL_GRID_KEYS, Cell, model_spec, train_config
 from bench.grid.execute import Outcome, execute_cell
 from bench.grid.fingerprint import forget_splits
+from bench.grid.plan import plan_cell
 from bench.grid.records import prepare_results_dir
 from bench.methods import get_method
 from bench.tracking import check_trackers
@@ -99,7 +100,7 @@ def expand_grid(
                 for s in seeds if method.trains else seeds[:1]:
                     cells.append(Cell(m, d, meth, s, cfg.eval.split))
     for c in cells:
-        cell_config(cfg, c)
+        plan_cell(c, cfg)  # every cell's settings resolve before any runs
     return cells
 
 

@@ -11,33 +11,28 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
-
 from bench.adapters.protocol import Adapter, FeatureSupplier
 from bench.adapters.registry import create_adapter, get_adapter_class
-from bench.config import BenchConfig, TrainConfig
+from bench.config import BenchConfig
 from bench.data import load_split
 from bench.data.base import RetrievalSplit, holdout
-from bench.device import device_of
 from bench.encode.cache import cached_features
 from bench.encode.features import FeatureSet, encoding_precision, storage_dtype
 from bench.errors import BenchError, SplitNotFoundError
 from bench.evaluation.itr import Scored, evaluate, fold_mean, metric_value
-from bench.grid.cell import Cell, cell_config, model_spec, resolve_freeze, train_config, trained_path, training_config
+from bench.grid.cell import Cell
 from bench.grid.fingerprint import content_key
+from bench.grid.plan import Plan, plan_cell
 from bench.grid.provenance import provenance, versions
 from bench.grid.records import SCHEMA, config_hash
-from bench.methods import get_method
-from bench.methods.base import Method, Objective
+from bench.methods.base import Objective
 from bench.scoring.itr import recall_ks
 from bench.scoring.perquery import save_per_query
 from bench.stats.bootstrap import BootstrapConfig, ci_key, confidence_intervals, query_values
-from bench.tasks import Task, task_of
 from bench.tracking import CellRun, open_run, run_name
 from bench.train.distributed import current as current_dist
 from bench.train.fit import FitResult, fit, load_state, seed_everything
@@ -52,61 +47,12 @@ __all__ = [
     "plan_cell",
     "precision_block",
     "run_cell",
+    "run_plan",
     "stage1",
 ]
 
 log = logging.getLogger(__name__)
 Stage1 = tuple[FeatureSet, FeatureSet] | None  # a split's cached backbone features (images, captions), if frozen
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What the config decides about one cell before anything is loaded."""
-
-    cell: Cell
-    cfg: BenchConfig
-    train: TrainConfig
-    method: Method
-    method_options: dict[str, Any]
-    family: str
-    options: dict[str, Any]  # the adapter's build options
-    device: torch.device
-    frozen: bool  # backbone frozen (its features cached) or trained end to end
-    task: Task  # the scored dataset's task kind
-    train_name: str  # the dataset a trained method fine-tunes on (uni-modal sets: their train_on)
-    work: Path
-    cache: Path | None  # the stage-1 feature cache, or None when [eval] cache_features is off
-    progress: bool
-
-
-def plan_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> Plan:
-    """Step 0: resolve the cell's settings (checks the method's options and the device before any loading)."""
-    tcfg = train_config(cfg, cell.model)
-    method = get_method(cell.method)
-    method_opts = cfg.methods.get(cell.method, {})
-    method.check_options(method_opts, f"{cfg.source}: [methods.{cell.method}]")
-    options = model_spec(cfg, cell.model)
-    family = options.pop("adapter")
-    device = device_of(tcfg.device)
-    work = Path(cfg.paths.work_dir)
-    task = task_of(cfg, cell.dataset)
-    return Plan(
-        cell=cell,
-        cfg=cfg,
-        train=tcfg,
-        method=method,
-        method_options=method_opts,
-        family=family,
-        options=options,
-        device=device,
-        frozen=resolve_freeze(tcfg.freeze_backbone, device) if method.trains else True,
-        task=task,
-        # Eval-only sets: a trained method fine-tunes on their train_on dataset, as its own cell does.
-        train_name=task.train_dataset(cfg, cell.dataset) if method.trains else cell.dataset,
-        work=work,
-        cache=work / "features" if cfg.eval.cache_features else None,
-        progress=progress,
-    )
 
 
 def build_adapter(plan: Plan) -> Adapter:
@@ -227,7 +173,7 @@ def train_or_reuse(
                      progress=False, rerank=False, topk=0)  # fmt: skip
         return metric_value(m, plan.train.select_metric)
 
-    store = trained_path(plan.cfg, plan.cell, plan.train_name)
+    store = plan.trained_path
     stored = load_training(store) if plan.task.eval_only else None
     if stored is not None:
         log.info("%s: reusing the training stored in %s", plan.cell.label, store)
@@ -248,7 +194,7 @@ def training_meta(
 ) -> dict[str, Any]:
     """What a training store records besides its weights: enough to rebuild the model (family and build options)
     and to know what it was trained on."""
-    snapshot = training_config(plan.cfg, plan.cell, plan.train_name)
+    snapshot = plan.training_snapshot
     return {
         "model": plan.cell.model,
         "family": plan.family,
@@ -334,7 +280,14 @@ def run_cell(
     per_query: Path | None = None,
     scorer: ScorerFactory | None = None,
 ) -> dict[str, Any]:
-    """Run one cell and return its result record (not yet written).
+    """Plan ``cell`` (:func:`~bench.grid.plan.plan_cell`) and run it: see :func:`run_plan`."""
+    return run_plan(plan_cell(cell, cfg, progress=progress), checkpoint=checkpoint, per_query=per_query, scorer=scorer)
+
+
+def run_plan(
+    plan: Plan, *, checkpoint: Path | None = None, per_query: Path | None = None, scorer: ScorerFactory | None = None
+) -> dict[str, Any]:
+    """Run one planned cell and return its result record (not yet written).
 
     ``checkpoint`` is where training saves its state after each epoch and resumes from (see
     :func:`bench.train.fit.fit`). ``per_query`` is where an image-text cell writes its per-query file (when
@@ -344,26 +297,26 @@ def run_cell(
     adapter here (:mod:`bench.shard` merges a sharded evaluation through it).
     """
     t0 = time.perf_counter()
-    snapshot = cell_config(cfg, cell)
-    plan = plan_cell(cell, cfg, progress=progress)
+    cell, cfg, snapshot = plan.cell, plan.cfg, plan.snapshot
+    device = plan.device  # a device this machine lacks fails before anything loads
     test = load_split(cell.dataset, cfg.datasets[cell.dataset], cell.split, work_dir=plan.work)  # data errors first
     track = open_run(cfg, run_name(cell.model, cell.dataset, cell.split, cell.method, cell.seed), snapshot,
                      select_metric=plan.train.select_metric) if current_dist().is_main else CellRun([])  # fmt: skip
     try:
-        record = _run_steps(plan, snapshot, test, checkpoint, per_query, track, scorer)
+        record = _run_steps(plan, test, checkpoint, per_query, track, scorer)
     except BaseException:
         track.fail()
         raise
     if record["status"] == "ok":
-        record.update(provenance(snapshot, plan.device, t0))
+        record.update(provenance(snapshot, device, t0))
         track.finish(record)
     return record
 
 
-def _run_steps(plan: Plan, snapshot: dict[str, Any], test: RetrievalSplit, checkpoint: Path | None,
-               per_query: Path | None, track: CellRun, scorer: ScorerFactory | None) -> dict[str, Any]:  # fmt: skip
-    """Steps 1-5 of :func:`run_cell` (the record without its provenance)."""
-    cell = plan.cell
+def _run_steps(plan: Plan, test: RetrievalSplit, checkpoint: Path | None, per_query: Path | None, track: CellRun,
+               scorer: ScorerFactory | None) -> dict[str, Any]:  # fmt: skip
+    """Steps 1-5 of :func:`run_plan` (the record without its provenance)."""
+    cell, snapshot = plan.cell, plan.snapshot
     if scorer is not None and plan.method.trains:
         raise ValueError(f"{cell.label}: a given scorer scores methods that do not train, not {cell.method!r}")
     adapter = build_adapter(plan) if scorer is None else None

@@ -65,7 +65,9 @@ __all__ = [
     "SCHEMA",
     "RecordStatus",
     "ResultRecord",
+    "cell_parts",
     "cell_path",
+    "cell_stem",
     "config_hash",
     "iter_records",
     "per_query_path",
@@ -86,16 +88,22 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:8]
 
 
+def cell_stem(method: str, seed: int) -> str:
+    """A cell's file stem in every folder it owns: ``<method>-seed<seed>``."""
+    return f"{safe_name(method)}-seed{seed}"
+
+
+def cell_parts(model: str, dataset: str, split: str, method: str, seed: int) -> tuple[str, str, str, str]:
+    """The names a cell's files live under, in ``runs/``, ``checkpoints/`` and ``shards/`` alike: its model, dataset
+    and split folders and its stem (:func:`cell_stem`), each safe as a file name."""
+    return safe_name(model), safe_name(dataset), safe_name(split), cell_stem(method, seed)
+
+
 def cell_path(results_dir: Path, model: str, dataset: str, split: str, method: str, seed: int) -> Path:
-    """Where the result of one cell is stored."""
-    return (
-        Path(results_dir)
-        / "runs"
-        / safe_name(model)
-        / safe_name(dataset)
-        / safe_name(split)
-        / f"{safe_name(method)}-seed{seed}.json"
-    )
+    """Where the result of one cell is stored (a record's own fields name it; a planned cell has
+    :attr:`bench.grid.plan.Plan.record_path`)."""
+    *folder, stem = cell_parts(model, dataset, split, method, seed)
+    return Path(results_dir).joinpath("runs", *folder, f"{stem}.json")
 
 
 def per_query_path(record: Path) -> Path:

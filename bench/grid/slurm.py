@@ -29,10 +29,11 @@ from typing import Any, Literal
 from bench.atomic import atomic_open
 from bench.config import BenchConfig, LauncherConfig
 from bench.errors import BenchError, ConfigError
-from bench.grid.cell import Cell, cell_config, train_config
-from bench.grid.execute import checkpoint_path, execute_cell, is_done, record_path
+from bench.grid.cell import Cell
+from bench.grid.execute import execute_cell, is_done, record_path
 from bench.grid.fingerprint import DigestCache, cell_fingerprints, forget_splits
-from bench.grid.records import config_hash, prepare_results_dir, read_record
+from bench.grid.plan import Plan, plan_cell
+from bench.grid.records import prepare_results_dir, read_record
 from bench.train.fit import checkpoint_epoch
 
 __all__ = [
@@ -214,7 +215,7 @@ def _write_marker(cfg: BenchConfig, cell: Cell, job: Any) -> None:
         "cluster": cfg.launcher.name,
         "folder": str(job_folder(cfg)),
         "stderr": str(job.paths.stderr),
-        "config_hash": config_hash(cell_config(cfg, cell)),
+        "config_hash": plan_cell(cell, cfg).config_hash,
         "submitted": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     with atomic_open(path) as f:
@@ -273,10 +274,10 @@ def _last_error_line(path: str | None) -> str:
 
 def cell_status(cfg: BenchConfig, cell: Cell) -> CellStatus:
     """Where ``cell`` stands: its record first (done, failed, unavailable), then its job's SLURM state."""
-    path = record_path(cfg, cell)
-    chash = config_hash(cell_config(cfg, cell))
-    digests = DigestCache(Path(cfg.paths.work_dir) / "digests.json")
-    done = is_done(path, chash, lambda: cell_fingerprints(cfg, cell, digests))
+    plan = plan_cell(cell, cfg)
+    path, chash = plan.record_path, plan.config_hash
+    digests = DigestCache(plan.work / "digests.json")
+    done = is_done(path, chash, lambda: cell_fingerprints(plan, digests))
     digests.save()
     if done:
         return CellStatus(cell, "done", detail=str(path))
@@ -313,7 +314,7 @@ def cell_status(cfg: BenchConfig, cell: Cell) -> CellStatus:
                               log_path)  # fmt: skip
     if final:  # a failure of an earlier job of this configuration, and no live job since
         return _record_status(cell, rec, job_id, log_path)
-    resumable = _resumable(cfg, cell, chash)
+    resumable = _resumable(plan)
     if resumable:
         return CellStatus(cell, "resumable", job_id, resumable, log_path)
     if info:
@@ -321,13 +322,13 @@ def cell_status(cfg: BenchConfig, cell: Cell) -> CellStatus:
     return CellStatus(cell, "missing")
 
 
-def _resumable(cfg: BenchConfig, cell: Cell, chash: str) -> str:
+def _resumable(plan: Plan) -> str:
     # A cell interrupted mid-training (Ctrl-C, a kill, a time-out) left its epoch checkpoint: the next run resumes it.
-    path = checkpoint_path(cfg, cell, chash)
+    path = plan.checkpoint_path
     epoch = checkpoint_epoch(path) if path.is_file() else None
     if epoch is None:
         return ""
-    return f"after epoch {epoch} of {train_config(cfg, cell.model).epochs}; `bench run` resumes it ({path})"
+    return f"after epoch {epoch} of {plan.train.epochs}; `bench run` resumes it ({path})"
 
 
 def _record_status(cell: Cell, rec: dict[str, Any], job_id: str | None, log_path: str | None) -> CellStatus:

@@ -20,10 +20,11 @@ from bench.atomic import atomic_write_bytes
 from bench.config import BenchConfig
 from bench.data import load_split
 from bench.errors import BenchError, ConfigError
-from bench.grid.cell import Cell, cell_config
-from bench.grid.execute import Outcome, is_done, record_failure, record_path
+from bench.grid.cell import Cell
+from bench.grid.execute import Outcome, is_done, record_failure
 from bench.grid.fingerprint import DigestCache, cell_fingerprints
-from bench.grid.records import config_hash, prepare_results_dir
+from bench.grid.plan import plan_cell
+from bench.grid.records import prepare_results_dir
 from bench.grid.slurm import QUEUED, RUNNING, job_folder, make_executor, match_slurm_cpus, slurm_state
 from bench.methods import get_method
 from bench.shard.encode import encode_done, encode_shard
@@ -77,17 +78,17 @@ def plan_cells(cfg: BenchConfig, cells: list[Cell], shards: int, *, force: bool 
     run = ShardRun()
     digests = DigestCache(os.path.join(cfg.paths.work_dir, "digests.json"))
     for cell in cells:
-        chash = config_hash(cell_config(cfg, cell))
-        if not force and is_done(record_path(cfg, cell), chash, lambda c=cell: cell_fingerprints(cfg, c, digests)):
+        cp = plan_cell(cell, cfg)
+        if not force and is_done(cp.record_path, cp.config_hash, lambda cp=cp: cell_fingerprints(cp, digests)):
             run.done.append(cell)
             continue
-        d = shard_dir(cfg, cell)
+        d = ShardDir(cp.shard_path)
         in_flight = None if force else _in_flight(d)
         if in_flight is not None:
             run.active.append((cell, in_flight))
             continue
         split = load_split(cell.dataset, cfg.datasets[cell.dataset], cell.split, work_dir=cfg.paths.work_dir)
-        plan = make_plan(cell, cfg, split, chash, shards, shards)
+        plan = make_plan(cell, cfg, split, cp.config_hash, shards, shards)
         d.adopt(plan, fresh=force)  # --force: every task runs again
         run.todo["encode"] += [(cell, k) for k in range(plan.encode_tasks) if not encode_done(d, plan, k)]
         run.todo["score"] += [(cell, p) for p in range(plan.parts) if not score_done(d, p)]

@@ -15,7 +15,7 @@ from bench.config import BenchConfig
 from bench.data.base import RetrievalSplit
 from bench.encode.features import HEAD_BATCH
 from bench.grid.cell import Cell
-from bench.names import safe_name
+from bench.grid.plan import shard_path
 
 __all__ = ["ShardDir", "ShardPlan", "aligned_bounds", "make_plan", "shard_dir"]
 
@@ -134,5 +134,4 @@ class ShardDir:
 
 def shard_dir(cfg: BenchConfig, cell: Cell) -> ShardDir:
     """Where ``cell``'s sharded evaluation keeps its files."""
-    parts = (safe_name(cell.model), safe_name(cell.dataset), safe_name(cell.split))
-    return ShardDir(Path(cfg.paths.work_dir).joinpath("shards", *parts, f"{safe_name(cell.method)}-seed{cell.seed}"))
+    return ShardDir(shard_path(cfg, cell))
