@@ -26,6 +26,7 @@ from bench.data import register_format
 from bench.device import device_of
 from bench.errors import ConfigError
 from bench.methods import register_method
+from bench.tasks import register_task
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,6 +43,7 @@ __all__ = [
     "register_adapter",
     "register_format",
     "register_method",
+    "register_task",
     "run",
     "score",
     "table",
