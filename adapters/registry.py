@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bench.errors import ConfigError, check_keys
 from bench.plugins import ENTRY_POINT_GROUPS, Registry
+
+if TYPE_CHECKING:
+    from bench.adapters.protocol import Adapter
 
 __all__ = ["ADAPTERS", "adapter_options", "create_adapter", "get_adapter_class", "list_adapters", "register_adapter"]
 
@@ -65,7 +68,7 @@ def adapter_options(name: str) -> dict[str, Any]:
     return {p.name: p.default for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
-def create_adapter(name: str, options: dict[str, Any] | None = None, *, where: str = "") -> Any:
+def create_adapter(name: str, options: dict[str, Any] | None = None, *, where: str = "") -> Adapter:
     """Build adapter ``name`` with ``options`` (one ``[models.<id>]`` table, less ``adapter``).
 
     Raises:

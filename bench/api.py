@@ -26,12 +26,13 @@ from bench.data import register_format
 from bench.device import device_of
 from bench.errors import ConfigError
 from bench.methods import register_method
-from bench.tasks import register_task
+from bench.tasks import Split, register_task
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from bench.adapters.protocol import Adapter
     from bench.data.base import RetrievalSplit
 
 __all__ = [
@@ -61,8 +62,9 @@ def load_dataset(
     *,
     config: BenchConfig | str | Path | None = None,
     work_dir: str | Path | None = None,
-) -> RetrievalSplit:
-    """One split of a dataset: a ``[datasets.<id>]`` of the config by id, or a table such as
+) -> Split:
+    """One split of a dataset (a :class:`~bench.data.base.RetrievalSplit` for image-text sets): a
+    ``[datasets.<id>]`` of the config by id, or a table such as
     ``{"format": "karpathy", "root": "/data/coco", "file": "dataset_coco.json"}``.
 
     ``work_dir`` (default: the config's) is where generated data such as the synthetic images is cached.
@@ -82,7 +84,7 @@ def load_dataset(
     return load_split(name, spec, split, work_dir=Path(work_dir or cfg.paths.work_dir))
 
 
-def create_model(model: str, *, config: BenchConfig | str | Path | None = None, device: str = "cpu") -> Any:
+def create_model(model: str, *, config: BenchConfig | str | Path | None = None, device: str = "cpu") -> Adapter:
     """An adapter built as a grid builds it: a ``[models.<id>]`` of the config, or ``family:checkpoint``."""
     from bench.grid.cell import model_spec
 

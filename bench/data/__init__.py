@@ -34,7 +34,7 @@ from typing import Any
 from bench.data.base import RetrievalSplit, load_image
 from bench.data.registry import FORMATS, Loader, format_task, list_formats, register_format
 from bench.errors import ConfigError, check_keys
-from bench.tasks import Task, get_task
+from bench.tasks import Split, Task, get_task
 
 __all__ = [
     "FORMATS",
@@ -132,7 +132,7 @@ def check_dataset(name: str, spec: Mapping[str, Any]) -> tuple[str, dict[str, An
     return fmt, options
 
 
-def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path) -> Any:  # a Split of its task
+def load_split(name: str, spec: Mapping[str, Any], split: str, *, work_dir: Path) -> Split:
     """Load one split of a configured dataset.
 
     Args:

@@ -29,13 +29,12 @@ A cell is (model, dataset, split, method, seed). Its file lives at
       "created": "2026-11-27T02:00:00+00:00"
     }
 
-A uni-modal cell (an eval-only image-retrieval or STS dataset, see :mod:`bench.evaluation.unimodal`) has the same
-layout with
-other metric blocks and three more keys::
+A cell of an eval-only task kind (:mod:`bench.tasks`: image retrieval, STS, a plug-in's) has the same layout with
+its task's metric blocks and three more keys (the built-in kinds' shown)::
 
     {
       ...,
-      "task": "image_retrieval" | "sts",
+      "task": "image_retrieval" | "sts",   # the task kind's name; image-text records have no "task"
       "embedding": "uni_heads" | "joint" | "backbone" | "towers",   # what was scored: a method's uni heads, the
                                        # joint space (after cross heads, or before them: backbone), the towers' own
       "train_dataset": "coco" | null,   # the ITR dataset a trained method fine-tuned on (the table's train_on)
@@ -134,7 +133,7 @@ class ResultRecord(TypedDict, total=False):
     method: str
     seed: int
     language: str  # one language of a multilingual set
-    task: str  # uni-modal cells: "image_retrieval" or "sts"
+    task: str  # cells of eval-only task kinds: the kind's name (bench.tasks); image-text records have none
     embedding: str | None  # uni-modal cells: what was scored
     train_dataset: str | None  # uni-modal cells: what a trained method fine-tuned on
     metrics: dict[str, Any]  # the selected state's metrics on the split
