@@ -11,10 +11,11 @@ __all__ = ["cmd_list", "cmd_run", "cmd_status", "print_status", "run_sharded_cel
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Print adapter families, configured models and datasets, methods and dataset formats."""
+    """Print adapter families, configured models and datasets, methods, dataset formats and task kinds."""
     from bench.adapters.registry import list_adapters
     from bench.data import list_formats
     from bench.methods import list_methods
+    from bench.tasks import list_tasks
 
     cfg = load_cfg(args)
     print("adapters: " + ", ".join(list_adapters()))
@@ -28,6 +29,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {did:<16} {spec['format']:<10} {opts}")
     print("methods: " + ", ".join(list_methods()))
     print("dataset formats: " + ", ".join(list_formats()))
+    print("task kinds: " + ", ".join(list_tasks()))
     return 0
 
 

@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     p = _sub(sub, "list", "list adapters, models, datasets, methods", "Print the adapter families, the models and "
-             "datasets of the config, the methods and the dataset formats (plug-ins included).")  # fmt: skip
+             "datasets of the config, the methods, the dataset formats and the task kinds (plug-ins "
+             "included).")  # fmt: skip
     add_config_args(p)
     p.set_defaults(func=cmd_list)
 
