@@ -113,13 +113,19 @@ def _format(result: dict[str, Any], a: str, b: str, level: float) -> str:
     levels = " (two-level: seeds and images)" if result["n_seeds"] > 1 else ""
     lines.append(f"paired bootstrap over images: {bs['resamples']} resamples, seed {bs['seed']}; "
                  f"{result['n_seeds']} seed pair(s){levels}")  # fmt: skip
+    for side in ("a", "b"):
+        left = result.get(side, {}).get("left_out")
+        if left:
+            other = "B" if side == "a" else "A"
+            lines.append(f"left out: {side.upper()}'s seed(s) {', '.join(map(str, left))} ({other} has no record for "
+                         "them; a trained method's seeds are not reused)")  # fmt: skip
     return "\n".join(lines)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Print the paired comparison of two sides."""
     from bench.grid.records import iter_records
-    from bench.report.uncertainty import compare_cells, pair_seeds, row_values
+    from bench.report.uncertainty import compare_cells, pair_seeds, row_values, unpaired_seeds
     from bench.stats.bootstrap import BootstrapConfig
 
     cfg = load_cfg(args)
@@ -141,8 +147,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     va, vb = row_values(side_a, ks), row_values(side_b, ks)
     out = compare_cells(va, vb, bcfg).as_dict()  # each metric: a, b (observed), delta, ci, p
     pa, pb = pair_seeds(va, vb)
-    out["a"] = {"spec": args.a, "seeds": [c.seed for c in pa]}
-    out["b"] = {"spec": args.b, "seeds": [c.seed for c in pb]}
+    left_a, left_b = unpaired_seeds(va, vb)
+    out["a"] = {"spec": args.a, "seeds": [c.seed for c in pa], "left_out": left_a}
+    out["b"] = {"spec": args.b, "seeds": [c.seed for c in pb], "left_out": left_b}
     if args.json:
         sys.stdout.write(json.dumps(out) + "\n")
     else:

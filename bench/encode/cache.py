@@ -26,6 +26,7 @@ from bench.encode.features import (
     extract_text_features,
     storage_dtype,
 )
+from bench.encode.refresh import must_rebuild
 
 __all__ = ["backbone_fingerprint", "cache_path", "cached_features", "load_or_compute"]
 
@@ -66,7 +67,10 @@ def cache_path(
 
 
 def load_or_compute(path: Path | None, n: int, compute: Callable[[], FeatureSet]) -> FeatureSet:
-    if path is not None and path.is_file():
+    """The cached features at ``path`` when valid for ``n`` rows, else ``compute()`` written there (always computed
+    the first time a forced run asks: :mod:`bench.encode.refresh`)."""
+    rebuild = path is not None and must_rebuild(path)
+    if path is not None and path.is_file() and not rebuild:
         try:
             feats = torch.load(path, map_location="cpu", weights_only=True)
             if _valid(feats, n):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench.config import BenchConfig
+from bench.encode.refresh import refreshing
 from bench.errors import BenchError, WeightsUnavailableError
 from bench.grid.cell import Cell
 from bench.grid.fingerprint import DigestCache, cell_fingerprints, changed
@@ -124,7 +125,8 @@ def execute_cell(
         digests.save()
     ckpt = plan.checkpoint_path
     try:
-        record = run_plan(plan, checkpoint=ckpt, per_query=per_query_path(path), scorer=scorer)
+        with refreshing(force):  # a forced cell recomputes its features too (inside a forced grid: once per run)
+            record = run_plan(plan, checkpoint=ckpt, per_query=per_query_path(path), scorer=scorer)
     except WeightsUnavailableError as e:
         log.info("%s: %s", cell.label, e)  # the launcher's summary states it once, as the run's last lines
         failed_write = _write(path, status_record(cell, snapshot, "unavailable", str(e)), cell)

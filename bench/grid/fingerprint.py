@@ -44,7 +44,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_SPLITS: dict[str, dict[str, str] | None] = {}  # (dataset, spec, split, work_dir) -> fingerprint, per grid run
+# (dataset, spec, split, work_dir) -> fingerprint, or the split-not-found error, per grid run
+_SPLITS: dict[str, dict[str, str] | Exception] = {}
 
 
 def forget_splits() -> None:
@@ -103,9 +104,15 @@ def content_key(split: Split) -> dict[str, str]:
     return get_task(split.task).fingerprint(split)
 
 
-def split_fingerprint(name: str, spec: Mapping[str, Any], split: str, work_dir: Path) -> dict[str, str] | None:
-    """The content keys of one split of a configured dataset (None: the dataset has no such split), memoised until
-    :func:`forget_splits`."""
+def split_fingerprint(
+    name: str, spec: Mapping[str, Any], split: str, work_dir: Path, *, required: bool = False
+) -> dict[str, str] | None:
+    """The content keys of one split of a configured dataset, memoised until :func:`forget_splits`; None when the
+    dataset has no such split (an optional val split), unless ``required`` (a cell's scored split).
+
+    Raises:
+        SplitNotFoundError: a ``required`` split cannot be found (its folder was moved away, say).
+    """
     from bench.data import load_split
     from bench.errors import SplitNotFoundError
 
@@ -113,9 +120,14 @@ def split_fingerprint(name: str, spec: Mapping[str, Any], split: str, work_dir: 
     if key not in _SPLITS:
         try:
             _SPLITS[key] = content_key(load_split(name, spec, split, work_dir=work_dir))
-        except SplitNotFoundError:
-            _SPLITS[key] = None
-    return _SPLITS[key]
+        except SplitNotFoundError as e:
+            _SPLITS[key] = e
+    found = _SPLITS[key]
+    if isinstance(found, SplitNotFoundError):
+        if required:
+            raise found
+        return None
+    return found
 
 
 def cell_fingerprints(plan: Plan, digests: DigestCache) -> dict[str, Any]:
@@ -129,7 +141,8 @@ def cell_fingerprints(plan: Plan, digests: DigestCache) -> dict[str, Any]:
         wanted += [(plan.train_name, "train"), (plan.train_name, "val")]
     data = {}
     for name, split in dict.fromkeys(wanted):
-        fp = split_fingerprint(name, cfg.datasets[name], split, plan.work)
+        scored = (name, split) == (cell.dataset, cell.split)
+        fp = split_fingerprint(name, cfg.datasets[name], split, plan.work, required=scored)
         if fp is not None:
             data[f"{name}/{split}"] = fp
     uses_teachers = "teachers" in inspect.signature(plan.method.objective).parameters
@@ -153,6 +166,9 @@ def changed(stored: Mapping[str, Any] | None, current: Mapping[str, Any]) -> str
     """Why ``current`` fingerprints differ from a record's ``stored`` ones, or None when they agree."""
     if not isinstance(stored, Mapping):
         return "the record has no data and weight fingerprints (written before they existed)"
+    for name in (stored.get("data") or {}):
+        if name not in current.get("data", {}):
+            return f"the data of {name} can no longer be read"
     for name, parts in current.get("data", {}).items():
         old = (stored.get("data") or {}).get(name)
         if old != parts:

@@ -15,6 +15,7 @@ from bench.adapters.registry import adapter_options
 from bench.config import BenchConfig, check_seeds, dataset_members
 from bench.data import check_dataset
 from bench.device import device_of
+from bench.encode.refresh import refreshing
 from bench.errors import ConfigError, UnknownNameError, check_keys
 from bench.grid.cell import MODEL_GRID_KEYS, Cell, model_spec, train_config
 from bench.grid.execute import Outcome, execute_cell
@@ -135,20 +136,21 @@ def run_grid(cfg: BenchConfig, cells: list[Cell], *, force: bool = False, progre
     """Run ``cells`` in this process, one after another, and write each result (the ``local`` launcher).
 
     Before any cell runs: every model's device must exist here, every configured tracker must be installed, and the
-    results folder must be writable; stale
-    temporary files of earlier killed runs are removed.
+    results folder must be writable; stale temporary files of earlier killed runs are removed. With ``force`` every
+    cell runs and every feature cache it reads is rebuilt once (:mod:`bench.encode.refresh`).
     """
     check_devices(cfg, cells)
     check_trackers(cfg)
     prepare_results_dir(cfg)
     forget_splits()  # fingerprints of what is on disk now, not of an earlier run in this process
     report = GridReport()
-    for i, cell in enumerate(cells, 1):
-        log.info("[%d/%d] %s", i, len(cells), cell.label)
-        out = execute_cell(cfg, cell, force=force, progress=progress)
-        report.add(out)
-        if out.status == "skipped":
-            log.info("[%d/%d] %s: done, skipped (%s)", i, len(cells), cell.label, out.path)
-        elif out.status == "ran":
-            log.info("[%d/%d] %s: wrote %s (%.1f s)", i, len(cells), cell.label, out.path, out.wall_time_s)
+    with refreshing(force):  # --force: every cache is rebuilt once in this run, then shared by its cells
+        for i, cell in enumerate(cells, 1):
+            log.info("[%d/%d] %s", i, len(cells), cell.label)
+            out = execute_cell(cfg, cell, force=force, progress=progress)
+            report.add(out)
+            if out.status == "skipped":
+                log.info("[%d/%d] %s: done, skipped (%s)", i, len(cells), cell.label, out.path)
+            elif out.status == "ran":
+                log.info("[%d/%d] %s: wrote %s (%.1f s)", i, len(cells), cell.label, out.path, out.wall_time_s)
     return report

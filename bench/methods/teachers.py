@@ -29,6 +29,7 @@ from bench.config import TeachersConfig
 from bench.data.base import RetrievalSplit
 from bench.encode.cache import backbone_fingerprint, cache_path
 from bench.encode.features import iter_image_batches
+from bench.encode.refresh import must_rebuild, reusable
 from bench.errors import ConfigError, DataError
 
 __all__ = ["TeacherCacheError", "TeacherSpec", "check_spec", "load_or_build", "spec_dict", "teacher_features"]
@@ -76,7 +77,7 @@ def _image_teacher(tower: Any, spec: TeacherSpec, split: RetrievalSplit, device:
     tower = tower.to(device).eval()
     if stage1_cache is not None:  # a student with the same tower may have cached its grid features already
         path = cache_path(_ImageOnly(tower), split, "image", stage1_cache)
-        if path.is_file():
+        if path.is_file() and reusable(path):  # a forced run reads it only once it has rebuilt it
             try:
                 grid = torch.load(path, map_location="cpu", weights_only=True)["grid"]
                 if grid.shape[0] == split.n_images:
@@ -168,7 +169,8 @@ def load_or_build(
 ) -> np.ndarray:
     """The memory-mapped cache in ``folder`` if it is valid for ``key`` and ``ids``; else rebuild it (or raise)."""
     folder = Path(folder)
-    if folder.exists():
+    rebuild_now = must_rebuild(folder)  # a forced run computes it once, whatever is on disk
+    if folder.exists() and not rebuild_now:
         try:
             arr = _check(folder, key, ids)
             log.info("teacher features from cache %s", folder)

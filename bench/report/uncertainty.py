@@ -6,11 +6,14 @@ missing or whose digest differs is refused (it belongs to another run), never si
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from bench.errors import BenchError
 from bench.scoring.itr import recall_ks
@@ -22,10 +25,12 @@ __all__ = [
     "CellValues",
     "compare_cells",
     "pair_seeds",
+    "queries_key",
     "per_query_file",
     "read_per_query",
     "row_intervals",
     "row_values",
+    "unpaired_seeds",
 ]
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,24 @@ class CellValues:
     seed: int
     values: dict[str, QueryValues]
     n_images: int
+    queries_key: str = ""  # what was queried: image ids, caption texts, caption -> image (:func:`queries_key`)
+    trained: bool = False  # the cell's method trained, so its seed changes its numbers
+
+
+def queries_key(pq: PerQuery) -> str:
+    """A digest of what a per-query file's queries are: the image ids (else paths), the caption texts and which image
+    each caption belongs to. Two cells can be paired only when theirs agree."""
+    h = hashlib.sha256(f"{pq.n_images}\n".encode())
+    h.update(np.ascontiguousarray(pq.caption_image, dtype=np.int64).tobytes())
+    for name, column in (("ids", pq.image_id if pq.image_id is not None else pq.image_path),
+                         ("captions", pq.caption_text)):  # fmt: skip
+        if column is not None:
+            h.update(f"\0{name}\0".encode() + "\0".join(str(x) for x in column.tolist()).encode())
+    return h.hexdigest()[:16]
+
+
+def _trained(record: Mapping[str, Any]) -> bool:
+    return record.get("selected_epoch") is not None or bool(record.get("history"))
 
 
 def per_query_file(record: Mapping[str, Any]) -> Path | None:
@@ -75,20 +98,24 @@ def row_values(records: Sequence[Mapping[str, Any]], ks: Sequence[int] = (1, 5, 
         if rec.get("status") != "ok":
             continue
         pq = read_per_query(rec)
-        out.append(CellValues(int(rec.get("seed", 0)), query_values(pq.queries, recall_ks(ks)), pq.n_images))
+        values = query_values(pq.queries, recall_ks(ks))
+        out.append(CellValues(int(rec.get("seed", 0)), values, pq.n_images, queries_key(pq), _trained(rec)))
     return sorted(out, key=lambda c: c.seed)
 
 
 def pair_seeds(a: Sequence[CellValues], b: Sequence[CellValues]) -> tuple[list[CellValues], list[CellValues]]:
-    """Seed-paired sides: the seeds both have; a side with one seed only (a zero-shot row: seeds change nothing)
-    is paired with every seed of the other.
+    """Seed-paired sides: the seeds both have. Two single cells pair with each other whatever their seeds (the user
+    chose them); a single cell of a method that does not train (zero-shot: seeds change nothing) pairs with every seed
+    of the other side. A trained side's one seed is never reused for the other's seeds.
 
     Raises:
         BenchError: no seed pairs up.
     """
-    if len(a) == 1 and len(b) >= 1:
+    if len(a) == 1 and len(b) == 1:
+        return list(a), list(b)
+    if len(a) == 1 and not a[0].trained:
         return [a[0]] * len(b), list(b)
-    if len(b) == 1 and len(a) >= 1:
+    if len(b) == 1 and not b[0].trained:
         return list(a), [b[0]] * len(a)
     seeds = sorted({c.seed for c in a} & {c.seed for c in b})
     if not seeds:
@@ -97,12 +124,25 @@ def pair_seeds(a: Sequence[CellValues], b: Sequence[CellValues]) -> tuple[list[C
     return [by_a[s] for s in seeds], [by_b[s] for s in seeds]
 
 
+def unpaired_seeds(a: Sequence[CellValues], b: Sequence[CellValues]) -> tuple[list[int], list[int]]:
+    """The seeds of each side that :func:`pair_seeds` leaves out (those the other side has no cell for)."""
+    pa, pb = pair_seeds(a, b)
+    return sorted({c.seed for c in a} - {c.seed for c in pa}), sorted({c.seed for c in b} - {c.seed for c in pb})
+
+
 def compare_cells(a: Sequence[CellValues], b: Sequence[CellValues], cfg: BootstrapConfig) -> Comparison:
-    """A minus B on the same queries, seeds paired by :func:`pair_seeds`."""
+    """A minus B on the same queries, seeds paired by :func:`pair_seeds`.
+
+    Raises:
+        BenchError: no seed pairs up, or the sides were scored on different queries (other images or captions).
+    """
     pa, pb = pair_seeds(a, b)
     n_images = {c.n_images for c in (*pa, *pb)}
     if len(n_images) != 1:
         raise BenchError(f"the two sides were scored on different image sets ({sorted(n_images)} images)")
+    if len({c.queries_key for c in (*pa, *pb)}) != 1:
+        raise BenchError("the two sides were scored on different queries (their image ids or caption texts differ); "
+                         "a paired test needs the same ones")  # fmt: skip
     try:
         return compare([c.values for c in pa], [c.values for c in pb], n_images.pop(), cfg)
     except ValueError as e:

@@ -1,0 +1,164 @@
+"""Nothing silently wrong, round two: ``--force`` recomputes the features it reports, and ``bench compare`` pairs only
+what was scored on the same queries, with the same seeds where the method trains."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from tiny_grid import run_main
+
+from bench.data import load_split
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CONFIG = """
+[paths]
+results_dir = {results}
+work_dir = {work}
+
+[grid]
+models = ["vse_infty"]
+datasets = ["synthetic"]
+methods = ["zeroshot"]
+seeds = [0]
+
+[train]
+epochs = 1
+batch_size = 16
+device = "cpu"
+
+[eval]
+batch_size = 32
+bootstrap = 100
+
+[teachers]
+text_model = "all-MiniLM-L6-v2"
+
+[models.vse_infty]
+adapter = "vse_infty"
+embed_dim = 256
+
+[datasets.synthetic]
+format = "synthetic"
+seed = 0
+n_train = 48
+n_val = 12
+n_test = 24
+image_size = 64
+"""
+
+
+def _config(root: Path) -> Path:
+    path = root / "bench.toml"
+    path.write_text(CONFIG.format(results=json.dumps(str(root / "results")), work=json.dumps(str(root / "work"))))
+    return path
+
+
+def _record(root: Path, dataset: str, method: str, seed: int = 0) -> dict:
+    return json.loads((root / "results/runs/vse_infty" / dataset / "test" / f"{method}-seed{seed}.json").read_text())
+
+
+def _run(cfg: Path, *args: str) -> str:
+    rc, _, err = run_main(["run", "--config", str(cfg), "--no-table", "-q", *args])
+    assert rc == 0, err[-3000:]
+    return err
+
+
+def test_force_recomputes_features_of_an_image_replaced_behind_the_fingerprint(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    _run(cfg)
+    before = _record(tmp_path, "synthetic", "zeroshot")
+    split = load_split("synthetic", {"format": "synthetic", "seed": 0, "n_train": 48, "n_val": 12, "n_test": 24,
+                                     "image_size": 64}, "test", work_dir=tmp_path / "work")  # fmt: skip
+    # Replace the first test photo by another one of the split, padded to the same byte size, and restore its mtime:
+    # size + mtime, the stat fingerprint, cannot see it (PNG decoders stop at IEND, so the padding is never read).
+    target = Path(split.image_paths[0])
+    st = target.stat()
+    donor = next(Path(p) for p in split.image_paths[1:] if Path(p).stat().st_size <= st.st_size)
+    target.write_bytes(donor.read_bytes().ljust(st.st_size, b"\0"))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    assert "0 ran, 1 skipped" in _run(cfg)  # the documented limit of the stat fingerprint
+    _run(cfg, "--force")
+    forced = _record(tmp_path, "synthetic", "zeroshot")
+    shutil.rmtree(tmp_path / "work" / "features")  # the truth: nothing cached
+    _run(cfg, "--force")
+    truth = _record(tmp_path, "synthetic", "zeroshot")
+    assert truth["metrics"] != before["metrics"]  # the swap changes the ranks, so the test can tell
+    assert forced["metrics"] == truth["metrics"]
+
+
+def _twin_sets(root: Path, work: Path) -> str:
+    """Two CSV sets with the same layout and the same image ids (``img0.png`` ... ``img11.png``) but other photos and
+    captions: the first and the second half of the synthetic test split."""
+    split = load_split("synthetic", {"format": "synthetic", "seed": 0, "n_train": 48, "n_val": 12, "n_test": 24,
+                                     "image_size": 64}, "test", work_dir=work)  # fmt: skip
+    tables = []
+    for name, images in (("set_a", range(0, 12)), ("set_b", range(12, 24))):
+        folder = root / name
+        folder.mkdir()
+        rows = ["filepath,caption"]
+        for i, img in enumerate(images):
+            shutil.copy(split.image_paths[img], folder / f"img{i}.png")
+            rows += [f"img{i}.png,{json.dumps(c)}" for c, owner in zip(split.captions, split.caption_to_image,
+                                                                      strict=True) if owner == img]  # fmt: skip
+        (folder / "test.csv").write_text("\n".join(rows) + "\n")
+        tables.append(f'[datasets.{name}]\nformat = "csv"\nroot = {json.dumps(str(folder))}\n')
+    return "\n".join(tables)
+
+
+@pytest.fixture(scope="module")
+def seeds_grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("compare_pairs")
+    cfg = _config(root)
+    _run(cfg, "--methods", "zeroshot,contrastive", "--seeds", "0,1")
+    _run(cfg, "--methods", "usa", "--seeds", "0")
+    cfg.write_text(cfg.read_text() + _twin_sets(root, root / "work"))
+    _run(cfg, "--datasets", "set_a,set_b", "--methods", "zeroshot")
+    return root
+
+
+def test_compare_refuses_two_sides_scored_on_other_queries(seeds_grid: Path) -> None:
+    a, b = (seeds_grid / f"results/runs/vse_infty/{d}/test/zeroshot-seed0.json" for d in ("set_a", "set_b"))
+    qa, qb = (_record(seeds_grid, d, "zeroshot")["metrics"]["t2i"]["n_queries"] for d in ("set_a", "set_b"))
+    assert qa == qb  # the same layout: only the images and captions tell them apart
+    rc, out, err = run_main(["compare", "--config", str(seeds_grid / "bench.toml"), str(a), str(b)])
+    assert rc == 2 and out == "" and "Traceback" not in err
+    assert "scored on different queries" in err
+
+
+def test_compare_pairs_the_common_seeds_of_trained_sides_and_says_which_were_left_out(seeds_grid: Path) -> None:
+    cfg = str(seeds_grid / "bench.toml")
+    rc, out, err = run_main(["compare", "--config", cfg, "vse_infty:contrastive", "vse_infty:usa",
+                             "--dataset", "synthetic", "--json"])  # fmt: skip
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["n_seeds"] == 1 and res["a"]["seeds"] == [0] and res["a"]["left_out"] == [1]
+    assert res["b"]["seeds"] == [0] and res["b"]["left_out"] == []
+    rc, text, _ = run_main(["compare", "--config", cfg, "vse_infty:contrastive", "vse_infty:usa",
+                            "--dataset", "synthetic"])  # fmt: skip
+    assert rc == 0 and "left out: A's seed(s) 1" in text
+    # A zero-shot side, which seeds do not change, still pairs with every seed of a trained one.
+    rc, out, _ = run_main(["compare", "--config", cfg, "vse_infty:contrastive", "vse_infty:zeroshot",
+                           "--dataset", "synthetic", "--json"])  # fmt: skip
+    res = json.loads(out)
+    assert rc == 0 and res["n_seeds"] == 2 and res["a"]["left_out"] == [] and res["b"]["seeds"] == [0, 0]
+
+
+def test_a_dataset_folder_moved_away_is_the_loaders_error_not_done(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    cfg.write_text(cfg.read_text().replace('datasets = ["synthetic"]', 'datasets = ["set_a"]')
+                   + _twin_sets(tmp_path, tmp_path / "work"))  # fmt: skip
+    _run(cfg)
+    record = tmp_path / "results/runs/vse_infty/set_a/test/zeroshot-seed0.json"
+    kept = record.read_bytes()
+    (tmp_path / "set_a").rename(tmp_path / "moved")
+    rc, _, err = run_main(["run", "--config", str(cfg), "--no-table", "-q"])
+    assert rc == 1 and "Traceback" not in err and "skipped (done)" in err and "0 skipped" in err
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and str(tmp_path / "set_a") in failed[0]
+    assert record.read_bytes() == kept  # the earlier ok result is kept, not overwritten by the failure
