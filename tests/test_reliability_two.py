@@ -42,6 +42,10 @@ text_model = "all-MiniLM-L6-v2"
 adapter = "vse_infty"
 embed_dim = 256
 
+[models.towers]
+adapter = "towers"
+methods = ["zeroshot"]
+
 [datasets.synthetic]
 format = "synthetic"
 seed = 0
@@ -117,6 +121,7 @@ def seeds_grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = _config(root)
     _run(cfg, "--methods", "zeroshot,contrastive", "--seeds", "0,1")
     _run(cfg, "--methods", "usa", "--seeds", "0")
+    _run(cfg, "--models", "towers", "--methods", "zeroshot")
     cfg.write_text(cfg.read_text() + _twin_sets(root, root / "work"))
     _run(cfg, "--datasets", "set_a,set_b", "--methods", "zeroshot")
     return root
@@ -162,3 +167,53 @@ def test_a_dataset_folder_moved_away_is_the_loaders_error_not_done(tmp_path: Pat
     failed = [line for line in err.splitlines() if "FAILED" in line]
     assert len(failed) == 1 and str(tmp_path / "set_a") in failed[0]
     assert record.read_bytes() == kept  # the earlier ok result is kept, not overwritten by the failure
+
+
+def test_compare_names_a_side_that_matches_nothing_and_lists_the_stored_ones(seeds_grid: Path) -> None:
+    rc, _, err = run_main(["compare", "--config", str(seeds_grid / "bench.toml"), "vse_infty:cusa", "vse_infty:usa"])
+    assert rc == 2 and "Traceback" not in err
+    assert "vse_infty:cusa: matched no stored record; stored:" in err and "vse_infty:contrastive" in err
+
+
+def test_report_checks_focus_and_against_and_compares_with_the_baseline(seeds_grid: Path, tmp_path: Path) -> None:
+    def report(out: str, *flags: str) -> tuple[int, str]:
+        rc, _, err = run_main(["report", "--config", str(seeds_grid / "bench.toml"), "--all",
+                               "--html", str(tmp_path / out), *flags])  # fmt: skip
+        return rc, err
+
+    rc, err = report("r1", "--focus", "clip:cusa")
+    assert rc == 2 and "--focus clip:cusa: no stored row" in err and "vse_infty:usa" in err
+    rc, err = report("r2", "--against", "nosuch")
+    assert rc == 2 and "--against nosuch" in err and "Traceback" not in err
+    rc, err = report("r3", "--focus", "towers:zeroshot")
+    assert rc == 0, err  # a row without image-text metrics: its page, no traceback
+    rc, err = report("r4", "--focus", "vse_infty:usa")
+    assert rc == 0, err
+    page = (tmp_path / "r4" / "synthetic-test.html").read_text()
+    assert "usa right, contrastive wrong" in page  # the ablation's baseline, not the random-head zero-shot
+
+
+def test_report_and_table_outputs_that_cannot_be_written_are_one_line(
+    seeds_grid: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = str(seeds_grid / "bench.toml")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    cases = [
+        (["report", "--html", str(a_file)], "is a file; name a folder"),
+        (["report", "--html", str(a_file / "sub")], "is a file, not a folder"),
+        (["table", "--out", str(tmp_path)], "is a folder; name a file"),
+        (["table", "--out", str(a_file / "t.md")], "is a file, not a folder"),
+    ]
+    for argv, message in cases:
+        rc, out, err = run_main([argv[0], "--config", cfg, *argv[1:]])
+        assert rc == 2 and message in err and "Traceback" not in err, (argv, err)
+
+    import bench.cli.results as results
+
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(results, "atomic_write_bytes", full)
+    rc, _, err = run_main(["table", "--config", cfg, "--out", str(tmp_path / "t.md")])
+    assert rc == 2 and "cannot write the table (No space left on device" in err and "Traceback" not in err

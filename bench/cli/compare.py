@@ -68,6 +68,9 @@ def _side(spec: str, records: list[dict[str, Any]], dataset: str | None, split: 
         except ValueError:
             raise BenchError(f"{spec!r}: the seed {parts[2]!r} is not an integer") from None
     datasets = sorted({str(r["dataset"]) for r in records if r.get("model") == model and r.get("method") == method})
+    if not datasets:
+        stored = sorted({f"{r.get('model')}:{r.get('method')}" for r in records if r.get("status") == "ok"})
+        raise BenchError(f"{spec}: matched no stored record; stored: {', '.join(stored) or '(none)'}")
     if dataset is None:
         if len(datasets) != 1:
             raise BenchError(f"{spec}: stored for datasets {datasets or '(none)'}; choose one with --dataset")

@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", required=True, metavar="DIR", help="folder to write index.html and the pages to")
     p.add_argument("--all", action="store_true", help="every stored record, not only the configured grid's cells")
     p.add_argument("--focus", metavar="MODEL:METHOD", help="the row whose queries are shown (default: best RSUM)")
-    p.add_argument("--against", metavar="METHOD", help="the method it is compared with (default: zeroshot)")
+    p.add_argument("--against", metavar="METHOD",
+                   help="the method it is compared with (default: contrastive, else zeroshot)")  # fmt: skip
     p.add_argument("--examples", type=int, default=8, help="queries shown per section (default 8)")
     p.add_argument("--results-dir", help="results folder (default: paths.results_dir)")
     p.set_defaults(func=cmd_report)

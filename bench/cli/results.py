@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.atomic import atomic_write_bytes
 from bench.cli.common import baseline_for, csv_list, grid_cells, load_cfg
 from bench.errors import BenchError
 
@@ -62,6 +63,22 @@ def grid_records(args: argparse.Namespace, cfg: Any, results: Path) -> list[dict
     return sorted(keep, key=rank)
 
 
+def _check_target(path: Path, flag: str, *, folder: bool) -> None:
+    """An output path that cannot be a file (or a folder, with ``folder``) of ours: one line, before any work."""
+    if path.exists() and path.is_dir() != folder:
+        want, got = ("folder", "file") if folder else ("file", "folder")
+        raise BenchError(f"{flag} {path}: is a {got}; name a {want}")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise BenchError(f"{flag} {path}: {parent} is a file, not a folder")
+
+
+def _why(e: OSError) -> str:
+    """An OS error as one phrase: what failed, on which file."""
+    where = f": {e.filename}" if e.filename else ""
+    return f"{e.strerror or e}{where}"
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     """Render the stored results of the configured grid as a Markdown, CSV or LaTeX table (and a PNG plot)."""
     from bench.report.tables import plot_recall_at_k, render
@@ -93,8 +110,12 @@ def cmd_table(args: argparse.Namespace) -> int:
             bootstrap=BootstrapConfig.of(cfg.eval),
         )
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        _check_target(Path(args.out), "--out", folder=False)
+        try:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(Path(args.out), text.encode())
+        except OSError as e:
+            raise BenchError(f"--out {args.out}: cannot write the table ({_why(e)})") from None
         print(f"bench: wrote {args.out}", file=sys.stderr)
     else:
         print(text)
@@ -120,9 +141,19 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise BenchError(f"--focus: expected MODEL:METHOD, got {args.focus!r}")
     if args.examples < 1:
         raise BenchError(f"--examples must be >= 1, got {args.examples}")
-    pages = write_report(records, Path(args.html), model=model, method=method, against=args.against,
-                         examples=args.examples,
-                         bootstrap=BootstrapConfig.of(cfg.eval))  # fmt: skip
+    shown = sorted({(str(r.get("model")), str(r.get("method"))) for r in records
+                    if r.get("status") == "ok" and isinstance(r.get("per_query"), dict)})  # fmt: skip
+    names = ", ".join(f"{m}:{meth}" for m, meth in shown) or "(none)"
+    if model is not None and (model, method) not in shown:
+        raise BenchError(f"--focus {args.focus}: no stored row with per-query results; rows: {names}")
+    if args.against is not None and args.against not in {meth for m, meth in shown if model in (None, m)}:
+        raise BenchError(f"--against {args.against}: no stored row of that method to compare with; rows: {names}")
+    _check_target(Path(args.html), "--html", folder=True)
+    try:
+        pages = write_report(records, Path(args.html), model=model, method=method, against=args.against,
+                             examples=args.examples, bootstrap=BootstrapConfig.of(cfg.eval))  # fmt: skip
+    except OSError as e:
+        raise BenchError(f"--html {args.html}: cannot write the report ({_why(e)})") from None
     for page in pages:
         print(f"bench: wrote {page}", file=sys.stderr)
     print(f"bench: open {Path(args.html) / 'index.html'}", file=sys.stderr)

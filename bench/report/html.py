@@ -153,7 +153,9 @@ def _table(records: Sequence[Mapping[str, Any]], cis: Mapping[tuple[str, str], d
 
 
 def _t2i_block(pq: PerQuery, thumbs: _Thumbs, rows: Iterable[int], note: dict[int, str] | None = None) -> str:
-    q = pq.queries["t2i"]
+    q = pq.queries.get("t2i")
+    if q is None or q.lists is None:  # a row without image-text metrics (uni-modal towers)
+        return ""
     at = {int(r): i for i, r in enumerate(q.queries)}
     out = []
     for row in rows:
@@ -172,7 +174,9 @@ def _t2i_block(pq: PerQuery, thumbs: _Thumbs, rows: Iterable[int], note: dict[in
 
 
 def _i2t_block(pq: PerQuery, thumbs: _Thumbs, rows: Iterable[int], note: dict[int, str] | None = None) -> str:
-    q = pq.queries["i2t"]
+    q = pq.queries.get("i2t")
+    if q is None or q.lists is None:
+        return ""
     at = {int(r): i for i, r in enumerate(q.queries)}
     out = []
     for row in rows:
@@ -245,7 +249,8 @@ def write_report(
     """Write ``out/index.html`` and one page per (dataset, split) of the image-text ``records``; returns the pages.
 
     ``model``/``method`` choose the row whose queries are shown (default: the best RSUM row with per-query files);
-    ``against`` the method it is compared with (default: another method of the same model, zero-shot first).
+    ``against`` the method it is compared with (default: another method of the same model, the ablation's baseline
+    ``contrastive`` first, then zero-shot).
     """
     cfg = bootstrap or BootstrapConfig()
     out.mkdir(parents=True, exist_ok=True)
@@ -314,7 +319,9 @@ def _versus(
     examples: int,
 ) -> str:
     others = [m for (mod, m) in rows if mod == focus[0] and m != focus[1]]
-    other = against if against in others else (sorted(others, key=lambda m: m != "zeroshot")[0] if others else None)
+    # By default the ablation's baseline (contrastive), then zero-shot: random heads tell nothing.
+    baseline_first = sorted(others, key=lambda m: (m != "contrastive", m != "zeroshot"))
+    other = against if against in others else (baseline_first[0] if others else None)
     if other is None:
         return ""
     cands = rows[(focus[0], other)]
