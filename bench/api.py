@@ -206,7 +206,8 @@ def run(
         seeds=list(seeds) if seeds else None,
     )
     report = run_grid(cfg, cells, force=force, progress=progress)
-    return [read_record(p) for p in report.paths if p.is_file()]
+    # _path: where the record lives, so its per-query file is found (intervals, significance, bench.table)
+    return [{**read_record(p), "_path": str(p)} for p in report.paths if p.is_file()]
 
 
 def table(records: Sequence[Mapping[str, Any]], fmt: str = "markdown", **options: Any) -> str:

@@ -217,3 +217,66 @@ def test_report_and_table_outputs_that_cannot_be_written_are_one_line(
     monkeypatch.setattr(results, "atomic_write_bytes", full)
     rc, _, err = run_main(["table", "--config", cfg, "--out", str(tmp_path / "t.md")])
     assert rc == 2 and "cannot write the table (No space left on device" in err and "Traceback" not in err
+
+
+def test_a_record_with_a_non_numeric_metric_is_named_and_left_out(
+    seeds_grid: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(seeds_grid / "results", results)
+    path = results / "runs/vse_infty/synthetic/test/usa-seed0.json"
+    rec = json.loads(path.read_text())
+    rec["metrics"]["i2t"]["r1"] = "high"
+    path.write_text(json.dumps(rec))
+    rc, out, err = run_main(["table", "--config", str(seeds_grid / "bench.toml"), "--all",
+                             "--results-dir", str(results)])  # fmt: skip
+    assert rc == 0 and "Traceback" not in err
+    assert f"skipping {path}: invalid record: metrics.i2t.r1 is not a number ('high')" in caplog.text
+    assert "| contrastive" in out and "| usa" not in out
+    from bench.report.collect import TableError
+    from bench.report.tables import render
+
+    with pytest.raises(TableError, match=r"metrics\.i2t\.r1 is not a number \('high'\)"):
+        render([{**rec, "_path": str(path)}])
+
+
+def test_bench_data_says_what_the_loader_could_not_find(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    cfg.write_text(cfg.read_text() + f'\n[datasets.gone]\nformat = "stsb"\nroot = "{tmp_path / "moved"}"\n')
+    rc, _, err = run_main(["data", "gone", "--config", str(cfg), "--splits", "test"])
+    assert rc == 2 and "Traceback" not in err
+    assert f"{tmp_path / 'moved' / 'sts-test.csv'}: sentence-pair file for split 'test' not found" in err
+
+
+def test_bench_rm_checks_its_status_filter(seeds_grid: Path) -> None:
+    cfg = str(seeds_grid / "bench.toml")
+    rc, _, err = run_main(["rm", "--config", cfg, "--status", "faild"])
+    assert rc == 2 and "unknown status 'faild'" in err
+    rc, out, err = run_main(["rm", "--config", cfg, "--status", "any", "--dry-run"])
+    assert rc == 0 and out.count("would remove") >= 6 and "removed" not in out.replace("would remove", "")
+    assert (seeds_grid / "results/runs/vse_infty/synthetic/test/usa-seed0.json").is_file()
+
+
+def test_python_api_records_find_their_per_query_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import bench
+
+    monkeypatch.chdir(tmp_path)
+    records = bench.run(_config(tmp_path), models=["vse_infty"], methods=["zeroshot"])
+    assert all(Path(r["_path"]).is_file() for r in records)
+    with caplog.at_level("WARNING"):
+        text = bench.table(records, intervals=True)
+    assert "no per-query results" not in caplog.text and "[" in text.split("| vse_infty")[1]
+
+
+def test_an_undecodable_image_inside_a_container_names_the_container_not_a_buffer(tmp_path: Path) -> None:
+    from bench.data.base import load_image
+    from bench.data.refs import TarMember
+    from bench.errors import DataError
+
+    shard = tmp_path / "0.tar"
+    shard.write_bytes(b"not an image at all" * 4)
+    with pytest.raises(DataError) as e:
+        load_image(TarMember(shard, "a.jpg", offset=0, size=40))
+    assert str(e.value).startswith(f"{shard}::a.jpg: cannot decode image") and "BytesIO" not in str(e.value)

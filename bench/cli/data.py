@@ -69,13 +69,15 @@ def cmd_data(args: argparse.Namespace) -> int:
         raise BenchError(f"{cfg.source}: no [datasets.{unknown[0]}]; configured: {', '.join(cfg.datasets)}")
     work = Path(cfg.paths.work_dir)
     shown = 0
+    missing: list[str] = []  # the loaders' own lines, said when no split at all could be shown
     from bench.config import dataset_members
 
     for name in dict.fromkeys(m for n in names for m in dataset_members(cfg, n)):
         for split_name in csv_list(args.splits):
             try:
                 split = load_split(name, cfg.datasets[name], split_name, work_dir=work)
-            except SplitNotFoundError:
+            except SplitNotFoundError as e:
+                missing.append(str(e))
                 continue
             card = dataset_card(split, content_key(split))
             if "language" in cfg.datasets[name]:
@@ -83,5 +85,6 @@ def cmd_data(args: argparse.Namespace) -> int:
             sys.stdout.write((json.dumps(card) if args.json else _text(card) + "\n") + "\n")
             shown += 1
     if not shown:
-        raise BenchError(f"no split {args.splits!r} in {', '.join(names)}")
+        raise BenchError(missing[0] if len(set(missing)) == 1 else f"no split {args.splits!r} in {', '.join(names)}: "
+                         + "; ".join(dict.fromkeys(missing)))  # fmt: skip
     return 0

@@ -168,9 +168,13 @@ def cmd_rm(args: argparse.Namespace) -> int:
     results = Path(args.results_dir or cfg.paths.results_dir)
     args.all = True  # a record to remove may be from an ad-hoc run outside the configured grid
     statuses = set(csv_list(args.status)) if args.status != "any" else None
-    chosen = [r for r in grid_records(args, cfg, results) if statuses is None or r.get("status") in statuses]
-    if not (args.models or args.methods or args.datasets or statuses):
+    unknown = sorted((statuses or set()) - {"ok", "failed", "unavailable"})
+    if unknown:
+        names = ", ".join(map(repr, unknown))
+        raise BenchError(f"--status: unknown status {names}; valid: ok, failed, unavailable, any")
+    if not (args.models or args.methods or args.datasets or statuses or args.dry_run):
         raise BenchError("bench rm: name what to remove (--models, --methods, --datasets or --status)")
+    chosen = [r for r in grid_records(args, cfg, results) if statuses is None or r.get("status") in statuses]
     for r in chosen:
         path = cell_path(results, r["model"], r["dataset"], r["split"], r["method"], r["seed"])
         store = r.get("trained_store")  # its training (weights), unless a cell that reused it named it

@@ -83,6 +83,8 @@ def load_image(path: Path | ImageRef):  # -> PIL.Image.Image (PIL imported lazil
                     "(a decompression bomb, or set BENCH_MAX_IMAGE_PIXELS)"
                 )
             return to_rgb(im)
+    except UnidentifiedImageError:  # an OSError whose text names an in-memory buffer, not the file
+        raise DataError(f"{path}: cannot decode image (not a format PIL reads, or truncated)") from None
     except FileNotFoundError:
         if os.path.islink(path):
             raise DataError(f"{path}: image is a broken symlink (to {os.readlink(path)})") from None
@@ -95,7 +97,7 @@ def load_image(path: Path | ImageRef):  # -> PIL.Image.Image (PIL imported lazil
         raise DataError(
             f"{path}: over the limit of {limit:,} pixels (a decompression bomb, or set BENCH_MAX_IMAGE_PIXELS)"
         ) from None
-    except (UnidentifiedImageError, SyntaxError, ValueError) as e:
+    except (SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot decode image ({e})") from None
 
 

@@ -173,6 +173,25 @@ class ResultRecord(TypedDict, total=False):
 _CELL_KEYS = ("model", "dataset", "split", "method", "seed")
 
 
+_TABLE_GROUPS = ("i2t", "t2i", "rsum", "t2t", "i2i")
+
+
+def _non_numeric(block: Any, where: str) -> str | None:
+    """The first metric value of ``block`` (nested dicts) that is not a number, null or a list of numbers (an
+    interval); None when all are."""
+    if isinstance(block, dict):
+        for key, value in block.items():
+            problem = _non_numeric(value, f"{where}.{key}")
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(block, list):
+        return next((p for i, v in enumerate(block) if (p := _non_numeric(v, f"{where}[{i}]")) is not None), None)
+    if block is None or (isinstance(block, int | float) and not isinstance(block, bool)):
+        return None
+    return f"{where} is not a number ({block!r})"
+
+
 def record_problem(rec: Any) -> str | None:
     """Why ``rec`` is not a complete record for its status, or None: an ``ok`` record needs its metrics, a
     ``failed`` or ``unavailable`` one its reason, every record its cell keys."""
@@ -185,6 +204,10 @@ def record_problem(rec: Any) -> str | None:
     if status == "ok":
         if not isinstance(rec.get("metrics"), dict) or not rec["metrics"]:
             return "status ok but no metrics"
+        for group in _TABLE_GROUPS:  # what the tables read as numbers (other blocks carry descriptive text too)
+            bad = _non_numeric(rec["metrics"].get(group), f"metrics.{group}")
+            if bad is not None:
+                return bad
     elif status in ("failed", "unavailable"):
         if not isinstance(rec.get("reason"), str):
             return f"status {status} but no reason"
@@ -210,7 +233,8 @@ def iter_records(results_dir: Path) -> Iterator[ResultRecord]:
         try:
             rec = read_record(p)
         except (OSError, ValueError) as e:
-            log.warning("skipping %s: %s", p, e)
+            why = str(e) if str(e).startswith(str(p)) else f"{p}: {e}"  # name the file once
+            log.warning("skipping %s", why)
             continue
         rec["_path"] = str(p)
         yield rec

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -83,6 +84,12 @@ def _cell_key(rec: Mapping[str, Any]) -> tuple[str, str, str, str]:
     return (str(rec["dataset"]), str(rec["split"]), str(rec["model"]), str(rec["method"]))
 
 
+def _number(rec: Mapping[str, Any], key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TableError(f"record {rec.get('_path', '(in memory)')}: metrics.{key} is not a number ({value!r})")
+    return float(value)
+
+
 def _record_values(rec: Mapping[str, Any]) -> tuple[dict[str, float], set[str]]:
     """The numeric metric values of one record, and the groups it marks n/a (``null``)."""
     metrics = rec.get("metrics") or {}
@@ -95,11 +102,11 @@ def _record_values(rec: Mapping[str, Any]) -> tuple[dict[str, float], set[str]]:
         if block is None:
             na.add(group)
         elif not ks:
-            values[group] = float(block)
+            values[group] = _number(rec, group, block)
         else:
             for k in ks:
                 if isinstance(block, Mapping) and block.get(k) is not None:
-                    values[f"{group}_{k}"] = float(block[k])
+                    values[f"{group}_{k}"] = _number(rec, f"{group}.{k}", block[k])
     if "rsum" not in metrics:
         # Older or hand-written records may omit RSUM; it is fully determined by i2t and t2i R@1/5/10.
         parts = group_columns("i2t") + group_columns("t2i")
