@@ -280,3 +280,33 @@ def test_an_undecodable_image_inside_a_container_names_the_container_not_a_buffe
     with pytest.raises(DataError) as e:
         load_image(TarMember(shard, "a.jpg", offset=0, size=40))
     assert str(e.value).startswith(f"{shard}::a.jpg: cannot decode image") and "BytesIO" not in str(e.value)
+
+
+def test_a_parquet_id_column_of_lists_is_one_line_naming_file_and_key(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bench.errors import DataError
+
+    table = pa.table({"image": [b"x", b"y"], "caption": ["a dog", "a cat"], "tags": [["a"], ["b"]]})
+    pq.write_table(table, tmp_path / "test.parquet")
+    with pytest.raises(DataError, match=r"test\.parquet: row 0 column 'tags' \(option 'id_column'\) holds a list"):
+        load_split("p", {"format": "parquet", "root": str(tmp_path), "id_column": "tags"}, "test", work_dir=tmp_path)
+
+
+def test_sbatch_refusing_an_array_is_one_line() -> None:
+    from submitit.core.utils import FailedJobError
+
+    from bench.errors import BenchError
+    from bench.grid.slurm import map_array
+
+    class ControllerDown:  # what submitit raises when sbatch exits non-zero
+        def map_array(self, fn, *iterables):
+            raise FailedJobError(
+                "Job submission failed with error code 1:\n"
+                "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
+            )
+
+    with pytest.raises(BenchError) as e:
+        map_array(ControllerDown(), print, [1, 2])
+    assert "Unable to contact slurm controller" in str(e.value) and "\n" not in str(e.value)

@@ -143,6 +143,9 @@ def _build(
                 ref = Path(rel) if os.path.isabs(rel) else img_root / rel
                 label = rel
             image_id = ids[r] if ids is not None else label
+            if isinstance(image_id, list | dict):
+                raise DataError(f"{where} column {idc!r} (option 'id_column') holds a {type(image_id).__name__}, "
+                                "not an image id")  # fmt: skip
             key = image_id if ids is not None else str(ref)
             k = b.index.get(key)
             if k is None or not isinstance(ref, ArrowImage):  # rows of one image each embed a copy: keep the first

@@ -200,11 +200,28 @@ def submit_grid(cfg: BenchConfig, cells: list[Cell], *, force: bool = False) -> 
     if cfg.launcher.name == "debug":
         jobs = [ex.submit(job, c) for c in todo]  # the debug executor runs each job when its result is asked for
     else:
-        jobs = ex.map_array(job, todo)
+        jobs = map_array(ex, job, todo)
     for cell, j in zip(todo, jobs, strict=True):
         _write_marker(cfg, cell, j)
         sub.jobs.append((cell, j))
     return sub
+
+
+def map_array(ex: Any, fn: Any, *iterables: Any) -> list[Any]:
+    """``ex.map_array(fn, ...)``, with sbatch's refusal (the controller down, an unknown partition or account) as one
+    line naming sbatch's own error, instead of submitit's traceback.
+
+    Raises:
+        BenchError: sbatch did not accept the array.
+    """
+    from submitit.core.utils import FailedJobError
+
+    try:
+        return list(ex.map_array(fn, *iterables))
+    except (FailedJobError, OSError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        said = next((ln for ln in reversed(lines) if "error" in ln.lower()), lines[-1] if lines else repr(e))
+        raise BenchError(f"sbatch did not accept the job array ({said}); is the cluster up (`sinfo`)?") from None
 
 
 def _write_marker(cfg: BenchConfig, cell: Cell, job: Any) -> None:

@@ -25,7 +25,7 @@ from bench.grid.execute import Outcome, is_done, record_failure
 from bench.grid.fingerprint import DigestCache, cell_fingerprints
 from bench.grid.plan import plan_cell
 from bench.grid.records import prepare_results_dir
-from bench.grid.slurm import QUEUED, RUNNING, job_folder, make_executor, match_slurm_cpus, slurm_state
+from bench.grid.slurm import QUEUED, RUNNING, job_folder, make_executor, map_array, match_slurm_cpus, slurm_state
 from bench.methods import get_method
 from bench.shard.encode import encode_done, encode_shard
 from bench.shard.merge import merge_cell
@@ -188,7 +188,7 @@ def _submit(cfg: BenchConfig, run: ShardRun) -> None:
             for (c, i), j in zip(todo, jobs, strict=True):
                 _collect(cfg, run, phase, c, i, j)
         else:
-            jobs = ex.map_array(job, [c for c, _ in todo], [i for _, i in todo])
+            jobs = map_array(ex, job, [c for c, _ in todo], [i for _, i in todo])
         run.jobs[phase] = [(c, i, j) for (c, i), j in zip(todo, jobs, strict=True)]
         after = jobs
     if cfg.launcher.name == "slurm":
