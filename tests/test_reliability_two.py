@@ -310,3 +310,15 @@ def test_sbatch_refusing_an_array_is_one_line() -> None:
     with pytest.raises(BenchError) as e:
         map_array(ControllerDown(), print, [1, 2])
     assert "Unable to contact slurm controller" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_table_ci_keeps_the_intervals_it_has_and_names_the_rows_without(seeds_grid: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(seeds_grid / "results", results)
+    (results / "runs/vse_infty/synthetic/test/usa-seed0.queries.npz").unlink()
+    rc, out, err = run_main(["table", "--config", str(seeds_grid / "bench.toml"), "--all", "--ci",
+                             "--dataset", "synthetic", "--results-dir", str(results)])  # fmt: skip
+    assert rc == 0, err
+    rows = {line.split("|")[2].strip(): line for line in out.splitlines() if line.startswith("| vse_infty")}
+    assert "[" in rows["contrastive"] and "[" not in rows["usa"]
+    assert "no interval for vse_infty / usa: no readable per-query file" in out

@@ -6,7 +6,7 @@ booktabs LaTeX."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -83,6 +83,7 @@ class FormattedTable:
     uni: list[UniColumn]
     rule: str | None = None  # the significance bold rule, when the table follows it
     ci_level: float | None = None  # intervals shown at this level
+    no_ci: list[str] = field(default_factory=list)  # rows shown without intervals (no readable per-query file)
 
 
 def _interval_text(bounds: list[float] | None, style: Style) -> str:
@@ -118,7 +119,9 @@ def format_table(
     best = {}
     for c in cols:
         best[c] = sig.best_rows(ok, c) if sig is not None and tested and c not in uni_names else _best_rows(ok[c])
-    shown_sig = sig if sig is not None and sig.intervals and sig.covers(keys) else None
+    # Intervals for every row that has per-query values; the legend names the rows without (never all dropped).
+    shown_sig = sig if sig is not None and sig.intervals and any(k in sig.cells for k in keys) else None
+    no_ci = [f"{k[2]} / {k[3]}" for k in keys if shown_sig is not None and k not in shown_sig.cells]
 
     headers = ["Model", "Method", *(["Seeds"] if show_seeds else [])]
     for group, md_label, _, ks in GROUPS:
@@ -172,6 +175,7 @@ def format_table(
         uni=uni,
         rule=sig.rule() if tested and sig is not None else None,
         ci_level=shown_sig.cfg.level if shown_sig is not None else None,
+        no_ci=no_ci,
     )
 
 
@@ -198,6 +202,8 @@ def legend(t: FormattedTable, delta_label: str = "ΔRSUM") -> str:
         parts.append(f"[lo, hi]: {100 * t.ci_level:g}% percentile interval")
     if t.rule and t.show_delta:
         parts.append(f"{delta_label}'s interval: paired bootstrap against the baseline row")
+    if t.no_ci:
+        parts.append(f"no interval for {', '.join(t.no_ci)}: no readable per-query file")
     return "; ".join(parts) + "." if parts else ""
 
 
