@@ -322,3 +322,26 @@ def test_table_ci_keeps_the_intervals_it_has_and_names_the_rows_without(seeds_gr
     rows = {line.split("|")[2].strip(): line for line in out.splitlines() if line.startswith("| vse_infty")}
     assert "[" in rows["contrastive"] and "[" not in rows["usa"]
     assert "no interval for vse_infty / usa: no readable per-query file" in out
+
+
+def test_a_tensorboard_writer_on_a_full_disk_is_one_warning_not_a_thread_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from bench.tracking.tensorboard import TensorBoardTracker
+
+    def full(self, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    tracker = TensorBoardTracker(tmp_path / "tb", "m/d/test/zeroshot-seed0", {"a": 1}, "rsum")
+    monkeypatch.setattr(RecordWriter, "write", full)  # the disk fills up after the run started
+    for step in range(3):
+        try:
+            tracker.log_epoch({"epoch": step, "loss": 1.0})
+        except OSError:
+            pass  # the foreground sees it too: bench.tracking's run turns that into its own warning
+    with pytest.raises(OSError):
+        tracker.close(failed=False)
+    assert "Traceback" not in capsys.readouterr().err
+    assert "tensorboard: writing event files failed" in caplog.text and "No space left on device" in caplog.text

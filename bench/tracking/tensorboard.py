@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,31 @@ from bench.config import TrackingConfig
 from bench.tracking.base import epoch_scalars, final_scalars
 
 __all__ = ["TensorBoardTracker", "open_tracker"]
+
+log = logging.getLogger(__name__)
+_HOOKED = False
+
+
+def _one_line_writer_errors() -> None:
+    """TensorBoard writes event files from a thread that re-raises a failed write (a full disk), and Python prints
+    that thread's traceback; the next foreground write raises it again, where the cell's run stops logging with one
+    warning. The thread's own report becomes one line too."""
+    global _HOOKED
+    if _HOOKED:
+        return
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if isinstance(args.thread, _AsyncWriterThread):
+            log.warning("tensorboard: writing event files failed (%s); its logging stops, the cell goes on",
+                        args.exc_value)  # fmt: skip
+            return
+        previous(args)
+
+    threading.excepthook = hook
+    _HOOKED = True
 
 
 class TensorBoardTracker:
@@ -21,6 +48,7 @@ class TensorBoardTracker:
     def __init__(self, folder: Path, label: str, snapshot: Mapping[str, Any], select_metric: str) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        _one_line_writer_errors()
         self.folder = folder
         self.writer = SummaryWriter(log_dir=str(folder))
         self.select_metric, self.step = select_metric, 0
