@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_grid import run_main
+from tiny_grid import MODEL_TABLES, SYNTHETIC_TABLE, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -81,11 +81,7 @@ def test_extending_page_runs_as_written(tmp_path: Path) -> None:
     assert {r.split("|")[2].strip() for r in rows} == {"zeroshot", "infonce_fixed"}
 
 
-TOUR_CONFIG = """
-[paths]
-results_dir = "results"
-work_dir = "work_dir"
-
+TOUR_CONFIG = f"""
 [grid]
 models = ["vse_infty", "towers"]
 datasets = ["synthetic"]
@@ -104,22 +100,8 @@ bootstrap = 200
 [teachers]
 text_model = "all-MiniLM-L6-v2"
 
-[models.vse_infty]
-adapter = "vse_infty"
-embed_dim = 256
-
-[models.towers]
-adapter = "towers"
-methods = ["zeroshot"]
-
-[datasets.synthetic]
-format = "synthetic"
-seed = 0
-n_train = 48
-n_val = 12
-n_test = 24
-image_size = 64
-"""
+{MODEL_TABLES}
+{SYNTHETIC_TABLE}"""
 
 
 def test_readme_tour_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

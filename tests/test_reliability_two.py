@@ -9,16 +9,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tiny_grid import run_main
+from tiny_grid import MODEL_TABLES, SYNTHETIC_TABLE, run_main
 
 from bench.data import load_split
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-CONFIG = """
+CONFIG = f"""
 [paths]
-results_dir = {results}
-work_dir = {work}
+results_dir = {{results}}
+work_dir = {{work}}
 
 [grid]
 models = ["vse_infty"]
@@ -38,22 +38,8 @@ bootstrap = 100
 [teachers]
 text_model = "all-MiniLM-L6-v2"
 
-[models.vse_infty]
-adapter = "vse_infty"
-embed_dim = 256
-
-[models.towers]
-adapter = "towers"
-methods = ["zeroshot"]
-
-[datasets.synthetic]
-format = "synthetic"
-seed = 0
-n_train = 48
-n_val = 12
-n_test = 24
-image_size = 64
-"""
+{MODEL_TABLES}
+{SYNTHETIC_TABLE}"""
 
 
 def _config(root: Path) -> Path:
@@ -345,3 +331,27 @@ def test_a_tensorboard_writer_on_a_full_disk_is_one_warning_not_a_thread_traceba
         tracker.close(failed=False)
     assert "Traceback" not in capsys.readouterr().err
     assert "tensorboard: writing event files failed" in caplog.text and "No space left on device" in caplog.text
+
+
+@pytest.mark.parametrize("array", ["meta", "caption_image", "t2i_topk_score"])
+def test_a_per_query_file_with_a_malformed_array_is_one_line(seeds_grid: Path, tmp_path: Path, array: str) -> None:
+    """Found by tests/test_fuzz_results.py: a reshaped meta array (its digest updated in the record) was a traceback."""
+    import numpy as np
+
+    from bench.scoring.perquery import sha256_of
+
+    results = tmp_path / "results"
+    shutil.copytree(seeds_grid / "results", results)
+    rec_path = results / "runs/vse_infty/synthetic/test/contrastive-seed0.json"
+    pq = rec_path.with_suffix(".queries.npz")
+    with np.load(pq, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays[array] = arrays[array].reshape(-1)[:-1] if array != "meta" else np.array(["[1, 2]"])
+    np.savez_compressed(pq, **arrays)
+    rec = json.loads(rec_path.read_text())
+    rec["per_query"]["sha256"] = sha256_of(pq)
+    rec_path.write_text(json.dumps(rec))
+    rc, _, err = run_main(["compare", "--config", str(seeds_grid / "bench.toml"), "--results-dir", str(results),
+                           "vse_infty:contrastive:0", "vse_infty:zeroshot", "--dataset", "synthetic"])  # fmt: skip
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"bench: error: {pq}: ")

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_grid import run_main
+from tiny_grid import MODEL_TABLES, SYNTHETIC_TABLE, run_main
 
 from bench.data import register_format
 from bench.data.registry import FORMATS, format_task
@@ -149,18 +149,8 @@ device = "cpu"
 [eval]
 batch_size = 32
 
-[models.vse_infty]
-adapter = "vse_infty"
-embed_dim = 256
-
-[datasets.synthetic]
-format = "synthetic"
-seed = 0
-n_train = 32
-n_val = 8
-n_test = 16
-image_size = 64
-
+{MODEL_TABLES}
+{SYNTHETIC_TABLE}
 [datasets.para]
 format = "paraphrases"
 root = {json.dumps(str(data))}

@@ -11,6 +11,24 @@ from bench.cli.main import main
 
 EPOCHS = 2
 N_TEST = 24
+# The tables every tiny grid shares: the two offline models (vse_infty trains, towers is zero-shot only) and a small
+# synthetic set (48/12/24 images of 64 px, resized by the 224 transform).
+MODEL_TABLES = """[models.vse_infty]
+adapter = "vse_infty"
+embed_dim = 256
+
+[models.towers]
+adapter = "towers"
+methods = ["zeroshot"]
+"""
+SYNTHETIC_TABLE = f"""[datasets.synthetic]
+format = "synthetic"
+seed = 0
+n_train = 48
+n_val = 12
+n_test = {N_TEST}
+image_size = 64
+"""
 
 
 def write_config(path: Path, *, results: Path, work: Path) -> Path:
@@ -36,22 +54,8 @@ device = "cpu"
 [eval]
 batch_size = 32
 
-[models.vse_infty]
-adapter = "vse_infty"
-embed_dim = 256
-
-[models.towers]
-adapter = "towers"
-methods = ["zeroshot"]
-
-[datasets.synthetic]
-format = "synthetic"
-seed = 0
-n_train = 48
-n_val = 12
-n_test = {N_TEST}
-image_size = 64
-"""
+{MODEL_TABLES}
+{SYNTHETIC_TABLE}"""
     )
     return path
 

@@ -155,14 +155,30 @@ def load_per_query(path: Path) -> PerQuery:
         c2i = arrays["caption_image"].astype(np.int64)
     except KeyError as e:
         raise ValueError(f"{path}: no {e.args[0]} array; not an itr-bench per-query file") from None
+    except (TypeError, ValueError) as e:  # a meta that is not JSON text, a caption_image that is not integers
+        raise ValueError(f"{path}: its meta or caption_image array is malformed ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("n_images"), int):
+        raise ValueError(f"{path}: its meta array is not the JSON object of a per-query file")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: meta.format is {meta.get('format')!r}, this version reads format {FORMAT}")
+    try:
+        return _read_arrays(arrays, meta, c2i)
+    except (IndexError, KeyError, TypeError, ValueError) as e:  # arrays of other shapes than their meta says
+        what = f"no {e.args[0]} array" if isinstance(e, KeyError) else str(e)
+        raise ValueError(f"{path}: malformed per-query arrays ({what})") from None
+
+
+def _read_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any], c2i: np.ndarray) -> PerQuery:
     n_img = int(meta["n_images"])
+    if c2i.ndim != 1:
+        raise ValueError(f"caption_image has shape {c2i.shape}, expected one row per caption")
     n_txt = c2i.shape[0]
     if n_txt and (c2i.min() < 0 or c2i.max() >= n_img):
-        raise ValueError(f"{path}: caption_image has rows outside [0, {n_img})")
+        raise ValueError(f"caption_image has rows outside [0, {n_img})")
     counts = np.bincount(c2i, minlength=n_img)
     labels = arrays["image_label"].astype(np.int64) if "image_label" in arrays else None
+    if labels is not None and labels.shape != (n_img,):
+        raise ValueError(f"image_label has shape {labels.shape}, expected ({n_img},)")
     rows_of = {"i2t": n_img, "i2i": n_img, "t2i": n_txt, "t2t": n_txt}
     out: dict[str, QueryRanks] = {}
     for d in DIRECTIONS:
@@ -170,9 +186,9 @@ def load_per_query(path: Path) -> PerQuery:
             continue
         full = arrays[f"{d}_rank"].astype(np.int64)
         if full.shape != (rows_of[d],):
-            raise ValueError(f"{path}: {d}_rank has shape {full.shape}, expected ({rows_of[d]},)")
+            raise ValueError(f"{d}_rank has shape {full.shape}, expected ({rows_of[d]},)")
         if d == "i2i" and labels is None:
-            raise ValueError(f"{path}: i2i_rank without image_label")
+            raise ValueError("i2i_rank without image_label")
         q = np.flatnonzero(full >= 0)
         if d == "i2t":
             n_pos, cluster, gallery = counts[q], q, n_txt
@@ -188,6 +204,8 @@ def load_per_query(path: Path) -> PerQuery:
         if f"{d}_topk_index" in arrays:
             idx = arrays[f"{d}_topk_index"].astype(np.int64)[q]
             score = arrays[f"{d}_topk_score"].astype(np.float32)[q]
+            if idx.ndim != 2 or score.shape != idx.shape:
+                raise ValueError(f"{d}_topk_index and {d}_topk_score are not one list per query")
             lists = QueryLists(idx, score, _positives(d, q, idx, c2i, labels))
         out[d] = QueryRanks(q, full[q], n_pos, cluster, gallery, lists)
     rerank = {d: arrays[f"rerank_{d}_rank"].astype(np.int64) for d in ("i2t", "t2i") if f"rerank_{d}_rank" in arrays}
