@@ -134,8 +134,11 @@ def apply(results: Path, edits: list[tuple[Any, ...]]) -> None:
 def _change_array(pq: Path, name: str, change: str, rec: Any, rec_path: Path) -> None:
     from bench.scoring.perquery import sha256_of
 
-    with np.load(pq, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    try:
+        with np.load(pq, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception:  # an earlier edit truncated or replaced it: nothing to change
+        return
     if name not in arrays:
         return
     a = arrays[name]

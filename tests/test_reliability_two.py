@@ -355,3 +355,20 @@ def test_a_per_query_file_with_a_malformed_array_is_one_line(seeds_grid: Path, t
                            "vse_infty:contrastive:0", "vse_infty:zeroshot", "--dataset", "synthetic"])  # fmt: skip
     assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert err.startswith(f"bench: error: {pq}: ")
+
+
+@pytest.mark.parametrize(("key", "value"), [("config", True), ("dataset", False), ("seed", "0")])
+def test_records_with_mistyped_fields_are_read_or_named_never_a_traceback(
+    seeds_grid: Path, tmp_path: Path, key: str, value: object
+) -> None:
+    """Found by tests/test_fuzz_results.py: ``"config": true`` and ``"dataset": false`` were tracebacks."""
+    results = tmp_path / "results"
+    shutil.copytree(seeds_grid / "results", results)
+    path = results / "runs/vse_infty/synthetic/test/zeroshot-seed0.json"
+    rec = json.loads(path.read_text())
+    rec[key] = value
+    path.write_text(json.dumps(rec))
+    cfg = ["--config", str(seeds_grid / "bench.toml"), "--results-dir", str(results)]
+    for argv in (["table", *cfg, "--all"], ["rm", *cfg, "--status", "any", "--dry-run"]):
+        rc, _, err = run_main(argv)
+        assert rc == 0 and "Traceback" not in err, (argv, err)

@@ -200,6 +200,10 @@ def record_problem(rec: Any) -> str | None:
     missing = [k for k in _CELL_KEYS if rec.get(k) is None]
     if missing:
         return f"no {', '.join(missing)}"
+    for key in _CELL_KEYS:  # they name the record's file: text, and an integer seed
+        want = int if key == "seed" else str
+        if not isinstance(rec[key], want) or isinstance(rec[key], bool):
+            return f"{key} must be {'an integer' if want is int else 'text'}, got {rec[key]!r}"
     status = rec.get("status")
     if status == "ok":
         if not isinstance(rec.get("metrics"), dict) or not rec["metrics"]:

@@ -104,7 +104,9 @@ def task_of_record(rec: Mapping[str, Any]) -> str:
     snapshot's format's task, else image-text retrieval (records of image-text cells carry no ``task``)."""
     task = rec.get("task")
     if task is None:
-        fmt = ((rec.get("config") or {}).get("dataset") or {}).get("format")
+        config = rec.get("config")
+        dataset = config.get("dataset") if isinstance(config, Mapping) else None
+        fmt = dataset.get("format") if isinstance(dataset, Mapping) else None
         if isinstance(fmt, str):
             from bench.data.registry import format_task
             from bench.errors import UnknownNameError
