@@ -6,8 +6,8 @@ A real folder (a tiny grid's records and per-query files) is mutated: record fie
 garbage, records truncated or duplicated under another seed, per-query files removed, truncated, replaced, or
 rewritten with an array missing, reshaped or changed (with the record's digest updated, so the content checks are
 reached), and output paths that cannot be written. Every command must end in success or in one clean line with exit
-code 1 or 2; ``bench compare`` must never print a number for two sides whose queries differ. CI runs a bounded
-number of examples; ``-m slow`` runs many more.
+code 1 or 2; ``bench compare`` must never print a number for two sides whose queries differ. CI runs a bounded,
+derandomized set of examples; ``-m slow`` explores many more at random.
 """
 
 from __future__ import annotations
@@ -210,7 +210,8 @@ def check_folder(template: Path, edits: list[tuple[Any, ...]], side_a: str, side
                 assert len(keys) <= 1, (argv, edits)
 
 
-@settings(max_examples=FAST, **_SETTINGS)
+# CI's examples are derandomized (the same folders every run, so a CI failure is reproducible); -m slow explores.
+@settings(max_examples=FAST, derandomize=True, **_SETTINGS)
 @given(mutations(), st.sampled_from(SIDES), st.sampled_from(SIDES), st.sampled_from(["markdown", "csv", "latex"]))
 def test_results_folders_never_raise(template: Path, edits: list, side_a: str, side_b: str, fmt: str) -> None:
     check_folder(template, edits, side_a, side_b, fmt)

@@ -27,12 +27,19 @@ def load_published() -> list[dict[str, Any]]:
     return list(json.loads(text)["rows"])
 
 
+def _dig(obj: Any, *keys: str) -> Mapping[str, Any]:
+    """``obj[k1][k2]...`` when every level is a table, else an empty one (a hand-edited record reads as lacking it)."""
+    for key in keys:
+        obj = obj.get(key) if isinstance(obj, Mapping) else None
+    return obj if isinstance(obj, Mapping) else {}
+
+
 def model_key(record: Mapping[str, Any], aliases: Mapping[str, str] | None = None) -> str:
     """The model spec a record's numbers belong to: an alias given for its model id, else ``family:checkpoint``
     (``/pretrained`` appended when the model table sets it)."""
     if aliases and record.get("model") in aliases:
         return aliases[str(record["model"])]
-    spec = (record.get("config") or {}).get("model") or {}
+    spec = _dig(record, "config", "model")
     family = spec.get("adapter", record.get("adapter"))
     checkpoint = spec.get("checkpoint")
     if checkpoint is None:
@@ -43,25 +50,23 @@ def model_key(record: Mapping[str, Any], aliases: Mapping[str, str] | None = Non
 
 def dataset_key(record: Mapping[str, Any]) -> str:
     """The published name of a record's dataset: its format (``senteval_sts`` with ``year = 12``: ``sts12``)."""
-    spec = (record.get("config") or {}).get("dataset") or {}
+    spec = _dig(record, "config", "dataset")
     fmt = str(spec.get("format", record.get("dataset")))
     return f"sts{spec.get('year', 12)}" if fmt == "senteval_sts" else fmt
 
 
 def record_value(record: Mapping[str, Any], name: str, *, rerank: bool = False) -> float | None:
     """A published metric name (``i2t_r1``, ``rsum``, ``eccv_i2t_map_at_r``, ``i2i_r1``, ``sts``) read from a record."""
-    metrics = record.get("metrics") or {}
-    if rerank:
-        metrics = metrics.get("rerank") or {}
+    metrics = _dig(record, "metrics", "rerank") if rerank else _dig(record, "metrics")
     if name == "rsum":
         return metrics.get("rsum")
     if isinstance(metrics.get(name), Mapping):  # a block of per-file values and their mean (``sts``)
         return metrics[name].get("mean")
     parts = name.split("_", 2 if name.startswith("eccv_") else 1)
     if name.startswith("eccv_"):
-        eccv = record.get("eccv") or (record.get("metrics") or {}).get("eccv") or {}
-        return (eccv.get(parts[1]) or {}).get(parts[2])
-    return (metrics.get(parts[0]) or {}).get(parts[1])
+        eccv = _dig(record, "eccv") or _dig(record, "metrics", "eccv")
+        return _dig(eccv, parts[1]).get(parts[2])
+    return _dig(metrics, parts[0]).get(parts[1])
 
 
 def _protocol_problem(row: Mapping[str, Any], recs: Sequence[Mapping[str, Any]]) -> str | None:
@@ -70,20 +75,19 @@ def _protocol_problem(row: Mapping[str, Any], recs: Sequence[Mapping[str, Any]])
     if want.get("task") and rec.get("task") != want["task"]:
         return f"the row is {want['task']}, the record {rec.get('task', 'image-text')}"
     if want.get("trained_on") and rec.get("train_dataset") is not None:
-        fmt = ((rec.get("config") or {}).get("train_dataset") or {}).get("format")
+        fmt = _dig(rec, "config", "train_dataset").get("format")
         if fmt != want["trained_on"]:
             return f"the row's model was trained on {want['trained_on']}, the record's on {fmt}"
     if "images" in want:
-        block = (rec.get("metrics") or {}).get("i2t") or {}
-        n = block.get("n_queries")
+        n = _dig(rec, "metrics", "i2t").get("n_queries")
         if n is not None and n != want["images"]:
             return f"the row is a {want['images']:,}-image protocol, the record scored {n:,} images"
     if "captions" in want:
-        per = ((rec.get("config") or {}).get("dataset") or {}).get("captions_per_image", 0)
+        per = _dig(rec, "config", "dataset").get("captions_per_image", 0)
         have = "all" if not per else f"first{per}"
         if have != want["captions"]:
             return f"the row counts {want['captions']} captions per image, the record {have}"
-    if want.get("rerank") and not (rec.get("metrics") or {}).get("rerank"):
+    if want.get("rerank") and not _dig(rec, "metrics", "rerank"):
         return "the row is re-ranked (ITM), the record has no re-ranked metrics ([eval] rerank_k)"
     return None
 
