@@ -34,7 +34,6 @@ __all__ = [
     "register_task",
     "task_of",
     "task_of_record",
-    "train_dataset",
 ]
 
 DEFAULT_TASK = "itr"  # a format registered without a task, and a record without a ``task`` field
@@ -92,11 +91,6 @@ def task_of(cfg: BenchConfig, dataset: str) -> Task:
     from bench.data.registry import format_task
 
     return get_task(format_task(cfg.datasets[dataset].get("format", dataset)))
-
-
-def train_dataset(cfg: BenchConfig, dataset: str) -> str:
-    """The dataset a trained method fine-tunes on for cells of ``dataset`` (see :meth:`Task.train_dataset`)."""
-    return task_of(cfg, dataset).train_dataset(cfg, dataset)
 
 
 def task_of_record(rec: Mapping[str, Any]) -> str:
