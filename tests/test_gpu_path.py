@@ -105,8 +105,9 @@ def test_the_end_to_end_training_is_stored_with_its_backbone(grid, build_tiny, f
     assert meta is not None and meta["frozen_backbone"] is False and meta["family"] == family
     assert meta["selected_epoch"] == rec["selected_epoch"] and len(meta["history"]) == EPOCHS
     assert meta["fingerprints"]["train"] and meta["config"]["train"]["amp"] is True
-    stored = load_training(store)
+    stored = load_training(store, fingerprints=meta["fingerprints"])
     assert stored is not None
+    assert load_training(store, fingerprints={**meta["fingerprints"], "train": {"images": "other"}}) is None
     fresh = build_tiny(family).state_dict()  # the same seeded init the cell started from
     module = stored.best_state["module"]
     assert set(module) == set(fresh), "the whole model is stored"

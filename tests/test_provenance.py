@@ -105,6 +105,21 @@ def test_digest_cache_reads_a_file_once(tmp_path: Path, monkeypatch: pytest.Monk
     assert DigestCache(tmp_path / "digests.json").digest(f) == first  # a broken cache is recomputed
 
 
+def test_digest_cache_sees_a_file_rewritten_with_its_size_and_mtime_restored(tmp_path: Path) -> None:
+    """``cp -p`` and ``rsync -t`` keep the size and mtime of a file they replace; the ctime they cannot keep."""
+    import os
+
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"x" * 1000)
+    cache = DigestCache(tmp_path / "digests.json")
+    first = cache.digest(f)
+    st = f.stat()
+    f.write_bytes(b"y" * 1000)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_size == st.st_size and f.stat().st_mtime_ns == st.st_mtime_ns
+    assert cache.digest(f) != first
+
+
 def test_dataset_card_shows_the_fingerprint_records_store(env: dict[str, Path], caplog) -> None:
     caplog.set_level(logging.INFO)
     run(env, caplog)

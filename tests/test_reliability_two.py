@@ -82,6 +82,85 @@ def test_force_recomputes_features_of_an_image_replaced_behind_the_fingerprint(t
     assert forced["metrics"] == truth["metrics"]
 
 
+SYNTHETIC_SPEC = {"format": "synthetic", "seed": 0, "n_train": 48, "n_val": 12, "n_test": 24, "image_size": 64}
+
+
+def _swap_behind_stat(path: Path, donor: Path) -> None:
+    """Replace ``path`` by ``donor``'s photo padded to the same byte size, and restore its mtime (PNG decoders stop
+    at IEND, so the padding is never read)."""
+    st = path.stat()
+    assert donor.stat().st_size <= st.st_size
+    path.write_bytes(donor.read_bytes().ljust(st.st_size, b"\0"))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_content_fingerprints_see_an_image_replaced_behind_the_stat_and_stay_warm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("[eval]\n", '[eval]\nfingerprint = "content"\n'))
+    _run(cfg)
+    before = _record(tmp_path, "synthetic", "zeroshot")
+    split = load_split("synthetic", SYNTHETIC_SPEC, "test", work_dir=tmp_path / "work")
+    paths = [str(p) for p in split.image_paths]
+    digests = json.loads((tmp_path / "work" / "content-digests.json").read_text())
+    assert set(paths) <= set(digests)  # every image's sha256, cached
+
+    # A warm run reads no image: every digest comes from the cache (and the record is served).
+    opened: list[str] = []
+    real_open = open
+
+    def spy(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        opened.append(os.fspath(path) if isinstance(path, (str, os.PathLike)) else "")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", spy)
+    assert "0 ran, 1 skipped" in _run(cfg)
+    monkeypatch.undo()
+    assert not set(opened) & set(paths)
+
+    target = Path(paths[0])
+    _swap_behind_stat(target, next(Path(p) for p in paths[1:] if Path(p).stat().st_size <= target.stat().st_size))
+    assert "1 ran, 0 skipped" in _run(cfg)  # a plain run sees it, where the stat fingerprint cannot (test above)
+    seen = _record(tmp_path, "synthetic", "zeroshot")
+    shutil.rmtree(tmp_path / "work" / "features")  # the truth: nothing cached
+    _run(cfg, "--force")
+    truth = _record(tmp_path, "synthetic", "zeroshot")
+    assert truth["metrics"] != before["metrics"] and seen["metrics"] == truth["metrics"]
+    # the stamp mode is not part of the config: records of either mode keep their hash
+    assert seen["config_hash"] == before["config_hash"] and "fingerprint" not in seen["config"]["eval"]
+
+
+def test_a_stored_training_is_not_reused_once_its_training_data_changed(tmp_path: Path) -> None:
+    """An eval-only set's trained cell reuses the training its train_on dataset's cell stored, only while that was
+    trained on the data there now: run alone after a training image changed, it trains again."""
+    import sys
+
+    from bench.grid.fingerprint import content_key
+    from bench.train.store import read_training_meta
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import unimodal_fixtures as fx
+
+    fx.build_stsb(tmp_path / "stsb")
+    cfg = _config(tmp_path)
+    text = cfg.read_text().replace('datasets = ["synthetic"]', 'datasets = ["synthetic", "stsb"]')
+    text = text.replace('methods = ["zeroshot"]', 'methods = ["usa"]')
+    cfg.write_text(text + f'\n[datasets.stsb]\nformat = "stsb"\nroot = {json.dumps(str(tmp_path / "stsb"))}\n'
+                   'train_on = "synthetic"\n')  # fmt: skip
+    assert "2 ran, 0 skipped" in _run(cfg)
+    store = Path(_record(tmp_path, "stsb", "usa")["trained_store"])
+    assert store == Path(_record(tmp_path, "synthetic", "usa")["trained_store"])  # one training, reused
+    stale = read_training_meta(store)["fingerprints"]["train"]
+
+    train = load_split("synthetic", SYNTHETIC_SPEC, "train", work_dir=tmp_path / "work")
+    target = Path(train.image_paths[0])
+    target.write_bytes(Path(train.image_paths[1]).read_bytes())  # another photo: the stat fingerprint sees it
+    assert "1 ran, 0 skipped" in _run(cfg, "--datasets", "stsb")
+    now = content_key(load_split("synthetic", SYNTHETIC_SPEC, "train", work_dir=tmp_path / "work"))
+    assert now != stale and read_training_meta(store)["fingerprints"]["train"] == now
+
+
 def _twin_sets(root: Path, work: Path) -> str:
     """Two CSV sets with the same layout and the same image ids (``img0.png`` ... ``img11.png``) but other photos and
     captions: the first and the second half of the synthetic test split."""

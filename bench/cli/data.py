@@ -59,6 +59,7 @@ def _text(card: dict[str, Any]) -> str:
 def cmd_data(args: argparse.Namespace) -> int:
     """Print the card of every requested split."""
     from bench.data import load_split
+    from bench.data.stamps import save_stamps, use_stamps
     from bench.errors import SplitNotFoundError
     from bench.grid.fingerprint import content_key
 
@@ -68,6 +69,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     if unknown:
         raise BenchError(f"{cfg.source}: no [datasets.{unknown[0]}]; configured: {', '.join(cfg.datasets)}")
     work = Path(cfg.paths.work_dir)
+    use_stamps(cfg.eval.fingerprint, work)  # the card's fingerprint is the one records store
     shown = 0
     missing: list[str] = []  # the loaders' own lines, said when no split at all could be shown
     from bench.config import dataset_members
@@ -84,6 +86,7 @@ def cmd_data(args: argparse.Namespace) -> int:
                 card["language"] = cfg.datasets[name]["language"]
             sys.stdout.write((json.dumps(card) if args.json else _text(card) + "\n") + "\n")
             shown += 1
+    save_stamps()
     if not shown:
         raise BenchError(missing[0] if len(set(missing)) == 1 else f"no split {args.splits!r} in {', '.join(names)}: "
                          + "; ".join(dict.fromkeys(missing)))  # fmt: skip

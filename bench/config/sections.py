@@ -68,6 +68,7 @@ class TrainConfig:
 
 
 Precision = Literal["auto", "fp32", "bf16"]  # what encoders may run in (see bench.encode.features.encoding_precision)
+FingerprintMode = Literal["stat", "content"]  # how a split's fingerprint stamps each file (bench.data.stamps)
 FeatureDtype = Literal["auto", "fp32", "bf16", "fp16"]  # stored stage-1 features (bench.encode.features.storage_dtype)
 
 
@@ -79,6 +80,8 @@ class EvalConfig:
     batch_size: int = 64  # images or captions per encoding batch
     memory_mb: float = 256.0  # memory budget of one score tile or strip of the exact scorer
     cache_features: bool = True  # cache frozen backbone features on disk (keyed by weights, transform, data)
+    fingerprint: FingerprintMode = "stat"  # what says a data file changed: "stat" (size and mtime) or "content"
+    # (sha256 of its bytes, cached by inode, size, mtime and ctime; for data copied with its mtimes kept)
     precision: Precision = "auto"  # encoders: "auto" = bf16 autocast on CUDA, fp32 on CPU
     feature_dtype: FeatureDtype = "auto"  # stored stage-1 features: "auto" = what the encoder ran in (never rounded);
     # "fp16" / "bf16" halve the feature cache of frozen backbones and round what is scored and trained on

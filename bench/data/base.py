@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bench.data.refs import ImageRef
+from bench.data.stamps import file_stamp
 from bench.errors import DataError
 
 __all__ = [
@@ -215,7 +216,7 @@ class RetrievalSplit:
         return load_image(p if isinstance(p, ImageRef) else Path(p))
 
     def fingerprint(self, part: str = "all") -> str:
-        """A content key of the images (``part="images"``: ids, paths, each file's size and mtime), the captions
+        """A content key of the images (``part="images"``: ids, paths, each file's stamp), the captions
         (``"captions"``: texts and the caption map, labels) or both (``"all"``).
 
         Caches key on it, so an edited caption or a replaced image never reuses stale rows, and a caption edit does
@@ -226,14 +227,9 @@ class RetrievalSplit:
         if not self._fingerprint:
             img, cap = hashlib.sha256(), hashlib.sha256()
             for p, iid in zip(self.image_paths, self.image_ids, strict=True):
-                if isinstance(p, ImageRef):
-                    stamp = p.stamp()  # the container's size and mtime and the image's place in it
-                else:
-                    try:
-                        st = os.stat(p)
-                        stamp = f"{st.st_size}:{st.st_mtime_ns}"
-                    except OSError:
-                        stamp = "missing"
+                # a file's size and mtime, or its sha256 ([eval] fingerprint = "content"); a container's, with the
+                # image's place in it
+                stamp = p.stamp() if isinstance(p, ImageRef) else file_stamp(p)
                 img.update(f"{iid}\0{p}\0{stamp}\n".encode())
             for c in self.captions:
                 cap.update(c.encode() + b"\n")

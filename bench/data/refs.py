@@ -9,13 +9,13 @@ workers decode one image at a time and the split never holds its images in memor
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.data.stamps import file_stamp
 from bench.errors import DataError
 
 __all__ = ["ArrowImage", "ImageRef", "TarMember"]
@@ -33,12 +33,9 @@ class ImageRef:
         raise NotImplementedError
 
     def stamp(self) -> str:
-        """What changes when the image may have changed: the container's size and mtime and the image's place."""
-        try:
-            st = os.stat(self.container)
-        except OSError:
-            return f"{self}\0missing"
-        return f"{self}\0{st.st_size}:{st.st_mtime_ns}"
+        """What changes when the image may have changed: the container's stamp (its size and mtime, or its
+        sha256: :func:`bench.data.stamps.file_stamp`) and the image's place."""
+        return f"{self}\0{file_stamp(self.container)}"
 
     def __str__(self) -> str:
         return f"{self.container}::{self.member}"

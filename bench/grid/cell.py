@@ -74,7 +74,8 @@ def train_config(cfg: BenchConfig, model: str) -> TrainConfig:
 
 def _eval_snapshot(cfg: BenchConfig) -> dict[str, Any]:
     # Re-ranking keys count only when re-ranking is on, so turning it off keeps earlier results valid.
-    out = {k: v for k, v in vars(cfg.eval).items() if k != "cache_features"}
+    # How files are stamped says nothing about the numbers (the fingerprints themselves tell whether data changed).
+    out = {k: v for k, v in vars(cfg.eval).items() if k not in {"cache_features", "fingerprint"}}
     if not cfg.eval.rerank_k:
         out.pop("rerank_k", None)
         out.pop("rerank_fusion", None)

@@ -7,18 +7,19 @@ The config hash says *what was asked for*; these say *what was there*. A record 
      "weights": {"/ckpt/model.pt": "<sha256>"}}
 
 * data: the split's own content keys (:meth:`bench.data.base.RetrievalSplit.fingerprint`): image ids and paths with
-  each file's size and mtime, and the caption texts, caption map and labels as read. Uni-modal splits hash what they
-  read the same way (images with sizes and mtimes, labels; STS sentences and gold scores).
+  each file's stamp, and the caption texts, caption map and labels as read. Uni-modal splits hash what they read the
+  same way (images with their stamps, labels; STS sentences and gold scores). A stamp is the file's size and mtime,
+  or with ``[eval] fingerprint = "content"`` the sha256 of its bytes (:mod:`bench.data.stamps`).
 * weights: the sha256 of every file a model's options (or the teachers' ``image_weights``) name. Packaged weights
   are covered by the record's package versions.
 
-File digests are cached in ``<work_dir>/digests.json`` by path, size and mtime, so a warm re-run reads no weight file
-twice. Split fingerprints are memoised per process, so a grid loads each split once for all its cells.
+File digests are cached in ``<work_dir>/digests.json`` by path and the file's inode, size, mtime and ctime
+(:class:`bench.digests.DigestCache`), so a warm re-run reads no weight file twice. Split fingerprints are memoised
+per process, so a grid loads each split once for all its cells.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,7 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.atomic import atomic_open
+from bench.data.stamps import save_stamps, stamp_mode
+from bench.digests import DigestCache
 from bench.tasks import Split, get_task
 
 if TYPE_CHECKING:
@@ -44,58 +46,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# (dataset, spec, split, work_dir) -> fingerprint, or the split-not-found error, per grid run
+# (dataset, spec, split, work_dir, stamp) -> fingerprint, or the split-not-found error, per grid run
 _SPLITS: dict[str, dict[str, str] | Exception] = {}
 
 
 def forget_splits() -> None:
     """Drop the memoised split fingerprints: a grid run starts from what is on disk now."""
     _SPLITS.clear()
-
-
-class DigestCache:
-    """sha256 digests of files, cached by absolute path, size and mtime in a JSON file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._entries: dict[str, dict[str, Any]] | None = None
-        self._dirty = False
-
-    def _load(self) -> dict[str, dict[str, Any]]:
-        if self._entries is None:
-            try:
-                data = json.loads(self.path.read_text())
-                self._entries = data if isinstance(data, dict) else {}
-            except (OSError, ValueError):
-                self._entries = {}  # no cache yet, or a broken one: digests are recomputed
-        return self._entries
-
-    def digest(self, path: Path) -> str:
-        """The file's sha256 (read only when its size or mtime differs from the cached entry)."""
-        key = os.path.abspath(path)
-        st = os.stat(key)
-        entry = self._load().get(key)
-        if isinstance(entry, dict) and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
-            return str(entry["sha256"])
-        h = hashlib.sha256()
-        with open(key, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        self._load()[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()}
-        self._dirty = True
-        return h.hexdigest()
-
-    def save(self) -> None:
-        """Write the cache back if it changed (a failure only costs re-reading files next time)."""
-        if not self._dirty or self._entries is None:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_open(self.path) as f:
-                json.dump(self._entries, f)
-            self._dirty = False
-        except OSError as e:
-            log.debug("cannot write the digest cache %s: %s", self.path, e)
 
 
 def content_key(split: Split) -> dict[str, str]:
@@ -116,7 +73,7 @@ def split_fingerprint(
     from bench.data import load_split
     from bench.errors import SplitNotFoundError
 
-    key = json.dumps([name, spec, split, str(work_dir)], sort_keys=True, default=str)
+    key = json.dumps([name, spec, split, str(work_dir), stamp_mode()], sort_keys=True, default=str)
     if key not in _SPLITS:
         try:
             _SPLITS[key] = content_key(load_split(name, spec, split, work_dir=work_dir))
@@ -147,6 +104,7 @@ def cell_fingerprints(plan: Plan, digests: DigestCache) -> dict[str, Any]:
             data[f"{name}/{split}"] = fp
     uses_teachers = "teachers" in inspect.signature(plan.method.objective).parameters
     weights = {str(p): digests.digest(p) for p in weight_files(plan.options, cfg.teachers if uses_teachers else None)}
+    save_stamps()
     return {"data": data, "weights": weights}
 
 

@@ -174,7 +174,8 @@ def train_or_reuse(
         return metric_value(m, plan.train.select_metric)
 
     store = plan.trained_path
-    stored = load_training(store) if plan.task.eval_only else None
+    data = {"train": content_key(train), "val": content_key(val)}
+    stored = load_training(store, fingerprints=data) if plan.task.eval_only else None
     if stored is not None:
         log.info("%s: reusing the training stored in %s", plan.cell.label, store)
         load_state(adapter, objective, stored.last_state, plan.frozen)
@@ -207,7 +208,7 @@ def training_meta(
         "trained_parts": _trained_parts(plan, adapter, objective),
         "config": snapshot,
         "config_hash": config_hash(snapshot),
-        "fingerprints": {"train": content_key(train), "val": content_key(val)},
+        "fingerprints": {"train": content_key(train), "val": content_key(val)},  # load_training compares them
         "versions": versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }

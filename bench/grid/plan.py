@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.config import BenchConfig, TrainConfig
+from bench.data.stamps import use_stamps
 from bench.grid.cell import Cell, cell_config, model_spec, resolve_freeze, train_config, training_config
 from bench.grid.records import cell_parts, cell_path, cell_stem, config_hash
 from bench.methods import get_method
@@ -124,12 +125,16 @@ def shard_path(cfg: BenchConfig, cell: Cell) -> Path:
 
 
 def plan_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> Plan:
-    """Plan ``cell`` under ``cfg``: resolve its settings and check the method's options, before any loading.
+    """Plan ``cell`` under ``cfg``: resolve its settings and check the method's options, before any loading; data
+    files are stamped as ``[eval] fingerprint`` says from then on (:func:`bench.data.stamps.use_stamps`).
 
     Raises:
         UnknownNameError: the cell names a model, dataset, method or format the config or registries do not know.
         ConfigError: a method option, a ``train_on`` or a ``[models.<id>.train]`` override is invalid.
     """
+    # Every process that plans a cell (a grid, a SLURM job, a shard task, a status check) then stamps data files as
+    # the config says, before it loads a split: the split's fingerprint and the caches keyed by it agree.
+    use_stamps(cfg.eval.fingerprint, cfg.paths.work_dir)
     snapshot = cell_config(cfg, cell)
     method = get_method(cell.method)
     method_options = cfg.methods.get(cell.method, {})

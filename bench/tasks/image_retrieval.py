@@ -4,13 +4,13 @@ with Recall@K and mAP@R as the metric-learning literature reports them."""
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 from bench.data.image_sets import ImageRetrievalSplit
+from bench.data.stamps import file_stamp
 from bench.tasks import register_task
 from bench.tasks.base import Column
 from bench.tasks.unimodal import UnimodalTask
@@ -42,14 +42,10 @@ class ImageRetrievalTask(UnimodalTask):
         return {"images": len(split.image_paths), "classes": len(set(split.labels.tolist()))}
 
     def fingerprint(self, split: ImageRetrievalSplit) -> dict[str, str]:
-        """The image paths with each file's size and mtime, and the labels."""
+        """The image paths with each file's stamp (:func:`bench.data.stamps.file_stamp`), and the labels."""
         h = hashlib.sha256()
         for p in split.image_paths:
-            try:
-                st = os.stat(p)
-                h.update(f"{p}\0{st.st_size}:{st.st_mtime_ns}\n".encode())
-            except OSError:
-                h.update(f"{p}\0missing\n".encode())
+            h.update(f"{p}\0{file_stamp(p)}\n".encode())
         h.update(np.asarray(split.labels, dtype=np.int64).tobytes())
         return {"images": h.hexdigest()[:16]}
 

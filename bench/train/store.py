@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -125,12 +126,19 @@ def load_state_file(folder: Path, name: str, meta: dict[str, Any]) -> dict[str, 
     return _unflatten(load_file(str(path)))
 
 
-def load_training(folder: Path) -> FitResult | None:
+def load_training(folder: Path, fingerprints: Mapping[str, Any] | None = None) -> FitResult | None:
     """A training stored by :func:`save_training`, or None when it is absent, incomplete or damaged (then it is
-    trained again; a damaged one is said in a warning)."""
+    trained again; a damaged one is said in a warning), or when it was trained on other data than ``fingerprints``
+    (its data splits' content keys, as stored under ``fingerprints``)."""
     meta = read_training_meta(folder)
     if meta is None:
         return None
+    if fingerprints is not None:
+        stored = meta.get("fingerprints") if isinstance(meta.get("fingerprints"), Mapping) else {}
+        moved = [k for k in fingerprints if stored.get(k) != fingerprints[k]]
+        if moved:
+            log.info("%s was trained on other data (its %s split changed); training again", folder, moved[0])
+            return None
     try:
         selected = load_state_file(folder, "selected.safetensors", meta)
         last = load_state_file(folder, "last.safetensors", meta) if "last.safetensors" in meta["files"] else selected
