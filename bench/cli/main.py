@@ -1,5 +1,5 @@
 """The ``bench`` command: ``list``, ``run``, ``status``, ``table``, ``report``, ``rm``, ``score``, ``compare``,
-``export``, ``data`` and ``verify``.
+``export``, ``data``, ``verify``, ``results`` and ``query``.
 
 ``main(argv)`` is a plain function, so tests call it as ``main(["run", ...])``. Errors from user input print one line
 (``bench: error: ...``) and exit 2; a grid with failed cells exits 1 after writing every cell that finished; Ctrl-C
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.cli.data import add_data_parser
     from bench.cli.export import add_export_parser
     from bench.cli.score import add_score_parser
+    from bench.cli.store import add_store_parsers
     from bench.cli.verify import add_verify_parser
 
     parser = argparse.ArgumentParser(
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub)
     add_data_parser(sub)
     add_verify_parser(sub)
+    add_store_parsers(sub)
     return parser
 
 

@@ -1,0 +1,150 @@
+"""The results store (``bench results``) and SQL over it (``bench query``): every record survives the store, its
+numbers are ``bench table``'s, and the queries table recomputes the records' recalls from the per-query ranks."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from tiny_grid import MODEL_TABLES, SYNTHETIC_TABLE, run_main
+
+from bench.grid.records import iter_records
+from bench.store import build_store, read_table, record_from_row
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CONFIG = f"""
+[paths]
+results_dir = "results"
+work_dir = "work"
+
+[grid]
+models = ["vse_infty", "towers"]
+datasets = ["synthetic"]
+methods = ["zeroshot", "contrastive"]
+seeds = [0, 1]
+
+[train]
+epochs = 1
+batch_size = 16
+device = "cpu"
+
+[eval]
+batch_size = 32
+bootstrap = 100
+
+{MODEL_TABLES}
+{SYNTHETIC_TABLE}"""
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("store")
+    (root / "bench.toml").write_text(CONFIG.replace('"results"', json.dumps(str(root / "results")))
+                                     .replace('"work"', json.dumps(str(root / "work"))))  # fmt: skip
+    rc, _, err = run_main(["run", "--config", str(root / "bench.toml"), "--no-table", "-q"])
+    assert rc == 0, err[-3000:]
+    # a failed cell's record beside the ok ones: the store keeps every status
+    ok = root / "results/runs/vse_infty/synthetic/test/zeroshot-seed0.json"
+    failed = json.loads(ok.read_text())
+    failed.update(status="failed", reason="DataError: pics/x.jpg: cannot identify image file", seed=7)
+    for key in ("metrics", "per_query", "ci95"):
+        failed.pop(key)
+    (ok.parent / "zeroshot-seed7.json").write_text(json.dumps(failed))
+    return root
+
+
+def _query(root: Path, sql: str, *args: str) -> tuple[int, str, str]:
+    return run_main(["query", sql, "--config", str(root / "bench.toml"), *args])
+
+
+def test_every_record_survives_the_store(grid: Path, tmp_path: Path) -> None:
+    summary = build_store(grid / "results", tmp_path / "store")
+    stored = {row["path"]: record_from_row(row) for row in read_table(tmp_path / "store", "records").to_pylist()}
+    on_disk = {os.path.relpath(r.pop("_path"), grid / "results"): dict(r) for r in iter_records(grid / "results")}
+    assert len(on_disk) == 5 and stored == on_disk
+    assert summary.rows["records"] == 5 and not summary.skipped
+    rows = {r["path"]: r for r in read_table(tmp_path / "store", "records").to_pylist()}
+    failed = rows["runs/vse_infty/synthetic/test/zeroshot-seed7.json"]
+    assert failed["status"] == "failed" and failed["reason"].startswith("DataError")
+    ok = rows["runs/vse_infty/synthetic/test/contrastive-seed1.json"]
+    assert json.loads(ok["fingerprints"]) == on_disk[ok["path"]]["fingerprints"] and ok["git_sha"]
+    assert ok["store_version"] == 1 and ok["schema"] == 1 and ok["itr_bench"]
+
+
+def test_the_stores_numbers_are_bench_tables(grid: Path) -> None:
+    rc, out, err = run_main(["results", "--config", str(grid / "bench.toml")])
+    assert rc == 0, err
+    rc, table, err = run_main(["table", "--config", str(grid / "bench.toml"), "--format", "csv"])
+    assert rc == 0, err
+    for row in csv.DictReader(io.StringIO(table)):
+        for column in ("rsum", "i2t_r1", "t2i_r5", "t2t_r1", "i2i_r10"):
+            if row[column] in ("", "n/a"):
+                continue
+            direction, _, metric = column.rpartition("_") if column != "rsum" else ("", "", "rsum")
+            sql = (f"SELECT avg(value) AS v, count(*) AS n FROM metrics WHERE model = '{row['model']}' "
+                   f"AND method = '{row['method']}' AND block = 'metrics' AND direction = '{direction}' "
+                   f"AND metric = '{metric}'")  # fmt: skip
+            rc, out, err = _query(grid, sql, "--format", "json")
+            assert rc == 0, err
+            got = json.loads(out)
+            assert got["n"] == int(row["seeds"])
+            assert got["v"] == pytest.approx(float(row[column]), abs=1e-5), (row["model"], column)
+
+
+def test_the_queries_table_gives_back_each_records_recalls(grid: Path) -> None:
+    """R@K of every direction, recomputed by SQL from the per-query ranks, is the record's."""
+    rc, out, err = _query(grid, "SELECT model, method, seed, direction, avg(CASE WHEN rank < 5 THEN 100.0 ELSE 0 END) "
+                                "AS r5, count(*) AS n FROM queries GROUP BY ALL", "--format", "json")  # fmt: skip
+    assert rc == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    records = {(r["model"], r["method"], r["seed"]): r for r in iter_records(grid / "results") if r["status"] == "ok"}
+    assert {(r["model"], r["method"], r["seed"]) for r in rows} == set(records)
+    for r in rows:
+        block = records[(r["model"], r["method"], r["seed"])]["metrics"][r["direction"]]
+        assert r["r5"] == pytest.approx(block["r5"]) and r["n"] == block["n_queries"]
+
+
+def test_query_rewrites_a_stale_store_and_refuses_bad_sql_in_one_line(grid: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "results"
+    shutil.copytree(grid / "results", copy, ignore=shutil.ignore_patterns("store"))
+    cfg = tmp_path / "bench.toml"
+    cfg.write_text((grid / "bench.toml").read_text().replace(json.dumps(str(grid / "results")), json.dumps(str(copy))))
+    count = "SELECT count(*) AS n FROM records"
+    assert json.loads(run_main(["query", count, "--config", str(cfg), "--format", "json"])[1])["n"] == 5
+    (copy / "runs/vse_infty/synthetic/test/zeroshot-seed7.json").unlink()  # the store is now stale
+    assert json.loads(run_main(["query", count, "--config", str(cfg), "--format", "json"])[1])["n"] == 4
+    rc, _, err = run_main(["query", "SELEC 1", "--config", str(cfg)])
+    assert rc == 2 and err.count("\n") == 1 and "query failed" in err and "Traceback" not in err
+
+
+def test_a_per_query_file_of_another_run_is_left_out_with_its_name(grid: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "results"
+    shutil.copytree(grid / "results", copy, ignore=shutil.ignore_patterns("store"))
+    pq = copy / "runs/vse_infty/synthetic/test/contrastive-seed1.queries.npz"
+    shutil.copy(copy / "runs/vse_infty/synthetic/test/contrastive-seed0.queries.npz", pq)
+    summary = build_store(copy, tmp_path / "store")
+    assert len(summary.skipped) == 1 and str(pq) in summary.skipped[0]
+    queries = read_table(tmp_path / "store", "queries").to_pandas()
+    assert not ((queries["method"] == "contrastive") & (queries["seed"] == 1)).any()
+    assert summary.rows["records"] == 5  # its record is still there
+
+
+def test_csv_store_and_an_unwritable_folder(grid: Path, tmp_path: Path) -> None:
+    rc, out, err = run_main(["results", "--config", str(grid / "bench.toml"), "--format", "csv",
+                             "--out", str(tmp_path / "csv")])  # fmt: skip
+    assert rc == 0, err
+    parquet = build_store(grid / "results", tmp_path / "parquet")
+    for table in ("records", "metrics", "queries"):
+        with open(tmp_path / "csv" / f"{table}.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == parquet.rows[table] > 0
+    assert {r["direction"] for r in rows} == {"i2t", "t2i", "t2t", "i2i"}
+    (tmp_path / "file").write_text("")
+    rc, _, err = run_main(["results", "--config", str(grid / "bench.toml"), "--out", str(tmp_path / "file" / "x")])
+    assert rc == 2 and err.count("\n") == 1 and str(tmp_path / "file" / "x") in err
