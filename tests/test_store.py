@@ -148,3 +148,56 @@ def test_csv_store_and_an_unwritable_folder(grid: Path, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     rc, _, err = run_main(["results", "--config", str(grid / "bench.toml"), "--out", str(tmp_path / "file" / "x")])
     assert rc == 2 and err.count("\n") == 1 and str(tmp_path / "file" / "x") in err
+
+
+# --- the leaderboard -------------------------------------------------------------------------------------------
+def _board(root: Path, *args: str) -> tuple[int, str, str]:
+    return run_main(["leaderboard", "--config", str(root / "bench.toml"), "--dataset", "synthetic", *args])
+
+
+def test_leaderboard_ranks_the_rows_with_intervals_and_names_what_it_left_out(grid: Path) -> None:
+    rc, out, err = _board(grid, "--json")
+    assert rc == 0, err
+    board = json.loads(out)
+    rows = [(r["model"], r["method"]) for r in board["rows"]]
+    assert rows == [("vse_infty", "contrastive"), ("vse_infty", "zeroshot")]
+    assert board["rows"][0]["seeds"] == [0, 1] and board["left_out"] == {"towers:zeroshot": "no rsum"}
+    records = {(r["model"], r["method"], r["seed"]): r for r in iter_records(grid / "results") if r["status"] == "ok"}
+    contrastive = [records[("vse_infty", "contrastive", s)]["metrics"]["rsum"] for s in (0, 1)]
+    assert board["rows"][0]["value"] == pytest.approx(sum(contrastive) / 2)  # the mean over its seeds
+    rc, out, err = _board(grid, "--metric", "t2t_r1")
+    assert rc == 0, err
+    assert out.count("| ") >= 5 and "towers" in out and "Left out" not in out  # every row has t2t
+    rc, tex, err = _board(grid, "--metric", "t2t_r1", "--format", "latex")
+    assert rc == 0 and r"\toprule" in tex and "$\\alpha$" in tex and "α" not in tex
+
+
+def test_leaderboard_leaves_out_a_row_scored_on_other_queries(grid: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from bench.scoring.perquery import sha256_of
+
+    copy = tmp_path / "results"
+    shutil.copytree(grid / "results", copy, ignore=shutil.ignore_patterns("store"))
+    src = copy / "runs/vse_infty/synthetic/test"
+    dst = copy / "runs/relabelled/synthetic/test"
+    dst.mkdir(parents=True)
+    arrays = dict(np.load(src / "zeroshot-seed0.queries.npz"))
+    arrays["image_id"] = arrays["image_id"][::-1].copy()  # the same ranks, said of other images
+    np.savez_compressed(dst / "zeroshot-seed0.queries.npz", **arrays)
+    rec = json.loads((src / "zeroshot-seed0.json").read_text())
+    rec["model"] = "relabelled"
+    rec["per_query"]["sha256"] = sha256_of(dst / "zeroshot-seed0.queries.npz")
+    (dst / "zeroshot-seed0.json").write_text(json.dumps(rec))
+    rc, out, err = _board(grid, "--results-dir", str(copy), "--json")
+    assert rc == 0, err
+    board = json.loads(out)
+    assert "relabelled" not in {r["model"] for r in board["rows"]}
+    assert board["left_out"]["relabelled:zeroshot"] == "scored on other queries than the ranked rows"
+
+
+def test_leaderboard_bad_input_is_one_line(grid: Path) -> None:
+    for args, needle in ((["--dataset", "nosuch"], "no ok record"), (["--metric", "t2t_r99"], "known: "),
+                         (["--alpha", "2"], "--alpha")):  # fmt: skip
+        rc, _, err = run_main(["leaderboard", "--config", str(grid / "bench.toml"), "--dataset", "synthetic", *args])
+        assert rc == 2 and err.count("\n") == 1 and needle in err and "Traceback" not in err, err

@@ -1,5 +1,5 @@
 """The ``bench`` command: ``list``, ``run``, ``status``, ``table``, ``report``, ``rm``, ``score``, ``compare``,
-``export``, ``data``, ``verify``, ``results`` and ``query``.
+``export``, ``data``, ``verify``, ``results``, ``query`` and ``leaderboard``.
 
 ``main(argv)`` is a plain function, so tests call it as ``main(["run", ...])``. Errors from user input print one line
 (``bench: error: ...``) and exit 2; a grid with failed cells exits 1 after writing every cell that finished; Ctrl-C
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.cli.compare import add_compare_parser
     from bench.cli.data import add_data_parser
     from bench.cli.export import add_export_parser
+    from bench.cli.leaderboard import add_leaderboard_parser
     from bench.cli.score import add_score_parser
     from bench.cli.store import add_store_parsers
     from bench.cli.verify import add_verify_parser
@@ -174,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(sub)
     add_verify_parser(sub)
     add_store_parsers(sub)
+    add_leaderboard_parser(sub)
     return parser
 
 
