@@ -22,5 +22,6 @@ run "$PY" benchmarks/uncertainty.py
 run "$PY" benchmarks/within_modality.py --sop
 run "$PY" benchmarks/containers.py --repeat 30 --workers 0 2
 run "$PY" benchmarks/fingerprint_cost.py
+run "$PY" benchmarks/results_store.py
 run "$PY" benchmarks/train_throughput.py --captions 192 --epochs 1 --workers 2
 if sinfo >/dev/null 2>&1; then run "$PY" benchmarks/sharded.py; else run "$PY" benchmarks/sharded.py --rates-only; fi

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -62,11 +62,16 @@ def _schemas() -> dict[str, Any]:
 
 
 class _Writer:
-    """One table's file, written in batches to a temporary beside it and renamed when complete."""
+    """One table's file, written in row groups of about :attr:`GROUP_ROWS` rows to a temporary beside it and renamed
+    when complete."""
+
+    GROUP_ROWS = 1 << 20
 
     def __init__(self, path: Path, schema: Any, fmt: StoreFormat) -> None:
         self.path, self.schema, self.fmt, self.rows = path, schema, fmt, 0
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self._pending: list[Any] = []
+        self._pending_rows = 0
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -77,26 +82,61 @@ class _Writer:
 
             self._w = pcsv.CSVWriter(self.tmp, schema)
 
-    def write(self, columns: Mapping[str, Sequence[Any]]) -> None:
+    def write(self, columns: Mapping[str, Any]) -> None:
+        """Add rows: each column a sequence, or one value for every row (a chunk's cell keys)."""
         import pyarrow as pa
 
-        table = pa.table({name: pa.array(columns[name], type=self.schema.field(name).type, from_pandas=True)
-                          for name in self.schema.names})  # fmt: skip
-        if table.num_rows:
+        n = max((len(v) for v in columns.values() if hasattr(v, "__len__") and not isinstance(v, str)), default=0)
+        arrays = []
+        for name in self.schema.names:
+            kind, value = self.schema.field(name).type, columns[name]
+            if isinstance(value, str) or not hasattr(value, "__len__"):
+                arrays.append(pa.nulls(n, kind) if value is None else pa.repeat(pa.scalar(value, kind), n))
+            else:
+                arrays.append(pa.array(value, type=kind, from_pandas=True))
+        if n:
+            self._pending.append(pa.Table.from_arrays(arrays, schema=self.schema))
+            self._pending_rows += n
+            if self._pending_rows >= self.GROUP_ROWS:
+                self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self._pending:
+            table = pa.concat_tables(self._pending).combine_chunks()
             self._w.write_table(table)
             self.rows += table.num_rows
+            self._pending, self._pending_rows = [], 0
 
     def close(self) -> None:
+        self._flush()
         self._w.close()
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
+        self._pending = []
         self._w.close()
         self.tmp.unlink(missing_ok=True)
 
 
 def _columns(rows: list[dict[str, Any]], names: Sequence[str]) -> dict[str, list[Any]]:
     return {name: [r.get(name) for r in rows] for name in names}
+
+
+def _with_per_query(records: Iterator[Any], wanted: bool) -> Iterator[tuple[Any, Any]]:
+    """Each record with its per-query results: None where it has none or they are not wanted, the
+    :class:`BenchError` where they cannot be used (missing, or not the file the record states)."""
+    from bench.report.uncertainty import per_query_file, read_per_query
+
+    for rec in records:
+        if not wanted or rec.get("status") != "ok" or per_query_file(rec) is None:
+            yield rec, None
+            continue
+        try:
+            yield rec, read_per_query(rec)
+        except BenchError as e:
+            yield rec, e
 
 
 def build_store(results_dir: Path, out: Path, fmt: StoreFormat = "parquet", *, queries: bool = True) -> StoreSummary:
@@ -107,7 +147,6 @@ def build_store(results_dir: Path, out: Path, fmt: StoreFormat = "parquet", *, q
         BenchError: the folder cannot be written (one line naming it), or the results folder has no records.
     """
     from bench.grid.records import iter_records
-    from bench.report.uncertainty import per_query_file, read_per_query
 
     try:
         import pyarrow  # noqa: F401
@@ -127,19 +166,16 @@ def build_store(results_dir: Path, out: Path, fmt: StoreFormat = "parquet", *, q
     try:
         for table in TABLES if queries else TABLES[:2]:
             writers[table] = _Writer(paths[table], schemas[table], fmt)
-        for rec in iter_records(results_dir):
+        for rec, pq in _with_per_query(iter_records(results_dir), queries):
             path = os.path.relpath(str(rec["_path"]), results_dir)
             writers["records"].write(_columns([record_row(rec, path)], schemas["records"].names))
             writers["metrics"].write(_columns(metric_rows(rec), schemas["metrics"].names))
-            if not queries or rec.get("status") != "ok" or per_query_file(rec) is None:
-                continue
-            try:
-                pq = read_per_query(rec)
-            except BenchError as e:
-                log.warning("left out of the queries table: %s", e)
-                summary.skipped.append(str(e))
-                continue
-            writers["queries"].write(query_columns(rec, pq))
+            if isinstance(pq, BenchError):
+                log.warning("left out of the queries table: %s", pq)
+                summary.skipped.append(str(pq))
+            elif pq is not None:
+                for chunk in query_columns(rec, pq):
+                    writers["queries"].write(chunk)
         for name, w in writers.items():
             w.close()
             summary.rows[name] = w.rows

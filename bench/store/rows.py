@@ -123,24 +123,23 @@ def metric_rows(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def query_columns(rec: Mapping[str, Any], pq: PerQuery) -> dict[str, np.ndarray]:
-    """The ``queries`` rows of one record's per-query file (a :class:`~bench.scoring.perquery.PerQuery`), as
-    columns: every scored row of every direction."""
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("direction", "query", "image", "rank", "rerank", "top1")}
+def query_columns(rec: Mapping[str, Any], pq: PerQuery) -> list[dict[str, Any]]:
+    """The ``queries`` rows of one record's per-query file (a :class:`~bench.scoring.perquery.PerQuery`): one chunk
+    of columns per direction, every scored row. A chunk's cell keys and direction are single values, the same for
+    each of its rows."""
+    keys = {"store_version": STORE_VERSION, "schema": rec.get("schema"), **_keys(rec)}
+    chunks = []
     for direction, q in pq.queries.items():
         rows = np.asarray(q.queries, dtype=np.int64)
-        cols["direction"].append(np.full(rows.size, direction, dtype=object))
-        cols["query"].append(rows)
-        cols["image"].append(np.asarray(q.cluster, dtype=np.int64))
-        cols["rank"].append(np.asarray(q.ranks, dtype=np.int64))
         rerank = pq.rerank.get(direction)
-        cols["rerank"].append(np.asarray(rerank, dtype=np.float64)[rows] if rerank is not None
-                              else np.full(rows.size, np.nan))  # fmt: skip
         top = q.lists.index if q.lists is not None and q.lists.index.shape[1] else None
-        cols["top1"].append(top[:, 0].astype(np.int64) if top is not None else np.full(rows.size, -1, dtype=np.int64))
-    n = sum(a.size for a in cols["query"])
-    out = {k: (np.concatenate(v) if v else np.empty(0)) for k, v in cols.items()}
-    keys = {"store_version": STORE_VERSION, "schema": rec.get("schema"), **_keys(rec)}
-    for name, value in keys.items():
-        out[name] = np.full(n, value, dtype=object)
-    return out
+        chunks.append({
+            **keys,
+            "direction": direction,
+            "query": rows,
+            "image": np.asarray(q.cluster, dtype=np.int64),
+            "rank": np.asarray(q.ranks, dtype=np.int64),
+            "rerank": np.asarray(rerank, dtype=np.float64)[rows] if rerank is not None else np.full(rows.size, np.nan),
+            "top1": top[:, 0].astype(np.int64) if top is not None else np.full(rows.size, -1, dtype=np.int64),
+        })  # fmt: skip
+    return chunks
