@@ -201,3 +201,76 @@ def test_leaderboard_bad_input_is_one_line(grid: Path) -> None:
                          (["--alpha", "2"], "--alpha")):  # fmt: skip
         rc, _, err = run_main(["leaderboard", "--config", str(grid / "bench.toml"), "--dataset", "synthetic", *args])
         assert rc == 2 and err.count("\n") == 1 and needle in err and "Traceback" not in err, err
+
+
+# --- exports: MTEB result files and model-card model-index blocks ----------------------------------------------
+def test_the_exported_metrics_are_mtebs_own_on_the_same_rankings() -> None:
+    """What the MTEB export maps (hit_rate_at_K = R@K, ndcg_at_10 = nDCG@10, t2i recall_at_K = R@K) agrees with
+    MTEB's own retrieval evaluator (pytrec_eval) on continuous scores (no ties)."""
+    import numpy as np
+    from mteb._evaluators.retrieval_metrics import calculate_retrieval_scores
+
+    import bench
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(80, 32))
+    caption_image = np.repeat(np.arange(80), 5)
+    texts = images[caption_image] + 3.0 * rng.normal(size=(400, 32))
+    ours = bench.score(images, texts, caption_image)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    scores = unit(images) @ unit(texts).T
+    for direction, sim in (("i2t", scores), ("t2i", scores.T)):
+        results = {f"q{i}": {f"d{j}": float(sim[i, j]) for j in np.argsort(-sim[i])[:10]} for i in range(len(sim))}
+        if direction == "i2t":
+            qrels = {f"q{i}": {f"d{j}": 1 for j in np.flatnonzero(caption_image == i)} for i in range(80)}
+        else:
+            qrels = {f"q{i}": {f"d{caption_image[i]}": 1} for i in range(400)}
+        theirs = calculate_retrieval_scores(results, qrels, [1, 5, 10])
+        assert 5 < ours[direction]["r1"] < 95  # a problem where the metrics can disagree
+        for k in (1, 5, 10):
+            assert theirs.hit_rate[f"HitRate@{k}"] == pytest.approx(ours[direction][f"r{k}"] / 100, abs=1e-5)
+            if direction == "t2i":
+                assert theirs.recall[f"Recall@{k}"] == pytest.approx(ours[direction][f"r{k}"] / 100, abs=1e-5)
+        assert theirs.ndcg["NDCG@10"] == pytest.approx(ours[direction]["ndcg10"] / 100, abs=1e-5)
+
+
+def test_mteb_result_files_load_in_mteb_with_their_provenance(grid: Path, tmp_path: Path) -> None:
+    from mteb.results import TaskResult
+
+    rc, out, err = run_main(["export-results", "--config", str(grid / "bench.toml"), "--mteb", str(tmp_path)])
+    assert rc == 0, err
+    files = sorted(tmp_path.rglob("*.json"))
+    records = {r["config_hash"]: r for r in iter_records(grid / "results") if r["status"] == "ok"}
+    assert len(files) == 6  # i2t and t2i of the three vse_infty cells; towers has no image-text metrics
+    for path in files:
+        result = TaskResult.from_disk(path)
+        rec = records[path.parent.name]
+        subset = result.scores["test"][0]
+        direction = subset["itr_bench"]["direction"]
+        assert result.task_name == f"ItrBenchSynthetic{direction.upper()}Retrieval"
+        assert path.parent.parent.name == f"itr-bench__vse_infty-{rec['method']}"
+        assert result.get_score() == pytest.approx(rec["metrics"][direction]["ndcg10"] / 100)
+        assert subset["hit_rate_at_1"] == pytest.approx(rec["metrics"][direction]["r1"] / 100)
+        assert ("recall_at_1" in subset) == (direction == "t2i")
+        assert subset["itr_bench"]["fingerprints"] == rec["fingerprints"]
+        low, high = subset["itr_bench"]["intervals"]["hit_rate_at_1"]
+        assert [low * 100, high * 100] == pytest.approx(rec["ci95"][direction]["r1"])
+        assert "pessimistically" in subset["itr_bench"]["protocol"]
+
+
+def test_model_index_blocks_parse_with_huggingface_hub(grid: Path, tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    rc, out, err = run_main(["export-results", "--config", str(grid / "bench.toml"), "--model-index", str(tmp_path)])
+    assert rc == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["towers-zeroshot.yaml", "vse_infty-contrastive.yaml",
+                                                          "vse_infty-zeroshot.yaml"]  # fmt: skip
+    card = ModelCard("---\n" + (tmp_path / "vse_infty-contrastive.yaml").read_text() + "---\n")
+    results = {(e.dataset_name, e.metric_name): e for e in card.data.eval_results}
+    seeds = [r for r in iter_records(grid / "results") if r["method"] == "contrastive"]
+    r1 = results[("synthetic", "R@1 t2i")]
+    assert r1.metric_value == pytest.approx(sum(r["metrics"]["t2i"]["r1"] for r in seeds) / 2, abs=0.01)
+    assert r1.metric_args["seeds"] == 2 and "seed_std" in r1.metric_args and r1.task_type == "image-text-retrieval"
+    single = ModelCard("---\n" + (tmp_path / "vse_infty-zeroshot.yaml").read_text() + "---\n")
+    one = {(e.dataset_name, e.metric_name): e for e in single.data.eval_results}[("synthetic", "R@1 i2t")]
+    assert one.metric_args["ci_level"] == 0.95 and len(one.metric_args["ci"]) == 2 and one.dataset_revision

@@ -1,4 +1,5 @@
-"""``bench results``: the results folder as a store of tidy tables; ``bench query "SELECT ..."``: SQL over it."""
+"""``bench results``: the results folder as a store of tidy tables; ``bench query "SELECT ..."``: SQL over it;
+``bench export-results``: records as MTEB result files and model-card ``model-index`` blocks."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from bench.cli.common import add_config_args, load_cfg
 
-__all__ = ["add_store_parsers", "cmd_query", "cmd_results"]
+__all__ = ["add_store_parsers", "cmd_export_results", "cmd_query", "cmd_results"]
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,13 @@ QUERY_EXAMPLES = """examples:
   bench query "SELECT model, method, seed, reason FROM records WHERE status <> 'ok'" --format csv"""
 
 
+EXPORT_EXAMPLES = """examples:
+  bench export-results --mteb exports/mteb                  # <org>__<model>-<method>/<config hash>/<Task>.json
+  bench export-results --model-index exports/cards --models vse_infty --methods cusa"""
+
+
 def add_store_parsers(sub: Any) -> None:
-    """Add the ``results`` and ``query`` subcommands."""
+    """Add the ``results``, ``query`` and ``export-results`` subcommands."""
     p = sub.add_parser(
         "results",
         help="write every stored record and per-query file as tidy tables",
@@ -62,6 +68,26 @@ def add_store_parsers(sub: Any) -> None:
     p.add_argument("--format", default="table", choices=["table", "csv", "json"])
     p.add_argument("--results-dir", help="results folder (default: paths.results_dir)")
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser(
+        "export-results",
+        help="write records as MTEB result files or model-card model-index blocks",
+        description="Write the stored records as MTEB TaskResult files (the MTEB results repository's layout; each "
+        "file says where its protocol differs from MTEB's task of that name, and carries the config hash, "
+        "fingerprints and versions) and/or one model-index YAML block per model × method for a Hugging Face model "
+        "card (seeds averaged, intervals and provenance in each metric's args). Nothing needs network.",
+        epilog=EXPORT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_args(p)
+    p.add_argument("--mteb", type=Path, metavar="DIR", help="write MTEB TaskResult JSON files under DIR")
+    p.add_argument("--model-index", type=Path, metavar="DIR", help="write <model>-<method>.yaml blocks to DIR")
+    p.add_argument("--org", default="itr-bench", help="the organisation part of MTEB's model folders")
+    p.add_argument("--models", help="comma-separated model ids (as stored)")
+    p.add_argument("--methods", help="comma-separated methods")
+    p.add_argument("--datasets", help="comma-separated dataset ids")
+    p.add_argument("--results-dir", help="results folder (default: paths.results_dir)")
+    p.set_defaults(func=cmd_export_results)
 
 
 def _results_dir(args: argparse.Namespace) -> Path:
@@ -121,4 +147,39 @@ def cmd_query(args: argparse.Namespace) -> int:
         build_store(results, folder)
     columns, rows = run_query(folder, args.sql)
     sys.stdout.write(_show(columns, rows, args.format))
+    return 0
+
+
+def cmd_export_results(args: argparse.Namespace) -> int:
+    """Run ``bench export-results``."""
+    from bench.atomic import atomic_write_bytes
+    from bench.cli.common import csv_list
+    from bench.errors import BenchError
+    from bench.grid.records import iter_records
+    from bench.store.model_index import model_index
+    from bench.store.mteb import write_mteb_results
+
+    if args.mteb is None and args.model_index is None:
+        raise BenchError("bench export-results: say what to write: --mteb DIR and/or --model-index DIR")
+    wanted = {key: set(csv_list(value)) for key, value in
+              (("model", args.models), ("method", args.methods), ("dataset", args.datasets)) if value}  # fmt: skip
+    records = [r for r in iter_records(_results_dir(args)) if all(r.get(k) in v for k, v in wanted.items())]
+    if not any(r.get("status") == "ok" for r in records):
+        raise BenchError("bench export-results: no ok record matches" + (f" {wanted}" if wanted else ""))
+    if args.mteb is not None:
+        written = write_mteb_results(records, args.mteb, org=args.org)
+        print(f"{args.mteb}: {len(written)} MTEB result file(s)")
+    if args.model_index is not None:
+        import yaml
+
+        entries = model_index(records)
+        for entry in entries:
+            path = args.model_index / f"{entry['name']}.yaml"
+            text = yaml.safe_dump({"model-index": [entry]}, sort_keys=False, allow_unicode=True)
+            try:
+                args.model_index.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(path, text.encode())
+            except OSError as e:
+                raise BenchError(f"{path}: cannot write the model-index block ({e.strerror or e})") from None
+        print(f"{args.model_index}: {len(entries)} model-index block(s), one per model × method")
     return 0
