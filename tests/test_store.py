@@ -274,3 +274,13 @@ def test_model_index_blocks_parse_with_huggingface_hub(grid: Path, tmp_path: Pat
     single = ModelCard("---\n" + (tmp_path / "vse_infty-zeroshot.yaml").read_text() + "---\n")
     one = {(e.dataset_name, e.metric_name): e for e in single.data.eval_results}[("synthetic", "R@1 i2t")]
     assert one.metric_args["ci_level"] == 0.95 and len(one.metric_args["ci"]) == 2 and one.dataset_revision
+
+
+def test_the_html_report_carries_the_leaderboard(grid: Path, tmp_path: Path) -> None:
+    rc, _, err = run_main(["report", "--config", str(grid / "bench.toml"), "--html", str(tmp_path)])
+    assert rc == 0, err
+    page = (tmp_path / "synthetic-test.html").read_text()
+    section = page[page.index("<h2>Leaderboard</h2>"):]
+    table = section[: section.index("</table>")]
+    assert table.index("contrastive") < table.index("zeroshot")  # ranked as bench leaderboard ranks them
+    assert "Holm" in section and "towers:zeroshot (no rsum)" in section

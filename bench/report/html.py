@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.errors import BenchError
 from bench.report.collect import collect
 from bench.report.plots import plot_recall_at_k
 from bench.report.uncertainty import read_per_query, row_intervals, row_values
@@ -41,6 +42,10 @@ body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 table.metrics{border-collapse:collapse;font-size:13px}
 table.metrics td,table.metrics th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}
 table.metrics td:nth-child(-n+2),table.metrics th:nth-child(-n+2){text-align:left}
+table.leaderboard{border-collapse:collapse;font-size:13px}
+table.leaderboard td,table.leaderboard th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}
+table.leaderboard td:nth-child(2),table.leaderboard td:nth-child(3){text-align:left}
+table.leaderboard tr.group-start td{border-top:2px solid #888}
 .ci{color:#777;font-size:11px}
 .q{display:flex;gap:10px;align-items:flex-start;margin:8px 0;padding:6px;border:1px solid #eee}
 .q .text{width:260px;font-size:13px}
@@ -274,6 +279,7 @@ def write_report(
         body = [f"<h2>Results</h2>{_table(recs, cis)}"]
         plot = plot_recall_at_k(recs, out / f"{slug}-recall.png")
         body.append(f'<h2>Recall@K</h2><img id="plot" src="{plot.name}" alt="R@K plot" style="max-width:900px">')
+        body.append(f"<h2>Leaderboard</h2>{_board(recs, dataset, split, cfg)}")
         focus = (model, method) if model and method else None
         if focus is None and rows:
             focus = max(rows, key=lambda k: np.mean([r["metrics"].get("rsum") or -1 for r in rows[k]]))
@@ -307,6 +313,16 @@ def write_report(
     links = "".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>' for p in pages)
     (out / "index.html").write_text(_page("itr-bench report", f"<ul>{links}</ul>"), encoding="utf-8")
     return pages
+
+
+def _board(records: Sequence[Mapping[str, Any]], dataset: str, split: str, cfg: BootstrapConfig) -> str:
+    """The page's rows ranked by RSUM with rank intervals and tie groups, or why they cannot be."""
+    from bench.report.leaderboard import leaderboard, render_board
+
+    try:
+        return render_board(leaderboard(records, dataset, split, "rsum", cfg), "html")
+    except BenchError as e:
+        return f"<p>{html.escape(str(e))}</p>"
 
 
 def _versus(

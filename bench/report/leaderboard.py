@@ -133,7 +133,7 @@ def _rank_range(r: BoardRow, dash: str) -> str:
 
 
 def render_board(board: Board, fmt: str = "markdown") -> str:
-    """The board as Markdown, LaTeX (booktabs) or CSV."""
+    """The board as Markdown, LaTeX (booktabs), CSV or an HTML table (the report's)."""
     tex = fmt == "latex"
     dash, alpha = ("--", r"$\alpha$") if tex else ("–", "α")
     pct = f"{100 * board.config.level:g}%"
@@ -167,6 +167,15 @@ def render_board(board: Board, fmt: str = "markdown") -> str:
             lines.append(" & ".join(latex_escape(c) if j in (1, 2) else c for j, c in enumerate(cells)) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_caption(note)}}}", r"\end{table}"]
         return "\n".join(lines) + "\n"
+    if fmt == "html":
+        import html
+
+        cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+        trs = [f"<tr>{cells}</tr>"]
+        for i, row in enumerate(body):
+            split = ' class="group-start"' if i and board.rows[i].group != board.rows[i - 1].group else ""
+            trs.append(f"<tr{split}>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+        return (f'<table class="leaderboard">{"".join(trs)}</table><p>{html.escape(note)}</p>')
     rows = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     rows += ["| " + " | ".join(markdown_escape(c) for c in cells) + " |" for cells in body]
     return "\n".join(rows) + "\n\n" + note + "\n"
