@@ -3,9 +3,9 @@ per model × method with one result per dataset, split and direction, the seeds 
 
 Values are percentages as itr-bench reports them. Each metric's ``args`` carries the number of seeds, the record's
 bootstrap interval (``ci`` at ``ci_level``) where there is one seed, the standard deviation over seeds
-(``seed_std``) where there are several, and the provenance (config hashes, itr-bench version), so a number on the
-Hub can be traced to the run and checked with ``bench verify``. ``huggingface_hub``'s own parser reads the block
-back (the tests do).
+(``seed_std``) where there are several, and the provenance: config hashes, itr-bench version and the sha256 of
+each weight file read; the dataset's ``revision`` is the split's fingerprint. A number on the Hub can so be traced
+to the run and checked with ``bench verify``. ``huggingface_hub``'s own parser reads the block back (the tests do).
 """
 
 from __future__ import annotations
@@ -48,6 +48,17 @@ def _data_key(rec: Mapping[str, Any]) -> str | None:
     return ",".join(f"{k}:{v}" for k, v in sorted(keys.items())) if isinstance(keys, Mapping) else None
 
 
+def _weights(recs: list[Mapping[str, Any]]) -> dict[str, str]:
+    """The weight files the records read, with their sha256 (packaged weights are covered by the versions)."""
+    out: dict[str, str] = {}
+    for rec in recs:
+        fp = rec.get("fingerprints")
+        weights = fp.get("weights") if isinstance(fp, Mapping) else None
+        if isinstance(weights, Mapping):
+            out.update({str(k): str(v) for k, v in weights.items()})
+    return dict(sorted(out.items()))
+
+
 def model_index(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The ``model-index`` list of the ``ok`` records (YAML-ready: plain lists, dicts, strings and numbers)."""
     rows: dict[tuple[str, str], dict[tuple[str, str, str], list[Mapping[str, Any]]]] = {}
@@ -74,6 +85,8 @@ def model_index(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                         "config_hashes": sorted(str(r.get("config_hash")) for r in recs),
                         "itr_bench": sorted({str((r.get("versions") or {}).get("itr-bench")) for r in recs}),
                     }
+                    if weights := _weights(recs):
+                        args["weights_sha256"] = weights
                     if len(recs) == 1 and (ci := _ci(recs[0], direction, key)) is not None:
                         args["ci"], args["ci_level"] = ci
                     elif len(values) > 1:
