@@ -193,6 +193,12 @@ def check_folder(template: Path, edits: list[tuple[Any, ...]], side_a: str, side
             ["verify", *cfg],
             ["rm", *cfg, "--status", "any", "--dry-run"],
             ["data", "--config", str(template / "bench.toml"), "--splits", "test"],
+            ["results", *cfg, "--out", str(Path(tmp) / "store")],
+            ["query", *cfg, "SELECT count(*) AS n FROM metrics"],
+            ["leaderboard", *cfg, "--dataset", "synthetic", "--resamples", "30", "--json"],
+            ["leaderboard", *cfg, "--dataset", "synthetic", "--resamples", "30", "--metric", "t2t_r1",
+             "--format", "latex" if fmt == "latex" else "markdown"],
+            ["export-results", *cfg, "--mteb", str(Path(tmp) / "mteb"), "--model-index", str(Path(tmp) / "cards")],
         ]
         for argv in commands:
             rc, out, err = _cli(argv)
@@ -208,6 +214,13 @@ def check_folder(template: Path, edits: list[tuple[Any, ...]], side_a: str, side
                         if str(f) in files:
                             keys.add(queries_key(load_per_query(f)))
                 assert len(keys) <= 1, (argv, edits)
+            if argv[0] == "leaderboard" and "--json" in argv and rc == 0:  # ranked rows: all on the same queries
+                keys = set()
+                for row in json.loads(out)["rows"]:
+                    folder = results / "runs" / row["model"] / "synthetic" / "test"
+                    for s in row["seeds"]:
+                        keys.add(queries_key(load_per_query(folder / f"{row['method']}-seed{s}.queries.npz")))
+                assert len(keys) == 1, (argv, edits)
 
 
 # CI's examples are derandomized (the same folders every run, so a CI failure is reproducible); -m slow explores.
