@@ -1,0 +1,47 @@
+"""The retrieval metrics against trec_eval itself (``pytrec_eval``, the trec_eval C code as a wheel), on full
+rankings of continuous scores (no ties, where trec_eval's order by document id would differ from the tie rule):
+R@K is trec's ``success_K``, MRR its ``recip_rank``, nDCG@10 its ``ndcg_cut_10`` and R-Precision its ``Rprec``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import pytrec_eval
+
+import bench
+
+MEASURES = {"success.1,5,10", "recip_rank", "ndcg_cut.10", "Rprec"}
+
+
+def _trec(sim: np.ndarray, positives: list[np.ndarray]) -> dict[str, float]:
+    qrels = {f"q{i}": {f"d{j}": 1 for j in pos} for i, pos in enumerate(positives)}
+    run = {f"q{i}": {f"d{j}": float(s) for j, s in enumerate(row)} for i, row in enumerate(sim)}
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, MEASURES).evaluate(run)
+    names = ["success_1", "success_5", "success_10", "recip_rank", "ndcg_cut_10", "Rprec"]
+    return {n: 100 * float(np.mean([q[n] for q in per_query.values()])) for n in names}
+
+
+@pytest.mark.parametrize("noise", [2.0, 4.0])
+def test_image_text_metrics_are_trec_evals(noise: float) -> None:
+    rng = np.random.default_rng(int(noise))
+    n_images = 50
+    per_image = rng.integers(1, 7, size=n_images)  # 1-6 captions per image, as real sets vary
+    caption_image = np.repeat(np.arange(n_images), per_image)
+    images = rng.normal(size=(n_images, 24))
+    texts = images[caption_image] + noise * rng.normal(size=(caption_image.size, 24))
+    ours = bench.score(images, texts, caption_image)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    sim = unit(images) @ unit(texts).T
+    for direction, scores, positives in (
+        ("i2t", sim, [np.flatnonzero(caption_image == i) for i in range(n_images)]),
+        ("t2i", sim.T, [np.array([c]) for c in caption_image]),
+    ):
+        trec = _trec(scores, positives)
+        got = ours[direction]
+        assert 2 < got["r1"] < 98, "a problem where the metrics can disagree"
+        for k in (1, 5, 10):
+            assert got[f"r{k}"] == pytest.approx(trec[f"success_{k}"], abs=1e-6), (direction, k)
+        assert got["mrr"] == pytest.approx(trec["recip_rank"], abs=1e-6), direction
+        assert got["ndcg10"] == pytest.approx(trec["ndcg_cut_10"], abs=1e-4), direction
+        if "r_precision" in got:
+            assert got["r_precision"] == pytest.approx(trec["Rprec"], abs=1e-6), direction
