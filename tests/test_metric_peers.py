@@ -1,6 +1,10 @@
-"""The retrieval metrics against trec_eval itself (``pytrec_eval``, the trec_eval C code as a wheel), on full
-rankings of continuous scores (no ties, where trec_eval's order by document id would differ from the tie rule):
-R@K is trec's ``success_K``, MRR its ``recip_rank``, nDCG@10 its ``ndcg_cut_10`` and R-Precision its ``Rprec``."""
+"""The retrieval metrics against their peers' own code, on continuous scores (no ties, where a peer's tie order
+would differ from the pessimistic tie rule):
+
+* image-text: trec_eval itself (``pytrec_eval``, the trec_eval C code as a wheel) on full rankings: R@K is trec's
+  ``success_K``, MRR its ``recip_rank``, nDCG@10 its ``ndcg_cut_10`` and R-Precision its ``Rprec``;
+* label retrieval (i2i): pytorch-metric-learning's ``AccuracyCalculator``: mAP@R is its
+  ``mean_average_precision_at_r``, R-Precision its ``r_precision``, R@1 its ``precision_at_1``."""
 
 from __future__ import annotations
 
@@ -45,3 +49,24 @@ def test_image_text_metrics_are_trec_evals(noise: float) -> None:
         assert got["ndcg10"] == pytest.approx(trec["ndcg_cut_10"], abs=1e-4), direction
         if "r_precision" in got:
             assert got["r_precision"] == pytest.approx(trec["Rprec"], abs=1e-6), direction
+
+
+def test_label_retrieval_metrics_are_pytorch_metric_learnings() -> None:
+    import torch
+    from pytorch_metric_learning.distances import CosineSimilarity
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import CustomKNN
+
+    from bench.scoring.unimodal import image_retrieval_metrics
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 25, size=150)  # classes of 1 to 13 images: R varies by query
+    emb = rng.normal(size=(25, 16))[labels] + 1.5 * rng.normal(size=(150, 16))
+    calc = AccuracyCalculator(include=("mean_average_precision_at_r", "r_precision", "precision_at_1"),
+                              k="max_bin_count", avg_of_avgs=False, knn_func=CustomKNN(CosineSimilarity()))  # fmt: skip
+    theirs = calc.get_accuracy(torch.tensor(emb, dtype=torch.float32), torch.tensor(labels), ref_includes_query=True)
+    ours = image_retrieval_metrics(emb, labels)
+    assert 5 < ours["map_at_r"] < 95
+    assert ours["map_at_r"] == pytest.approx(100 * theirs["mean_average_precision_at_r"], abs=1e-4)
+    assert ours["r_precision"] == pytest.approx(100 * theirs["r_precision"], abs=1e-4)
+    assert ours["r1"] == pytest.approx(100 * theirs["precision_at_1"], abs=1e-4)
