@@ -215,11 +215,15 @@ def check_folder(template: Path, edits: list[tuple[Any, ...]], side_a: str, side
                             keys.add(queries_key(load_per_query(f)))
                 assert len(keys) <= 1, (argv, edits)
             if argv[0] == "leaderboard" and "--json" in argv and rc == 0:  # ranked rows: all on the same queries
+                from bench.grid.records import iter_records
+                from bench.report.uncertainty import per_query_file
+
+                named = {(r.get("model"), r.get("method"), r.get("seed")): per_query_file(r)
+                         for r in iter_records(results) if r.get("dataset") == "synthetic"}  # fmt: skip
                 keys = set()
                 for row in json.loads(out)["rows"]:
-                    folder = results / "runs" / row["model"] / "synthetic" / "test"
-                    for s in row["seeds"]:
-                        keys.add(queries_key(load_per_query(folder / f"{row['method']}-seed{s}.queries.npz")))
+                    for s in row["seeds"]:  # the file its record names (a copied record may name another seed's)
+                        keys.add(queries_key(load_per_query(named[(row["model"], row["method"], s)])))
                 assert len(keys) == 1, (argv, edits)
 
 
