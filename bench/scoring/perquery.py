@@ -209,6 +209,10 @@ def _read_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any], c2i: np.nd
             lists = QueryLists(idx, score, _positives(d, q, idx, c2i, labels))
         out[d] = QueryRanks(q, full[q], n_pos, cluster, gallery, lists)
     rerank = {d: arrays[f"rerank_{d}_rank"].astype(np.int64) for d in ("i2t", "t2i") if f"rerank_{d}_rank" in arrays}
+    for name, rows in (("image_id", n_img), ("image_path", n_img), ("caption_text", n_txt),
+                       *((f"rerank_{d}_rank", rows_of[d]) for d in rerank)):  # fmt: skip
+        if name in arrays and arrays[name].shape != (rows,):
+            raise ValueError(f"{name} has shape {arrays[name].shape}, expected ({rows},)")
     return PerQuery(
         queries=out,
         caption_image=c2i,
