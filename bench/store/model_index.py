@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from statistics import mean, stdev
 from typing import Any
 
+from bench.store.rows import record_interval
+
 __all__ = ["model_index"]
 
 _TASKS = {
@@ -26,18 +28,6 @@ _TASKS = {
 _METRICS = {"r1": ("recall_at_1", "R@1"), "r5": ("recall_at_5", "R@5"), "r10": ("recall_at_10", "R@10"),
             "ndcg10": ("ndcg_at_10", "nDCG@10"), "map_at_r": ("map_at_r", "mAP@R"),
             "mean": ("spearman", "Spearman ρ×100")}  # fmt: skip
-
-
-def _ci(rec: Mapping[str, Any], direction: str, key: str) -> tuple[list[float], float] | None:
-    """The record's interval of one metric and its level, or None."""
-    boot = rec.get("bootstrap") if isinstance(rec.get("bootstrap"), Mapping) else {}
-    level = boot.get("level")
-    ci = rec.get(f"ci{100 * level:g}") if isinstance(level, (int, float)) else None
-    block = ci.get(direction) if isinstance(ci, Mapping) else None
-    pair = block.get(key) if isinstance(block, Mapping) else None
-    if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, (int, float)) for x in pair)):
-        return None
-    return [round(float(x), 2) for x in pair], float(level)
 
 
 def _data_key(rec: Mapping[str, Any]) -> str | None:
@@ -87,8 +77,8 @@ def model_index(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                     }
                     if weights := _weights(recs):
                         args["weights_sha256"] = weights
-                    if len(recs) == 1 and (ci := _ci(recs[0], direction, key)) is not None:
-                        args["ci"], args["ci_level"] = ci
+                    if len(recs) == 1 and (found := record_interval(recs[0], (direction, key))) is not None:
+                        args["ci"], args["ci_level"] = [round(x, 2) for x in found[0]], found[1]
                     elif len(values) > 1:
                         args["seed_std"] = round(stdev(values), 2)
                     metrics.append({"type": kind, "value": round(mean(values), 2), "name": f"{label} {direction}",

@@ -28,6 +28,7 @@ from typing import Any
 
 from bench.atomic import atomic_write_bytes
 from bench.errors import BenchError
+from bench.store.rows import record_interval
 
 __all__ = ["MTEB_NAMES", "mteb_task_name", "write_mteb_results"]
 
@@ -85,16 +86,14 @@ def _scores(record: Mapping[str, Any], direction: str) -> dict[str, float] | Non
 
 
 def _intervals(record: Mapping[str, Any], direction: str) -> dict[str, list[float]]:
-    boot = record.get("bootstrap") if isinstance(record.get("bootstrap"), Mapping) else {}
-    level = boot.get("level")
-    ci = record.get(f"ci{100 * level:g}") if isinstance(level, (int, float)) else None
-    block = ci.get(direction) if isinstance(ci, Mapping) else None
+    metrics = record.get("metrics")
+    block = metrics.get(direction) if isinstance(metrics, Mapping) else None
     names = {"ndcg10": "ndcg_at_10", "mean": "cosine_spearman"}
     out = {}
-    for key, pair in (block or {}).items() if isinstance(block, Mapping) else ():
+    for key in block if isinstance(block, Mapping) else ():
         name = names.get(key) or (f"hit_rate_at_{key[1:]}" if re.fullmatch(r"r\d+", key) else None)
-        if name and isinstance(pair, list) and len(pair) == 2:
-            out[name] = [pair[0] / 100, pair[1] / 100]
+        if name and (found := record_interval(record, (direction, key))) is not None:
+            out[name] = [found[0][0] / 100, found[0][1] / 100]
     return out
 
 

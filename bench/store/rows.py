@@ -29,7 +29,7 @@ import numpy as np
 from bench.errors import BenchError
 from bench.scoring.perquery import PerQuery
 
-__all__ = ["KEYS", "STORE_VERSION", "metric_rows", "query_columns", "record_from_row", "record_row"]
+__all__ = ["KEYS", "STORE_VERSION", "metric_rows", "query_columns", "record_from_row", "record_interval", "record_row"]
 
 log = logging.getLogger(__name__)
 
@@ -89,25 +89,29 @@ def _numbers(block: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[s
         yield prefix, float(block)
 
 
-def _interval(ci: Any, path: tuple[str, ...]) -> tuple[float | None, float | None]:
+def record_interval(rec: Mapping[str, Any], path: tuple[str, ...]) -> tuple[list[float], float] | None:
+    """The record's bootstrap interval of the metric at ``path`` (``("i2t", "r1")``, ``("rsum",)``) and its level,
+    or None where the record has none."""
+    from bench.stats.bootstrap import ci_key
+
+    boot = rec.get("bootstrap") if isinstance(rec.get("bootstrap"), Mapping) else {}
+    level = boot.get("level")
+    if not isinstance(level, (int, float)) or isinstance(level, bool):
+        return None
+    ci = rec.get(ci_key(level))
     for key in path:
         if not isinstance(ci, Mapping):
-            return None, None
+            return None
         ci = ci.get(key)
     if isinstance(ci, list) and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci):
-        return float(ci[0]), float(ci[1])
-    return None, None
+        return [float(ci[0]), float(ci[1])], float(level)
+    return None
 
 
 def metric_rows(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The ``metrics`` rows of an ``ok`` record (none for another status)."""
     if rec.get("status") != "ok":
         return []
-    from bench.stats.bootstrap import ci_key
-
-    boot = rec.get("bootstrap") if isinstance(rec.get("bootstrap"), Mapping) else {}
-    level = boot.get("level") if isinstance(boot.get("level"), (int, float)) else None
-    ci = rec.get(ci_key(level)) if level is not None else None
     blocks: list[tuple[str, Any]] = [("metrics", rec.get("metrics")), ("metrics_last", rec.get("metrics_last"))]
     extra = rec.get("extra_metrics")
     if isinstance(extra, Mapping):
@@ -116,10 +120,10 @@ def metric_rows(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for block, values in blocks:
         for path, value in _numbers(values):
-            lo, hi = _interval(ci, path) if block == "metrics" else (None, None)
+            found = record_interval(rec, path) if block == "metrics" else None
+            (lo, hi), level = found if found is not None else ((None, None), None)
             rows.append({**keys, "block": block, "direction": "/".join(path[:-1]), "metric": path[-1],
-                         "value": value, "ci_low": lo, "ci_high": hi,
-                         "ci_level": level if lo is not None else None})  # fmt: skip
+                         "value": value, "ci_low": lo, "ci_high": hi, "ci_level": level})  # fmt: skip
     return rows
 
 
