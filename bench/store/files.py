@@ -221,6 +221,6 @@ def store_is_stale(results_dir: Path, folder: Path) -> bool:
         return True
     built = min(p.stat().st_mtime_ns for p in files)
     runs = Path(results_dir) / "runs"
-    newest = max((p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()), default=0)
-    dirs = max((p.stat().st_mtime_ns for p in [runs, *runs.rglob("*")] if p.is_dir()), default=0)  # a removal
-    return max(newest, dirs) > built
+    # files and folders alike: a folder's mtime moves when a record in it is removed
+    newest = max((p.stat().st_mtime_ns for p in [runs, *runs.rglob("*")]), default=0)
+    return newest > built
