@@ -222,5 +222,7 @@ def store_is_stale(results_dir: Path, folder: Path) -> bool:
     built = min(p.stat().st_mtime_ns for p in files)
     runs = Path(results_dir) / "runs"
     # files and folders alike: a folder's mtime moves when a record in it is removed
+    if not runs.is_dir():
+        return True  # rebuilding says, in one line, that there are no stored results
     newest = max((p.stat().st_mtime_ns for p in [runs, *runs.rglob("*")]), default=0)
     return newest > built
