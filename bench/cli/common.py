@@ -67,6 +67,11 @@ def add_grid_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datasets", help="comma-separated dataset ids, or 'all'")
     p.add_argument("--methods", help="comma-separated methods (zeroshot, contrastive, ...)")
     p.add_argument("--seeds", help="comma-separated integer seeds")
+    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                   help="sweep a [train], [eval], [methods.<m>] or [models.<id>] key over these values: one cell "
+                   "per value, e.g. methods.cusa.alpha=0.05,0.1 (repeatable: every combination; adds to "
+                   "[sweep])")  # fmt: skip
+    p.add_argument("--yes", action="store_true", help="run a sweep of more cells than its limit ([sweep] limit)")
 
 
 def load_cfg(args: argparse.Namespace) -> Any:  # -> BenchConfig
@@ -94,6 +99,8 @@ def grid_cells(args: argparse.Namespace, cfg: Any) -> list[Any]:
         datasets=csv_list(args.datasets) if args.datasets else None,
         methods=csv_list(args.methods) if args.methods else None,
         seeds=parse_seeds(args.seeds) if args.seeds else None,
+        sweep=getattr(args, "sweep", None),
+        yes=getattr(args, "yes", False),
     )
     if not cells:
         raise BenchError(

@@ -126,7 +126,7 @@ def print_status(rows: list) -> None:
 
     from tabulate import tabulate
 
-    table = [(r.cell.model, r.cell.dataset, r.cell.method, r.cell.seed, r.state, r.job_id or "", r.detail)
+    table = [(r.cell.model, r.cell.dataset, r.cell.method_id, r.cell.seed, r.state, r.job_id or "", r.detail)
              for r in rows]  # fmt: skip
     print(tabulate(table, headers=["model", "dataset", "method", "seed", "state", "job", "detail"]))
     counts = Counter(r.state for r in rows)

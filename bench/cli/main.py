@@ -39,6 +39,7 @@ _EXAMPLES = {
   bench run --models vse_infty --methods contrastive,cusa --seeds 0,1,2
   bench run --models clip:ViT-B-32/laion2b_s34b_b79k --datasets coco --methods zeroshot
   bench run --set train.epochs=20 --set train.lr=1e-4
+  bench run --methods cusa --seeds 0,1,2 --sweep methods.cusa.alpha=0.05,0.1,0.2 --sweep train.lr=1e-4,5e-4
   bench run --launcher slurm --wait
   bench run --models clip --datasets laion-10m --methods zeroshot --shards 64 --launcher slurm""",
     "status": """examples:
@@ -49,7 +50,9 @@ _EXAMPLES = {
   bench table --format latex --standalone --out results/table.tex --plot results/recall.png
   bench table --models vse_infty --methods contrastive,cusa --format csv
   bench table --all                                    # every stored record, not only the configured grid
-  bench table --ci                                     # with 95% bootstrap intervals""",
+  bench table --ci                                     # with 95% bootstrap intervals
+  bench table --select val --ci                        # sweeps: the variant best on validation, per method
+  bench table --all-variants --plot results/sweep.png  # sweeps: every variant; the plot's -sweep.png beside it""",
     "report": """examples:
   bench report --html results/report
   bench report --html results/report --focus vse_infty:cusa --against contrastive""",
@@ -139,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.05,
                    help="bold a best value only when ahead of the runner-up at p < ALPHA (default 0.05)")  # fmt: skip
     p.add_argument("--largest", action="store_true", help="bold the largest value of each column, untested")
+    p.add_argument("--select", choices=["val"], default=None,
+                   help="sweeps: per model and method only the variant best on validation (mean over seeds), with "
+                   "its test numbers; the table says how many variants it chose from")  # fmt: skip
+    p.add_argument("--all-variants", action="store_true",
+                   help="sweeps: every variant, its swept values as columns, with its validation and test numbers")
     p.add_argument("--languages", nargs="?", const="rsum", default=None, metavar="METRIC",
                    help="only the multilingual tables: a column per language and their mean, of METRIC "
                    "(default rsum; e.g. t2i_r1)")  # fmt: skip

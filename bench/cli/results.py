@@ -19,6 +19,7 @@ def grid_records(args: argparse.Namespace, cfg: Any, results: Path) -> list[dict
     """The stored records to tabulate or remove: those of the configured grid (with the command's filters), in grid
     order (models as configured, methods in ablation order, seeds ascending); ``--all`` keeps every record."""
     from bench.grid.records import iter_records
+    from bench.grid.sweep import base_method, variant_sort_key
     from bench.methods import method_order
 
     records = list(iter_records(results))
@@ -34,7 +35,7 @@ def grid_records(args: argparse.Namespace, cfg: Any, results: Path) -> list[dict
             r
             for r in records
             if (models is None or r.get("model") in models)
-            and (methods is None or r.get("method") in methods)
+            and (methods is None or r.get("method") in methods or base_method(str(r.get("method"))) in methods)
             and (datasets is None or r.get("dataset") in datasets)
         ]
         model_order = list(
@@ -43,15 +44,20 @@ def grid_records(args: argparse.Namespace, cfg: Any, results: Path) -> list[dict
         dataset_order = list(dict.fromkeys([*(datasets or cfg.grid.datasets), *cfg.datasets]))
     else:
         cells = grid_cells(args, cfg)
+        # A grid's method stands for its sweep variants too, those of this sweep and of any other.
         wanted = {(c.model, c.dataset, c.split, c.method, c.seed) for c in cells}
         keep = [
             r
             for r in records
-            if (r.get("model"), r.get("dataset"), r.get("split"), r.get("method"), r.get("seed")) in wanted
+            if (r.get("model"), r.get("dataset"), r.get("split"), base_method(str(r.get("method"))), r.get("seed"))
+            in wanted
         ]
         model_order = list(dict.fromkeys(c.model for c in cells))
         dataset_order = list(dict.fromkeys(c.dataset for c in cells))
-    method_rank = {m: i for i, m in enumerate(method_order(sorted({str(r.get("method")) for r in keep})))}
+    ids = {str(r.get("method")): r.get("variant") for r in keep}
+    bases = method_order(sorted({base_method(m) for m in ids}))
+    ordered = sorted(ids, key=lambda m: (bases.index(base_method(m)), variant_sort_key(ids[m]), m))
+    method_rank = {m: i for i, m in enumerate(ordered)}  # variants of a method by their values
 
     def rank(r: dict[str, Any]) -> tuple[int, int, int, int]:
         model, dataset = str(r.get("model")), str(r.get("dataset"))
@@ -92,7 +98,17 @@ def cmd_table(args: argparse.Namespace) -> int:
         raise BenchError(f"{results}/runs: no results{hint}; run `bench run` first")
     if not 0 < args.alpha < 1:
         raise BenchError(f"--alpha must be in (0, 1), got {args.alpha}")
-    if args.languages:
+    notes: list[str] = []
+    if args.select:
+        from bench.report.sweeps import select_variants
+
+        records, choices = select_variants(records)
+        notes = [c.note for c in choices] or ["--select val: no sweep variants to choose between"]
+    if args.all_variants:
+        from bench.report.sweeps import render_variants
+
+        text = render_variants(records, args.format)
+    elif args.languages:
         from bench.report.languages import render_languages
 
         text = render_languages(records, args.format, metric=args.languages)
@@ -109,6 +125,13 @@ def cmd_table(args: argparse.Namespace) -> int:
             intervals=args.ci,
             bootstrap=BootstrapConfig.of(cfg.eval),
         )
+    if notes and args.format == "markdown":
+        text = text.rstrip("\n") + "\n\nSelected on validation:\n\n" + "".join(f"- {n}\n" for n in notes)
+    elif notes and args.format == "latex":
+        text = text.rstrip("\n") + "\n" + "".join(f"% selected on validation: {n}\n" for n in notes)
+    else:
+        for n in notes:
+            print(f"bench: selected on validation: {n}", file=sys.stderr)
     if args.out:
         _check_target(Path(args.out), "--out", folder=False)
         try:
@@ -121,6 +144,11 @@ def cmd_table(args: argparse.Namespace) -> int:
         print(text)
     if args.plot:
         print(f"bench: wrote {plot_recall_at_k(records, Path(args.plot))}", file=sys.stderr)
+        from bench.report.sweeps import plot_sweep, swept_records
+
+        if swept_records(records):  # and the sweep's metrics against each swept value, beside it
+            plot = Path(args.plot)
+            print(f"bench: wrote {plot_sweep(records, plot.with_name(f'{plot.stem}-sweep.png'))}", file=sys.stderr)
     return 0
 
 

@@ -53,15 +53,20 @@ __all__ = [
     "default_config_path",
     "expand_languages",
     "load_config",
+    "parse_value",
 ]
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> BenchConfig:
     """Build a :class:`BenchConfig` from parsed TOML, checking every fixed key."""
-    valid = list(SECTIONS) + list(FREE_TABLES)
+    valid = list(SECTIONS) + list(FREE_TABLES) + ["sweep"]
     kwargs: dict[str, Any] = {"source": source}
     for key, table in data.items():
-        if key in SECTIONS:
+        if key == "sweep":  # checked against the grid by bench.grid.sweep.sweep_of
+            if not isinstance(table, dict):
+                raise ConfigError(f"{source}: [sweep] must be a table of key = [values]")
+            kwargs["sweep"] = dict(table)
+        elif key in SECTIONS:
             kwargs[key] = build_section(SECTIONS[key], table, f"{source}: [{key}]")
         elif key in FREE_TABLES:
             if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
@@ -148,7 +153,8 @@ def load_config(path: str | Path | None = None) -> BenchConfig:
     return config_from_dict(data, str(path))
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
+    """A command-line value read as TOML (``1e-4``, ``true``, ``[1, 2]``); a bare word is a string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -171,5 +177,5 @@ def apply_overrides(cfg: BenchConfig, overrides: list[str]) -> BenchConfig:
                     raise ConfigError(f"--set {item!r}: unknown section {p!r}; valid: {valid}")
                 node[p] = node.get(p) if isinstance(node.get(p), dict) else {}
             node = node[p]
-        node[parts[-1]] = _parse_value(raw.strip())
+        node[parts[-1]] = parse_value(raw.strip())
     return config_from_dict(data, f"{cfg.source} (with --set)")

@@ -161,6 +161,7 @@ class BenchConfig:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> {"adapter": family, **build options}
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> {"format": ..., **loader options}
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # method name -> options
+    sweep: dict[str, Any] = field(default_factory=dict)  # [sweep]: key -> values, and how (bench.grid.sweep)
     source: str = "<defaults>"  # file the config came from, named in errors
 
     def to_dict(self) -> dict[str, Any]:
@@ -180,4 +181,3 @@ SECTIONS: dict[str, type] = {
     "tracking": TrackingConfig,
 }
 FREE_TABLES = ("models", "datasets", "methods")
-

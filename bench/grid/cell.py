@@ -13,6 +13,7 @@ import torch
 from bench.adapters.registry import adapter_options
 from bench.config import BenchConfig, TrainConfig, build_section
 from bench.errors import ConfigError, UnknownNameError
+from bench.grid.sweep import Variant, variant_id
 from bench.methods import get_method
 from bench.tasks import task_of
 
@@ -36,18 +37,25 @@ RERANK_VERSION = 2
 
 @dataclass(frozen=True, order=True)
 class Cell:
-    """One (model, dataset, split, method, seed) job of a grid."""
+    """One (model, dataset, split, method, seed) job of a grid; a sweep's cell also has its ``variant``, the config
+    values it sets (:mod:`bench.grid.sweep`)."""
 
     model: str
     dataset: str
-    method: str
+    method: str  # the registered method
     seed: int
     split: str = "test"
+    variant: Variant = ()
+
+    @property
+    def method_id(self) -> str:
+        """The method as records, tables and file names say it: ``cusa``, or a variant's ``cusa[alpha=0.1]``."""
+        return variant_id(self.method, self.variant)
 
     @property
     def label(self) -> str:
         """Short human-readable name."""
-        return f"{self.model} × {self.dataset}/{self.split} × {self.method} × seed {self.seed}"
+        return f"{self.model} × {self.dataset}/{self.split} × {self.method_id} × seed {self.seed}"
 
 
 def model_spec(cfg: BenchConfig, model: str) -> dict[str, Any]:

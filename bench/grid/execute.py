@@ -32,6 +32,7 @@ from bench.grid.records import (
     read_record,
     write_record,
 )
+from bench.grid.sweep import variant_fields
 from bench.scoring.perquery import sha256_of
 from bench.train.distributed import current as current_dist
 
@@ -57,7 +58,7 @@ class Outcome:
 
 def record_path(cfg: BenchConfig, cell: Cell) -> Path:
     """Where ``cell``'s record lives."""
-    return cell_path(Path(cfg.paths.results_dir), cell.model, cell.dataset, cell.split, cell.method, cell.seed)
+    return cell_path(Path(cfg.paths.results_dir), cell.model, cell.dataset, cell.split, cell.method_id, cell.seed)
 
 
 def is_done(path: Path, expected_hash: str, current: Callable[[], dict[str, Any]] | None = None) -> bool:
@@ -187,8 +188,9 @@ def status_record(cell: Cell, snapshot: dict[str, Any], status: RecordStatus, re
         "adapter": snapshot["model"].get("adapter"),
         "dataset": cell.dataset,
         "split": cell.split,
-        "method": cell.method,
+        "method": cell.method_id,
         "seed": cell.seed,
+        **variant_fields(cell.variant),
         "metrics": None,
         "config": snapshot,
         "config_hash": config_hash(snapshot),

@@ -7,6 +7,7 @@ a re-run completes the rest. A failing cell is logged and the grid goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from bench.grid.execute import Outcome, execute_cell
 from bench.grid.fingerprint import forget_splits
 from bench.grid.plan import plan_cell
 from bench.grid.records import prepare_results_dir
+from bench.grid.sweep import Sweep, applies, parse_sweep_arg, sweep_of, variants_of
 from bench.methods import get_method
 from bench.tracking import check_trackers
 
@@ -69,11 +71,15 @@ def expand_grid(
     datasets: list[str] | None = None,
     methods: list[str] | None = None,
     seeds: list[int] | None = None,
+    sweep: list[str] | None = None,
+    yes: bool = False,
 ) -> list[Cell]:
     """The cells of a grid; every name is checked first, so a typo fails before any work starts.
 
     A method that does not train runs once (the first seed) whatever the seeds: its numbers cannot depend on them.
     A model whose table lists ``methods`` runs only those of the grid's methods (``towers`` has nothing to fine-tune).
+    ``[sweep]`` and the ``sweep`` items (``--sweep KEY=V1,V2``) make each cell one cell per combination of the values
+    that apply to it (:mod:`bench.grid.sweep`); more cells than the sweep's ``limit`` need ``yes``.
     """
     models = _names(models, cfg.grid.models, list(cfg.models))
     datasets = _names(datasets, cfg.grid.datasets, list(cfg.datasets))
@@ -100,9 +106,27 @@ def expand_grid(
                     continue
                 for s in seeds if method.trains else seeds[:1]:
                     cells.append(Cell(m, d, meth, s, cfg.eval.split))
+    plan = sweep_of(cfg, sweep)
+    if plan:
+        cells = _swept(cfg, plan, cells, from_cli=set(parse_sweep_arg(x)[0] for x in sweep or []), yes=yes)
     for c in cells:
         plan_cell(c, cfg)  # every cell's settings resolve before any runs
     return cells
+
+
+def _swept(cfg: BenchConfig, plan: Sweep, cells: list[Cell], *, from_cli: set[str], yes: bool) -> list[Cell]:
+    unused = [k for k in plan.keys if not any(applies(k, c.model, c.method) for c in cells)]
+    for key in unused:
+        # A --sweep key that changes no cell is a mistake; a [sweep] key may be for cells this command filtered out.
+        if key in from_cli:
+            raise ConfigError(f"--sweep: {key} changes no cell of this grid (methods: "
+                              f"{', '.join(dict.fromkeys(c.method for c in cells))})")  # fmt: skip
+        log.info("[sweep] %s changes no cell of this grid", key)
+    out = [dataclasses.replace(c, variant=v) for c in cells for v in variants_of(cfg, plan, c.model, c.method)]
+    if len(out) > plan.limit and not yes:
+        raise ConfigError(f"the sweep makes {len(out)} cells, more than its limit of {plan.limit} ([sweep] limit); "
+                          "pass --yes to go ahead")  # fmt: skip
+    return out
 
 
 def _check_model(cfg: BenchConfig, model: str, methods: list[str]) -> None:

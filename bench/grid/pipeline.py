@@ -29,6 +29,7 @@ from bench.grid.fingerprint import content_key
 from bench.grid.plan import Plan, plan_cell
 from bench.grid.provenance import provenance, versions
 from bench.grid.records import SCHEMA, config_hash
+from bench.grid.sweep import variant_fields
 from bench.methods.base import Objective
 from bench.scoring.itr import recall_ks
 from bench.scoring.perquery import save_per_query
@@ -245,7 +246,7 @@ def uncertainty(plan: Plan, test: RetrievalSplit, scored: Scored, per_query: Pat
     out: dict[str, Any] = {}
     if ev.per_query and per_query is not None:
         meta: dict[str, Any] = {"model": plan.cell.model, "dataset": plan.cell.dataset, "split": plan.cell.split,
-                "method": plan.cell.method, "seed": plan.cell.seed}  # fmt: skip
+                "method": plan.cell.method_id, "seed": plan.cell.seed}  # fmt: skip
         try:
             digest = save_per_query(
                 per_query,
@@ -301,7 +302,7 @@ def run_plan(
     cell, cfg, snapshot = plan.cell, plan.cfg, plan.snapshot
     device = plan.device  # a device this machine lacks fails before anything loads
     test = load_split(cell.dataset, cfg.datasets[cell.dataset], cell.split, work_dir=plan.work)  # data errors first
-    track = open_run(cfg, run_name(cell.model, cell.dataset, cell.split, cell.method, cell.seed), snapshot,
+    track = open_run(cfg, run_name(cell.model, cell.dataset, cell.split, cell.method_id, cell.seed), snapshot,
                      select_metric=plan.train.select_metric) if current_dist().is_main else CellRun([])  # fmt: skip
     try:
         record = _run_steps(plan, test, checkpoint, per_query, track, scorer)
@@ -323,8 +324,8 @@ def _run_steps(plan: Plan, test: RetrievalSplit, checkpoint: Path | None, per_qu
     adapter = build_adapter(plan) if scorer is None else None
     score = scorer_for(plan, adapter, test) if adapter is not None else scorer(plan, test)  # type: ignore[misc]
     record: dict[str, Any] = {"schema": SCHEMA, "status": "ok", "model": cell.model, "adapter": plan.family,
-                              "dataset": cell.dataset, "split": cell.split, "method": cell.method,
-                              "seed": cell.seed}  # fmt: skip
+                              "dataset": cell.dataset, "split": cell.split, "method": cell.method_id,
+                              "seed": cell.seed, **variant_fields(cell.variant)}  # fmt: skip
     record["precision"] = precision_block(plan)
     if "language" in snapshot["dataset"]:  # one language of a multilingual set (bench table's language columns)
         record["language"] = snapshot["dataset"]["language"]

@@ -22,6 +22,7 @@ from bench.config import BenchConfig, TrainConfig
 from bench.data.stamps import use_stamps
 from bench.grid.cell import Cell, cell_config, model_spec, resolve_freeze, train_config, training_config
 from bench.grid.records import cell_parts, cell_path, cell_stem, config_hash
+from bench.grid.sweep import variant_config
 from bench.methods import get_method
 from bench.methods.base import Method
 from bench.names import safe_name
@@ -84,7 +85,7 @@ class Plan:
     def record_path(self) -> Path:
         """Where the cell's result record lives: ``<results>/runs/<model>/<dataset>/<split>/<method>-seed<s>.json``."""
         c = self.cell
-        return cell_path(Path(self.cfg.paths.results_dir), c.model, c.dataset, c.split, c.method, c.seed)
+        return cell_path(Path(self.cfg.paths.results_dir), c.model, c.dataset, c.split, c.method_id, c.seed)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -104,7 +105,8 @@ class Plan:
     @cached_property
     def trained_path(self) -> Path:
         """The training store (:mod:`bench.train.store`), ``<work>/trained/<model>/<train set>/<method>-seed<s>-<key>``:
-        keyed by :attr:`training_snapshot`, so the cells that train the same way share it."""
+        keyed by :attr:`training_snapshot`, so the cells that train the same way share it (sweep variants that differ
+        only in ``[eval]`` too)."""
         c = self.cell
         name = f"{cell_stem(c.method, c.seed)}-{config_hash(self.training_snapshot)}"
         return self.work / "trained" / safe_name(c.model) / safe_name(self.train_name) / name
@@ -114,19 +116,20 @@ def checkpoint_path(cfg: BenchConfig, cell: Cell, chash: str) -> Path:
     """Where ``cell``'s training checkpoint lives while it runs: beside the results it will produce (two grids that
     share a ``work_dir`` but not a results folder never resume from each other); the config hash ``chash`` in the name
     keeps a changed config from resuming."""
-    *folder, stem = cell_parts(cell.model, cell.dataset, cell.split, cell.method, cell.seed)
+    *folder, stem = cell_parts(cell.model, cell.dataset, cell.split, cell.method_id, cell.seed)
     return Path(cfg.paths.results_dir).joinpath("checkpoints", *folder, f"{stem}-{chash}.pt")
 
 
 def shard_path(cfg: BenchConfig, cell: Cell) -> Path:
     """Where ``cell``'s sharded evaluation keeps its files (:class:`bench.shard.plan.ShardDir`)."""
-    *folder, stem = cell_parts(cell.model, cell.dataset, cell.split, cell.method, cell.seed)
+    *folder, stem = cell_parts(cell.model, cell.dataset, cell.split, cell.method_id, cell.seed)
     return Path(cfg.paths.work_dir).joinpath("shards", *folder, stem)
 
 
 def plan_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> Plan:
-    """Plan ``cell`` under ``cfg``: resolve its settings and check the method's options, before any loading; data
-    files are stamped as ``[eval] fingerprint`` says from then on (:func:`bench.data.stamps.use_stamps`).
+    """Plan ``cell`` under ``cfg`` (with the cell's sweep values set: :func:`bench.grid.sweep.variant_config`):
+    resolve its settings and check the method's options, before any loading; data files are stamped as ``[eval]
+    fingerprint`` says from then on (:func:`bench.data.stamps.use_stamps`).
 
     Raises:
         UnknownNameError: the cell names a model, dataset, method or format the config or registries do not know.
@@ -134,6 +137,7 @@ def plan_cell(cell: Cell, cfg: BenchConfig, *, progress: bool = True) -> Plan:
     """
     # Every process that plans a cell (a grid, a SLURM job, a shard task, a status check) then stamps data files as
     # the config says, before it loads a split: the split's fingerprint and the caches keyed by it agree.
+    cfg = variant_config(cfg, cell.variant)  # a sweep's cell: the config with its values set
     use_stamps(cfg.eval.fingerprint, cfg.paths.work_dir)
     snapshot = cell_config(cfg, cell)
     method = get_method(cell.method)

@@ -52,6 +52,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, TypedDict
@@ -88,8 +89,13 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def cell_stem(method: str, seed: int) -> str:
-    """A cell's file stem in every folder it owns: ``<method>-seed<seed>``."""
-    return f"{safe_name(method)}-seed{seed}"
+    """A cell's file stem in every folder it owns: ``<method>-seed<seed>``; a sweep variant's method id
+    ``cusa[alpha=0.1,beta=1.0]`` is written ``cusa@alpha=0.1,beta=1.0`` (no brackets for a shell to glob)."""
+    base, sep, values = method.partition("[")
+    if not sep:
+        return f"{safe_name(method)}-seed{seed}"
+    values = re.sub(r"[^A-Za-z0-9_.+=,-]+", "_", values.removesuffix("]"))
+    return f"{safe_name(base)}@{values}-seed{seed}"
 
 
 def cell_parts(model: str, dataset: str, split: str, method: str, seed: int) -> tuple[str, str, str, str]:

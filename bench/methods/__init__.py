@@ -53,9 +53,10 @@ def list_methods() -> list[str]:
 
 
 def method_order(names: list[str]) -> list[str]:
-    """``names`` sorted as the CUSA ablation reads (zeroshot, contrastive, csa, usa, cusa), the rest after."""
+    """``names`` sorted as the CUSA ablation reads (zeroshot, contrastive, csa, usa, cusa), the rest after; a sweep
+    variant (``cusa[alpha=0.1]``) sorts with its method, after it."""
     rank = {m: i for i, m in enumerate(ABLATION_ORDER)}
-    return sorted(names, key=lambda m: (rank.get(m, len(rank)), m))
+    return sorted(names, key=lambda m: (rank.get(m.partition("[")[0], len(rank)), m.partition("[")[0], m))
 
 
 def get_method(name: str) -> Method:

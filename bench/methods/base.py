@@ -9,6 +9,7 @@ that adds heads (CUSA's cross and uni heads) say which embeddings evaluation use
 from __future__ import annotations
 
 import inspect
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,7 +19,7 @@ from torch import nn
 from bench.adapters.protocol import Adapter
 from bench.config import TrainConfig
 from bench.data.base import RetrievalSplit
-from bench.errors import check_keys
+from bench.errors import ConfigError, check_keys
 from bench.methods import register_method
 
 __all__ = ["HARNESS_ARGS", "Method", "Objective", "ZeroShot"]
@@ -63,6 +64,8 @@ class Method:
 
     name: ClassVar[str] = ""
     trains: ClassVar[bool] = True
+    # Numeric options and their allowed ranges: option -> (low, high, low included, high included).
+    option_ranges: ClassVar[dict[str, tuple[float, float, bool, bool]]] = {}
 
     def objective(self, adapter: Adapter, cfg: TrainConfig, **options: Any) -> Objective:  # pragma: no cover
         raise NotImplementedError
@@ -72,10 +75,37 @@ class Method:
         return False
 
     def check_options(self, options: dict[str, Any], where: str) -> None:
-        """Raise :class:`ConfigError` for an option ``objective`` does not take, listing the valid ones."""
+        """Raise :class:`ConfigError` for an option ``objective`` does not take (listing the valid ones), a value of
+        another type than the option's default, or a number outside :attr:`option_ranges`."""
         params = inspect.signature(self.objective).parameters
         valid = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY and p not in HARNESS_ARGS]
         check_keys(options, valid, where)
+        for key, value in options.items():
+            _check_option(key, value, params[key].default, self.option_ranges.get(key), f"{where}.{key}")
+
+
+def _check_option(
+    key: str, value: Any, default: Any, bounds: tuple[float, float, bool, bool] | None, where: str
+) -> None:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if bounds is not None:
+        if not number or not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        lo, hi, lo_in, hi_in = bounds
+        if not ((value >= lo if lo_in else value > lo) and (value <= hi if hi_in else value < hi)):
+            span = f"{'>=' if lo_in else '>'} {lo:g}" if hi == math.inf else f"in [{lo:g}, {hi:g}]"
+            raise ConfigError(f"{where}: must be {span}, got {value!r}")
+        return
+    if default is inspect.Parameter.empty or default is None:
+        return
+    if isinstance(default, bool) or isinstance(default, str):
+        ok = type(value) is type(default)
+    elif isinstance(default, int | float):
+        ok = number
+    else:
+        return
+    if not ok:
+        raise ConfigError(f"{where}: expected {type(default).__name__} like the default {default!r}, got {value!r}")
 
 
 @register_method("zeroshot")

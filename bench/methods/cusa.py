@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -253,6 +253,12 @@ class _SoftLabelMethod(Method):
 
     default_alpha = 0.0
     default_beta = 0.0
+    option_ranges: ClassVar[dict[str, tuple[float, float, bool, bool]]] = {
+        "alpha": (0.0, math.inf, True, False),
+        "beta": (0.0, math.inf, True, False),
+        "tau_teacher": (0.0, math.inf, False, False),
+        "tau_student": (0.0, math.inf, False, False),
+    }
 
     def uses_teachers(self, options: dict[str, Any]) -> bool:
         return bool(options.get("alpha", self.default_alpha) or options.get("beta", self.default_beta))

@@ -98,7 +98,7 @@ def export_cell(cfg: BenchConfig, cell: Cell, out: Path) -> dict[str, Any]:
             save_file({k: v.contiguous() for k, v in state["objective"].items()}, str(out / HEADS_FILE))
             heads = HEADS_FILE
         body = {
-            "cell": {"model": cell.model, "dataset": cell.dataset, "split": cell.split, "method": cell.method,
+            "cell": {"model": cell.model, "dataset": cell.dataset, "split": cell.split, "method": cell.method_id,
                      "seed": cell.seed},  # fmt: skip
             "record": str(path),
             "config_hash": record.get("config_hash"),
