@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "check_keys",
+    "interrupt_behind",
     "BenchError",
     "ConfigError",
     "DataError",
@@ -61,3 +62,21 @@ def check_keys(keys: Iterable[str], valid: Iterable[str], where: str) -> None:
     for key in keys:
         if key not in valid:
             raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid) or '(none)'}")
+
+
+def interrupt_behind(exc: BaseException) -> BaseException | None:
+    """The interrupt (Ctrl-C, SIGTERM, ``SystemExit``) an exception was raised while handling, if any.
+
+    Cleanup code can turn an interrupt into an ordinary error: Ctrl-C inside ``torch.save`` leaves its zip writer
+    half-written, and the writer's ``__exit__`` then raises ``RuntimeError: unexpected pos`` with the
+    ``KeyboardInterrupt`` as its context. Code that catches ``Exception`` to record a failure and go on must stop
+    instead: it re-raises what this returns.
+    """
+    seen: set[int] = set()
+    node: BaseException | None = exc
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        if not isinstance(node, Exception):
+            return node
+        node = node.__cause__ or node.__context__
+    return None

@@ -51,3 +51,26 @@ def test_signal_ends_with_one_line_and_keeps_everything(tmp_path: Path, sig: int
                              "train.epochs=50"], capture_output=True, text=True, cwd=tmp_path,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
     assert "resumable" in status.stdout and "after epoch" in status.stdout, status.stdout
+
+
+def test_an_interrupt_that_torch_save_turns_into_an_error_still_stops_the_grid(tmp_path: Path, monkeypatch) -> None:
+    # Ctrl-C inside torch.save: the zip writer's __exit__ raises RuntimeError("... unexpected pos ...") with the
+    # KeyboardInterrupt as its context. The grid must stop with 130, not record the cell as failed and go on.
+    import torch
+    from tiny_grid import run_main
+
+    from bench.grid.records import iter_records
+
+    def interrupted_save(*args: object, **kwargs: object) -> None:
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 54389248 vs 54389140")
+
+    results = tmp_path / "results"
+    config = write_config(tmp_path / "bench.toml", results=results, work=tmp_path / "work")
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    rc, _, err = run_main(["run", "--config", str(config), "--models", "vse_infty", "--methods", "contrastive", "-q"])
+    assert rc == 130, err
+    assert err.strip().splitlines()[-1].startswith("bench: interrupted")
+    assert "FAILED" not in err and not [r for r in iter_records(results) if r.get("status") == "failed"]

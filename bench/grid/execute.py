@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from bench.config import BenchConfig
 from bench.encode.refresh import refreshing
-from bench.errors import BenchError, WeightsUnavailableError
+from bench.errors import BenchError, WeightsUnavailableError, interrupt_behind
 from bench.grid.cell import Cell
 from bench.grid.fingerprint import DigestCache, cell_fingerprints, changed
 from bench.grid.pipeline import ScorerFactory, run_plan
@@ -133,6 +133,9 @@ def execute_cell(
         failed_write = _write(path, status_record(cell, snapshot, "unavailable", str(e)), cell)
         return failed_write or Outcome(cell, "unavailable", path, str(e))
     except Exception as e:  # one broken cell must not lose the rest of the grid
+        interrupt = interrupt_behind(e)
+        if interrupt is not None:  # an interrupt that cleanup code turned into an error: stop, as for the interrupt
+            raise interrupt from None
         if isinstance(e, BenchError):
             log.error("%s: %s", cell.label, e)
             reason = str(e)

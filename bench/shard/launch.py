@@ -19,7 +19,7 @@ from typing import Any
 from bench.atomic import atomic_write_bytes
 from bench.config import BenchConfig
 from bench.data import load_split
-from bench.errors import BenchError, ConfigError
+from bench.errors import BenchError, ConfigError, interrupt_behind
 from bench.grid.cell import Cell
 from bench.grid.execute import Outcome, is_done, record_failure
 from bench.grid.fingerprint import DigestCache, cell_fingerprints
@@ -152,6 +152,9 @@ def _run_here(cfg: BenchConfig, run: ShardRun) -> None:
             try:
                 out = fn(cfg, cell, index)
             except Exception as e:  # one line per failed task; the traceback goes to the debug log (-v)
+                interrupt = interrupt_behind(e)
+                if interrupt is not None:  # an interrupt that cleanup code turned into an error: stop
+                    raise interrupt from None
                 reason = str(e) if isinstance(e, BenchError) else f"{type(e).__name__}: {e}"
                 log.error("%s: %s", _task(phase, cell, index), reason)
                 log.debug("%s failed", _task(phase, cell, index), exc_info=True)
