@@ -50,6 +50,7 @@ def parse_cell(spec: str) -> tuple[str, str, int]:
 def cmd_export(args: argparse.Namespace) -> int:
     """Run ``bench export``."""
     from bench.grid.cell import Cell
+    from bench.grid.records import cell_stem
     from bench.train.export import export_cell
 
     model, method, seed = parse_cell(args.cell)
@@ -57,14 +58,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.dataset not in cfg.datasets:
         known = ", ".join(cfg.datasets)
         raise BenchError(f"bench export: no dataset {args.dataset!r} in {cfg.source} (known: {known})")
+    from bench.grid.sweep import parse_variant_id
     from bench.methods import get_method
 
+    method, variant = parse_variant_id(method, model)  # a sweep's variant: cusa[alpha=0.1]
     get_method(method)  # an unknown method is one line (UnknownNameError)
-    cell = Cell(model, args.dataset, method, seed, args.split or cfg.eval.split)
+    cell = Cell(model, args.dataset, method, seed, args.split or cfg.eval.split, variant)
     body = export_cell(cfg, cell, args.out)
     print(f"exported {cell.label} (epoch {body['selected_epoch']}) to {args.out}")
     print(f"load: {body['load']}")
-    print(f"in itr-bench: [models.{model.replace(':', '_')}-{method}-seed{seed}] "
+    print(f"in itr-bench: [models.{model.replace(':', '_')}-{cell_stem(cell.method_id, seed)}] "
           f"{json.dumps(body['options'])}")  # fmt: skip
     if body["heads"]:
         print(f"the method's heads: {args.out / body['heads']} (bench.train.export.load_heads)")

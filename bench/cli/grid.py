@@ -129,6 +129,14 @@ def print_status(rows: list) -> None:
     table = [(r.cell.model, r.cell.dataset, r.cell.method_id, r.cell.seed, r.state, r.job_id or "", r.detail)
              for r in rows]  # fmt: skip
     print(tabulate(table, headers=["model", "dataset", "method", "seed", "state", "job", "detail"]))
+    if any(r.cell.variant for r in rows):  # a sweep: where each variant stands, over its seeds and datasets
+        by: dict[tuple[str, str], Counter] = {}
+        for r in rows:
+            by.setdefault((r.cell.model, r.cell.method_id), Counter())[r.state] += 1
+        summary = [(m, v, sum(c.values()), ", ".join(f"{n} {s}" for s, n in sorted(c.items())))
+                   for (m, v), c in by.items()]  # fmt: skip
+        print()
+        print(tabulate(summary, headers=["model", "variant", "cells", "states"]))
     counts = Counter(r.state for r in rows)
     print("bench: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), file=sys.stderr)
 

@@ -105,10 +105,9 @@ class Plan:
     @cached_property
     def trained_path(self) -> Path:
         """The training store (:mod:`bench.train.store`), ``<work>/trained/<model>/<train set>/<method>-seed<s>-<key>``:
-        keyed by :attr:`training_snapshot`, so the cells that train the same way share it (sweep variants that differ
-        only in ``[eval]`` too)."""
+        keyed by :attr:`training_snapshot`, so the cells that train the same way share it."""
         c = self.cell
-        name = f"{cell_stem(c.method, c.seed)}-{config_hash(self.training_snapshot)}"
+        name = f"{cell_stem(c.method_id, c.seed)}-{config_hash(self.training_snapshot)}"
         return self.work / "trained" / safe_name(c.model) / safe_name(self.train_name) / name
 
 

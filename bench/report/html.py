@@ -27,6 +27,7 @@ import numpy as np
 from bench.errors import BenchError
 from bench.report.collect import collect
 from bench.report.plots import plot_recall_at_k
+from bench.report.sweeps import plot_sweep, render_variants, swept_records
 from bench.report.uncertainty import read_per_query, row_intervals, row_values
 from bench.report.unimodal import is_unimodal
 from bench.scoring.perquery import PerQuery
@@ -279,6 +280,10 @@ def write_report(
         body = [f"<h2>Results</h2>{_table(recs, cis)}"]
         plot = plot_recall_at_k(recs, out / f"{slug}-recall.png")
         body.append(f'<h2>Recall@K</h2><img id="plot" src="{plot.name}" alt="R@K plot" style="max-width:900px">')
+        if swept_records(recs):  # a sweep: its variants side by side, and the metrics against each swept value
+            sweep_plot = plot_sweep(recs, out / f"{slug}-sweep.png")
+            body.append(f"<h2>Sweep</h2>{render_variants(recs, 'html')}<img id=\"sweep\" src=\"{sweep_plot.name}\" "
+                        'alt="sweep plot" style="max-width:900px">')  # fmt: skip
         body.append(f"<h2>Leaderboard</h2>{_board(recs, dataset, split, cfg)}")
         focus = (model, method) if model and method else None
         if focus is None and rows:

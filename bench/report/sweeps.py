@@ -146,7 +146,8 @@ def _text(stat: tuple[float, float] | None, fmt: str) -> str:
 
 def render_variants(records: Iterable[Record], fmt: str = "markdown") -> str:
     """Every sweep variant as a row, its swept values as columns: validation score, test numbers (mean ± std over
-    seeds) and the variant :func:`select_variants` picks (``*``). One table per (dataset, split, model, method).
+    seeds) and the variant :func:`select_variants` picks (``*``). One table per (dataset, split, model, method), in
+    ``markdown``, ``latex``, ``csv`` (one table, plain numbers) or ``html``.
 
     Raises:
         BenchError: no stored record belongs to a sweep.
@@ -187,6 +188,11 @@ def render_variants(records: Iterable[Record], fmt: str = "markdown") -> str:
                 "test was not used to choose.")  # fmt: skip
         if fmt == "latex":
             parts.append(f"% {title}\n{_latex(header, rows)}% {note}\n")
+        elif fmt == "html":
+            import html
+
+            table = tabulate(rows, headers=header, tablefmt="html", disable_numparse=True)
+            parts.append(f'<h3>{html.escape(title)}</h3><div class="sweep">{table}</div><p>{html.escape(note)}</p>')
         else:
             align = ["left", "left", *(["right"] * (len(header) - 3)), "center"]
             table = tabulate(rows, headers=header, tablefmt="pipe", disable_numparse=True, colalign=align)
