@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -212,3 +213,28 @@ def test_a_failed_shard_task_cancels_what_needs_it(tmp_path: Path) -> None:
     assert err.count("FAILED") == 1 and "FAILED: encode task 1" in err and "5.png" in err, err
     rec = read_record(tmp_path / "results" / "runs" / "tinyclip" / "tiny" / "test" / "zeroshot-seed0.json")
     assert rec["status"] == "failed" and "5.png" in rec["reason"]
+
+
+def test_a_sweep_of_two_hundred_cells_goes_out_as_one_array(root: Path) -> None:
+    config = _config(root, results="sweep")
+    grid = ["--config", str(config), "--models", "towers", "--sweep", "eval.topk=" + ",".join(map(str, range(1, 201)))]
+    t0 = time.monotonic()
+    rc, _, err = run_main(["run", *grid, "-q", "--launcher", "slurm"])
+    seconds = time.monotonic() - t0
+    array = re.search(r"\(job (\d+)\)", err)
+    try:
+        assert rc == 0 and "submitted 200 cell(s) to slurm" in err and array, err
+        cfg = load_config(config)
+        cells = [Cell("towers", "synthetic", "zeroshot", 0, "test", (("eval.topk", k),)) for k in (1, 100, 200)]
+        assert {_marker(cfg, c)["job_id"].split("_")[0] for c in cells} == {array.group(1)}
+        rc, out, _ = run_main(["status", *grid])
+        summary = out.split("variant")[-1]
+        assert summary.count("zeroshot[eval.topk=") == 200
+        assert not re.search(r"\b(missing|failed)\b", summary), summary
+        # A second `bench run` submits none of them again: each is queued, running or done.
+        rc, _, err = run_main(["run", *grid, "-q", "--launcher", "slurm"])
+        assert "submitted 0 cell(s)" in err, err
+    finally:
+        if array:
+            subprocess.run(["scancel", array.group(1)], timeout=60, check=False)
+    print(f"200-cell sweep submitted in {seconds:.1f} s")  # shown with -s; not asserted (a benchmark's job)

@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,8 +186,9 @@ def submit_grid(cfg: BenchConfig, cells: list[Cell], *, force: bool = False) -> 
     forget_splits()  # fingerprints of what is on disk now
     sub = Submission()
     todo = []
+    states = _grid_states(cfg, cells)
     for cell in cells:
-        st = cell_status(cfg, cell)
+        st = cell_status(cfg, cell, states)
         if not force and st.state == "done":
             sub.done.append(cell)
         elif st.state in ("queued", "running"):
@@ -289,8 +291,68 @@ def _last_error_line(path: str | None) -> str:
     return (errors or lines or [""])[-1][:300]
 
 
-def cell_status(cfg: BenchConfig, cell: Cell) -> CellStatus:
-    """Where ``cell`` stands: its record first (done, failed, unavailable), then its job's SLURM state."""
+def _array_ids(job_id: str) -> list[str]:
+    # sacct shows an array's pending elements as one row: 123_[6-200] or 123_[6-8,10%4] (%4: the throttle).
+    base, sep, spec = job_id.partition("_[")
+    if not sep:
+        return [job_id]
+    out = []
+    for part in spec.rstrip("]").split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit() and (not hi or hi.isdigit()):
+            out += [f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return out
+
+
+def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """The state words of many SLURM jobs (array elements ``123_4`` included) from one ``sacct`` call, and one
+    ``squeue`` call for those accounting does not know yet; a job neither knows is left out."""
+    import subprocess
+
+    wanted = set(job_ids)
+    arrays = sorted({j.split("_")[0] for j in wanted})
+    out: dict[str, str] = {}
+    if not arrays:
+        return out
+    try:
+        text = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(arrays)],
+                              capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        text = ""
+    for line in text.splitlines():
+        jid, _, state = line.partition("|")
+        for one in _array_ids(jid.strip()):
+            if one in wanted and state.strip():
+                out[one] = state.split()[0].upper()
+    if wanted - set(out):  # right after sbatch, accounting lags; squeue already knows the jobs
+        try:
+            text = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i %T"],
+                                  capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            text = ""
+        for line in text.splitlines():
+            jid, _, state = line.strip().partition(" ")
+            if jid in wanted and jid not in out and state:
+                out[jid] = state.split()[0].upper()
+    return out
+
+
+def _grid_states(cfg: BenchConfig, cells: list[Cell]) -> dict[str, str]:
+    # One sacct call for every job the grid's markers name, instead of one per cell.
+    ids = []
+    for cell in cells:
+        try:
+            info = json.loads(_marker(cfg, cell).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict) and info.get("cluster") == "slurm" and isinstance(info.get("job_id"), str):
+            ids.append(info["job_id"])
+    return slurm_states(ids) if ids else {}
+
+
+def cell_status(cfg: BenchConfig, cell: Cell, states: Mapping[str, str] | None = None) -> CellStatus:
+    """Where ``cell`` stands: its record first (done, failed, unavailable), then its job's SLURM state (from
+    ``states``, :func:`slurm_states` of the grid's jobs, when it has the job; else asked for alone)."""
     plan = plan_cell(cell, cfg)
     path, chash = plan.record_path, plan.config_hash
     digests = DigestCache(plan.work / "digests.json")
@@ -319,7 +381,7 @@ def cell_status(cfg: BenchConfig, cell: Cell) -> CellStatus:
         # written by the marker's job (or no job at all): final, whatever sacct still says
         return _record_status(cell, rec, job_id, log_path)
     if info and info.get("cluster") == "slurm":
-        state = slurm_state(job_id, info["folder"])
+        state = (states or {}).get(job_id) or slurm_state(job_id, info["folder"])
         if state in QUEUED:
             return CellStatus(cell, "queued", job_id, state.lower(), log_path)
         if state in RUNNING:
@@ -355,8 +417,9 @@ def _record_status(cell: Cell, rec: dict[str, Any], job_id: str | None, log_path
 
 
 def grid_status(cfg: BenchConfig, cells: list[Cell]) -> list[CellStatus]:
-    """:func:`cell_status` of every cell of a grid."""
-    return [cell_status(cfg, c) for c in cells]
+    """:func:`cell_status` of every cell of a grid (the SLURM states of all their jobs read at once)."""
+    states = _grid_states(cfg, cells)
+    return [cell_status(cfg, c, states) for c in cells]
 
 
 def wait_for(sub: Submission, *, poll_s: float = 2.0, progress: bool = True) -> None:
