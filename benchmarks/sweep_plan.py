@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--slurm", action="store_true", help="also submit a 200-cell sweep to the SLURM cluster")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:  # cancelled jobs may still write
         paths = [f"paths.results_dir={Path(tmp) / 'results'}", f"paths.work_dir={Path(tmp) / 'work'}"]
         cfg = apply_overrides(load_config(ROOT / "bench.toml"), paths)
         seeds = list(range(args.seeds))
@@ -73,9 +73,9 @@ def slurm(tmp: Path) -> None:
     """Submit a 200-cell sweep as one job array; time submission, status and a second run; cancel it."""
     config = tmp / "slurm.toml"
     config.write_text((ROOT / "bench.toml").read_text().replace('results_dir = "results"', f'results_dir = "{tmp}/r"')
-                      .replace('work_dir = "work_dir"', f'work_dir = "{tmp}/w"')
-                      + '\n[launcher]\nname = "slurm"\ncpus_per_task = 1\nmem_gb = 2\n')  # fmt: skip
-    grid = ["--config", str(config), "--models", "towers", "--sweep", "eval.topk=" + ",".join(map(str, range(1, 201)))]
+                      .replace('work_dir = "work_dir"', f'work_dir = "{tmp}/w"'))  # fmt: skip
+    grid = ["--config", str(config), "--models", "towers", "--set", "launcher.cpus_per_task=1", "--set",
+            "launcher.mem_gb=2", "--sweep", "eval.topk=" + ",".join(map(str, range(1, 201)))]  # fmt: skip
     seconds, err = _bench(["run", *grid, "-q", "--launcher", "slurm"])
     array = re.search(r"\(job (\d+)\)", err)
     try:
