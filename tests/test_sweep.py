@@ -132,6 +132,11 @@ def test_all_variants_table_has_the_swept_values_as_columns(swept: Path) -> None
                           "--seeds", "0,1", "--all-variants", "--plot", str(swept / "plot.png")])  # fmt: skip
     assert rc == 0 and "| tau_teacher |" in md.replace("  ", " ").replace("  ", " ")
     assert (swept / "plot-sweep.png").stat().st_size > 10_000 and (swept / "plot.png").is_file()
+    rc, _, err = run_main(["report", "--config", str(cfg), "--models", "vse_infty", "--methods", "cusa",
+                           "--seeds", "0,1", "--html", str(swept / "report")])  # fmt: skip
+    page = (swept / "report" / "synthetic-test.html").read_text()
+    assert rc == 0 and "<h2>Sweep</h2>" in page and "<td>0.05</td>" in page, err
+    assert (swept / "report" / "synthetic-test-sweep.png").stat().st_size > 10_000
     latex = render_variants(recs, "latex")
     assert "tau\\_teacher" in latex and "$\\pm$" in latex and latex.count("\\\\") == 3  # header and two rows
 

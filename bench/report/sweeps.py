@@ -191,7 +191,9 @@ def render_variants(records: Iterable[Record], fmt: str = "markdown") -> str:
         elif fmt == "html":
             import html
 
-            table = tabulate(rows, headers=header, tablefmt="html", disable_numparse=True)
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+            table = f'<table class="metrics"><tr>{head}</tr>{body}</table>'
             parts.append(f'<h3>{html.escape(title)}</h3><div class="sweep">{table}</div><p>{html.escape(note)}</p>')
         else:
             align = ["left", "left", *(["right"] * (len(header) - 3)), "center"]
