@@ -22,7 +22,7 @@ from bench.config.sections import (
 from bench.errors import ConfigError, check_keys
 from bench.names import safe_name
 
-__all__ = ["SEED_RANGE", "build_section", "check_ids", "check_range", "check_seeds"]
+__all__ = ["SEED_RANGE", "build_section", "check_ids", "check_like_default", "check_range", "check_seeds"]
 
 
 # Allowed ranges of the numeric settings, checked whenever a config is read (file, --set, the Python API), so a
@@ -85,6 +85,19 @@ def check_range(cls: type, key: str, value: Any, where: str) -> None:
     ok = (value >= lo if lo_in else value > lo) and (value <= hi if hi_in else value < hi)
     if not ok:
         raise ConfigError(f"{where}: must be {_range_text(*bounds)}, got {value!r}")
+
+
+def check_like_default(value: Any, default: Any, where: str) -> None:
+    """An option without a declared type (a method's or an adapter's keyword) takes values of its default's type: a
+    bool or a string exactly, a number any int or float (not a bool). No default (or ``None``): anything."""
+    if isinstance(default, bool | str):
+        ok = type(value) is type(default)
+    elif isinstance(default, int | float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        return
+    if not ok:
+        raise ConfigError(f"{where}: expected {type(default).__name__} like the default {default!r}, got {value!r}")
 
 
 def check_seeds(seeds: list[int], where: str) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.config import BenchConfig, config_from_dict, parse_value
+from bench.config.checks import check_like_default
 from bench.config.sections import EvalConfig, TrainConfig
 from bench.errors import ConfigError, UnknownNameError
 from bench.methods import get_method
@@ -166,22 +167,14 @@ def _check_values(cfg: BenchConfig, key: str, values: Any, where: str) -> list[A
             if parts[0] == "methods":
                 get_method(parts[1]).check_options(c.methods.get(parts[1], {}), f"[methods.{parts[1]}]")
             elif parts[0] == "models":
-                _check_model_value(cfg, parts[1], parts[2], v)
+                from bench.adapters.registry import adapter_options
+
+                default = adapter_options(cfg.models[parts[1]]["adapter"])[parts[2]]
+                check_like_default(v, default, f"[models.{parts[1]}].{parts[2]}")
         except ConfigError as e:
             reason = str(e).removeprefix(f"{cfg.source}: ")
             raise ConfigError(f"{where}: {key} = {format_value(v)}: {reason}") from None
     return list(values)
-
-
-def _check_model_value(cfg: BenchConfig, model: str, option: str, value: Any) -> None:
-    from bench.adapters.registry import adapter_options
-
-    default = adapter_options(cfg.models[model]["adapter"]).get(option)
-    if isinstance(default, bool | str) and type(value) is not type(default):
-        raise ConfigError(f"expected {type(default).__name__} like the default {default!r}, got {value!r}")
-    if isinstance(default, int | float) and not isinstance(default, bool):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"expected a number like the default {default!r}, got {value!r}")
 
 
 def variants_of(cfg: BenchConfig, sweep: Sweep, model: str, method: str) -> list[Variant]:

@@ -18,6 +18,7 @@ from torch import nn
 
 from bench.adapters.protocol import Adapter
 from bench.config import TrainConfig
+from bench.config.checks import check_like_default
 from bench.data.base import RetrievalSplit
 from bench.errors import ConfigError, check_keys
 from bench.methods import register_method
@@ -87,25 +88,15 @@ class Method:
 def _check_option(
     key: str, value: Any, default: Any, bounds: tuple[float, float, bool, bool] | None, where: str
 ) -> None:
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if bounds is not None:
-        if not number or not math.isfinite(value):
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        lo, hi, lo_in, hi_in = bounds
-        if not ((value >= lo if lo_in else value > lo) and (value <= hi if hi_in else value < hi)):
-            span = f"{'>=' if lo_in else '>'} {lo:g}" if hi == math.inf else f"in [{lo:g}, {hi:g}]"
-            raise ConfigError(f"{where}: must be {span}, got {value!r}")
+    if bounds is None:
+        check_like_default(value, default, where)
         return
-    if default is inspect.Parameter.empty or default is None:
-        return
-    if isinstance(default, bool) or isinstance(default, str):
-        ok = type(value) is type(default)
-    elif isinstance(default, int | float):
-        ok = number
-    else:
-        return
-    if not ok:
-        raise ConfigError(f"{where}: expected {type(default).__name__} like the default {default!r}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    lo, hi, lo_in, hi_in = bounds
+    if not ((value >= lo if lo_in else value > lo) and (value <= hi if hi_in else value < hi)):
+        span = f"{'>=' if lo_in else '>'} {lo:g}" if hi == math.inf else f"in [{lo:g}, {hi:g}]"
+        raise ConfigError(f"{where}: must be {span}, got {value!r}")
 
 
 @register_method("zeroshot")
