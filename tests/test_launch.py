@@ -84,7 +84,7 @@ def test_debug_launcher_runs_cells_through_submitit_and_status_reports_them(tmp_
 
 def test_slurm_array_rows_expand_to_their_elements() -> None:
     # sacct prints an array's pending elements as one row; bench status reads every element's state from it.
-    from bench.grid.slurm import _array_ids
+    from bench.grid.jobstate import _array_ids
 
     assert _array_ids("123_4") == ["123_4"] and _array_ids("77") == ["77"]
     assert _array_ids("123_[6-8,10]") == ["123_6", "123_7", "123_8", "123_10"]
