@@ -23,7 +23,7 @@ from bench.grid.execute import Outcome, execute_cell
 from bench.grid.fingerprint import forget_splits
 from bench.grid.plan import plan_cell
 from bench.grid.records import prepare_results_dir
-from bench.grid.sweep import Sweep, applies, parse_sweep_arg, sweep_of, variants_of
+from bench.grid.sweep import Sweep, applies, sweep_of, variants_of
 from bench.methods import get_method
 from bench.tracking import check_trackers
 
@@ -108,17 +108,17 @@ def expand_grid(
                     cells.append(Cell(m, d, meth, s, cfg.eval.split))
     plan = sweep_of(cfg, sweep)
     if plan:
-        cells = _swept(cfg, plan, cells, from_cli=set(parse_sweep_arg(x)[0] for x in sweep or []), yes=yes)
+        cells = _swept(cfg, plan, cells, yes=yes)
     for c in cells:
         plan_cell(c, cfg)  # every cell's settings resolve before any runs
     return cells
 
 
-def _swept(cfg: BenchConfig, plan: Sweep, cells: list[Cell], *, from_cli: set[str], yes: bool) -> list[Cell]:
+def _swept(cfg: BenchConfig, plan: Sweep, cells: list[Cell], *, yes: bool) -> list[Cell]:
     unused = [k for k in plan.keys if not any(applies(k, c.model, c.method) for c in cells)]
     for key in unused:
         # A --sweep key that changes no cell is a mistake; a [sweep] key may be for cells this command filtered out.
-        if key in from_cli:
+        if key in plan.cli_keys:
             raise ConfigError(f"--sweep: {key} changes no cell of this grid (methods: "
                               f"{', '.join(dict.fromkeys(c.method for c in cells))})")  # fmt: skip
         log.info("[sweep] %s changes no cell of this grid", key)

@@ -45,6 +45,7 @@ __all__ = [
     "variant_config",
     "variant_fields",
     "variant_id",
+    "value_sort_key",
     "variant_sort_key",
     "variants_of",
 ]
@@ -66,6 +67,7 @@ class Sweep:
     count: int = 0
     seed: int = 0
     limit: int = DEFAULT_LIMIT
+    cli_keys: frozenset[str] = frozenset()  # the keys given with --sweep (a [sweep] key may be for filtered cells)
 
     def __bool__(self) -> bool:
         return bool(self.keys)
@@ -122,7 +124,7 @@ def sweep_of(cfg: BenchConfig, items: list[str] | None = None) -> Sweep:
     if search == "random" and "count" not in opts:
         raise ConfigError(f'{where}: search = "random" needs count = <combinations to draw>')
     return Sweep(checked, search=search, count=opts.get("count", 0), seed=opts.get("seed", 0),
-                 limit=opts.get("limit", DEFAULT_LIMIT))  # fmt: skip
+                 limit=opts.get("limit", DEFAULT_LIMIT), cli_keys=frozenset(given))  # fmt: skip
 
 
 def _check_values(cfg: BenchConfig, key: str, values: Any, where: str) -> list[Any]:
@@ -261,11 +263,16 @@ def variant_fields(variant: Variant) -> dict[str, Any]:
     return {"variant": dict(variant)} if variant else {}
 
 
+def value_sort_key(value: Any) -> tuple[int, Any, str]:
+    """Sort swept values: numbers as numbers, before anything else, which sorts as text."""
+    return (0, value, "") if isinstance(value, int | float) else (1, 0, str(value))
+
+
 def variant_sort_key(variant: Any) -> tuple[Any, ...]:
-    """Sort variants by their values (numbers as numbers; a plain cell's ``None`` first)."""
+    """Sort variants by their values (:func:`value_sort_key`; a plain cell's ``None`` first)."""
     if not isinstance(variant, dict):
         return ()
-    return tuple((k, 0, v, "") if isinstance(v, int | float) else (k, 1, 0, str(v)) for k, v in sorted(variant.items()))
+    return tuple((k, *value_sort_key(v)) for k, v in sorted(variant.items()))
 
 
 def base_method(method_id: str) -> str:

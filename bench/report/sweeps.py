@@ -24,7 +24,7 @@ import numpy as np
 from tabulate import tabulate
 
 from bench.errors import BenchError
-from bench.grid.sweep import base_method, format_value, variant_sort_key
+from bench.grid.sweep import base_method, format_value, value_sort_key, variant_sort_key
 from bench.report.escape import latex_escape
 
 __all__ = ["Choice", "plot_sweep", "render_variants", "select_variants", "swept_records", "val_score"]
@@ -98,7 +98,7 @@ def select_variants(records: Iterable[Record]) -> tuple[list[Record], list[Choic
     """
     records = list(records)
     groups = _by_variant(records)
-    drop: set[str] = set()
+    drop: set[tuple[str, str, str, str]] = set()  # (dataset, split, model, variant id) of the variants not kept
     choices = []
     for (dataset, split, model, method), variants in groups.items():
         if len(variants) < 2:
@@ -113,9 +113,9 @@ def select_variants(records: Iterable[Record]) -> tuple[list[Record], list[Choic
         best = max(scored, key=lambda v: scored[v])  # the first of equal scores (dicts keep the listed order)
         metric = str(variants[best][0].get("select_metric") or "rsum")
         choices.append(Choice(dataset, split, model, method, best, len(variants), metric, scored[best]))
-        drop |= {f"{dataset}\0{split}\0{model}\0{v}" for v in variants if v != best}
+        drop |= {(dataset, split, model, v) for v in variants if v != best}
     kept = [r for r in records
-            if f"{r.get('dataset')}\0{r.get('split')}\0{r.get('model')}\0{r.get('method')}" not in drop]  # fmt: skip
+            if (str(r.get("dataset")), str(r.get("split")), str(r.get("model")), str(r.get("method"))) not in drop]
     return kept, choices
 
 
@@ -259,10 +259,10 @@ def plot_sweep(records: Iterable[Record], out: Path, *, test_metric: tuple[str, 
     for (title, key, lines), row in zip(panels, axes, strict=True):
         xs_all = [x for pts in lines.values() for x, _, _ in pts]
         numeric = _numeric(xs_all)
-        cats = list(dict.fromkeys(sorted(xs_all, key=lambda x: variant_sort_key({"k": x}))))
+        cats = list(dict.fromkeys(sorted(xs_all, key=lambda x: value_sort_key(x))))
         for col, (ax, which) in enumerate(zip(row, (f"val {metric}", f"test {'/'.join(test_metric)}"), strict=True)):
             for i, (label, pts) in enumerate(lines.items()):
-                pts = sorted(pts, key=lambda p: variant_sort_key({"k": p[0]}))
+                pts = sorted(pts, key=lambda p: value_sort_key(p[0]))
                 x = np.array([p[0] if numeric else cats.index(p[0]) for p in pts], dtype=float)
                 ys = [[v for v in (p[1] if col == 0 else p[2]) if v is not None] for p in pts]
                 keep = [j for j, y in enumerate(ys) if y]
