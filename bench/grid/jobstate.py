@@ -23,20 +23,26 @@ def slurm_state(job_id: str, folder: str) -> str:
         state = "UNKNOWN"
     if state == "UNKNOWN":
         # Right after sbatch, accounting lags by about a second; squeue already knows the job.
-        state = _squeue_state(job_id) or state
+        state = _squeue_states({job_id}).get(job_id, state)
     return state
 
 
-def _squeue_state(job_id: str) -> str | None:
+def _squeue_states(wanted: set[str]) -> dict[str, str]:
+    # squeue -r lists each array element on its own line; jobs that have left the queue are not listed.
     import subprocess
 
+    arrays = sorted({j.split("_")[0] for j in wanted})
     try:
-        out = subprocess.run(
-            ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30
-        ).stdout.split()
+        text = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i %T"],
+                              capture_output=True, text=True, timeout=60).stdout  # fmt: skip
     except (OSError, subprocess.SubprocessError):
-        return None
-    return out[0].upper() if out else None
+        return {}
+    out = {}
+    for line in text.splitlines():
+        jid, _, state = line.strip().partition(" ")
+        if jid in wanted and state:
+            out[jid] = state.split()[0].upper()
+    return out
 
 
 def _array_ids(job_id: str) -> list[str]:
@@ -73,13 +79,5 @@ def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
             if one in wanted and state.strip():
                 out[one] = state.split()[0].upper()
     if wanted - set(out):  # right after sbatch, accounting lags; squeue already knows the jobs
-        try:
-            text = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i %T"],
-                                  capture_output=True, text=True, timeout=60).stdout  # fmt: skip
-        except (OSError, subprocess.SubprocessError):
-            text = ""
-        for line in text.splitlines():
-            jid, _, state = line.strip().partition(" ")
-            if jid in wanted and jid not in out and state:
-                out[jid] = state.split()[0].upper()
+        out.update(_squeue_states(wanted - set(out)))
     return out
