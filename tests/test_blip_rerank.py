@@ -552,3 +552,73 @@ def test_hf_clip_checkpoint_errors(tiny_blip_folder: Path, tiny_hf_clip_folder: 
         HFClip.build(checkpoint=str(tiny_blip_folder))
     with pytest.raises(ConfigError, match="max_length"):
         HFClip.build(checkpoint=str(tiny_hf_clip_folder), max_length=1000)
+
+
+def test_blip_itm_scores_a_choice_set_pair_by_pair(tmp_path: Path, blip_folder: Path,
+                                                   reference: tuple[Any, Any]) -> None:  # fmt: skip
+    """``scorer = "pair"`` on a Winoground-layout set: every pair's score in the per-item file is BLIP's match logit
+    from transformers' own ``forward(use_itm_head=True)``, and the record says the ITM head scored it."""
+    import json
+
+    from tiny_grid import run_main
+
+    from bench.grid.records import read_record
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "wg" / "images").mkdir(parents=True)
+    lines = []
+    for i in range(4):
+        for k in (0, 1):
+            Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
+                tmp_path / "wg" / "images" / f"ex_{i}_img_{k}.png"
+            )
+        caps = [" ".join(["a", *rng.choice(WORDS, size=4)]) for _ in range(2)]
+        lines.append(json.dumps({"id": i, "image_0": f"ex_{i}_img_0", "image_1": f"ex_{i}_img_1",
+                                 "caption_0": caps[0], "caption_1": caps[1]}))  # fmt: skip
+    (tmp_path / "wg" / "examples.jsonl").write_text("\n".join(lines))
+    config = tmp_path / "bench.toml"
+    config.write_text(f"""
+[paths]
+results_dir = {json.dumps(str(tmp_path / "results"))}
+work_dir = {json.dumps(str(tmp_path / "work"))}
+
+[models.blip]
+adapter = "blip"
+checkpoint = {json.dumps(str(blip_folder))}
+
+[datasets.wg]
+format = "winoground"
+root = {json.dumps(str(tmp_path / "wg"))}
+scorer = "pair"
+""")
+    rc, _, err = run_main(["run", "--config", str(config), "--models", "blip", "--datasets", "wg", "--methods",
+                           "zeroshot", "-q", "--no-table"])  # fmt: skip
+    assert rc == 0, err
+    folder = tmp_path / "results/runs/blip/wg/test"
+    rec = read_record(folder / "zeroshot-seed0.json")
+    assert rec["scored_by"].startswith("pair scorer: itm") and rec["embedding"] is None
+    model, processor = reference
+    enc = processor.tokenizer.convert_tokens_to_ids("[ENC]")
+    want = []
+    with torch.no_grad():
+        for line in lines:
+            e = json.loads(line)
+            for k in (0, 1):  # image-major, as the per-item file stores an item's pairs
+                image = Image.open(tmp_path / "wg" / "images" / f"{e[f'image_{k}']}.png").convert("RGB")
+                pixels = processor(images=image, return_tensors="pt")["pixel_values"]
+                for c in (0, 1):
+                    tok = processor(text=e[f"caption_{c}"], truncation=True, max_length=35, return_tensors="pt")
+                    ids = tok["input_ids"].clone()
+                    ids[:, 0] = enc
+                    want.append(float(model(input_ids=ids, pixel_values=pixels, attention_mask=tok["attention_mask"],
+                                            use_itm_head=True).itm_score[0, 1]))  # fmt: skip
+    with np.load(folder / rec["per_query"]["file"]) as z:
+        scores, text = z["scores"], z["outcome_text"]
+    np.testing.assert_allclose(scores, want, rtol=0, atol=1e-4)
+    s = scores.reshape(-1, 2, 2)
+    assert np.array_equal(text, ((s[:, 0, 0] > s[:, 0, 1]) & (s[:, 1, 1] > s[:, 1, 0])).astype(float))
+    # an adapter without a pair scorer is refused in one line before anything is scored
+    config.write_text(config.read_text() + '\n[models.towers]\nadapter = "towers"\n')
+    rc, _, err = run_main(["run", "--config", str(config), "--models", "towers", "--datasets", "wg", "--methods",
+                           "zeroshot", "-q", "--no-table"])  # fmt: skip
+    assert "has no pair scorer" in err, err

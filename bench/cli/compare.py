@@ -98,23 +98,32 @@ def _order(name: str) -> tuple[int, int, str]:
 
 def _format(result: dict[str, Any], a: str, b: str, level: float) -> str:
     pct = f"{100 * level:g}%"
-    lines = [f"A = {a}", f"B = {b}", "", f"{'metric':12} {'A':>8} {'B':>8} {'Δ (A−B)':>9} {pct + ' CI':>18} {'p':>7}"]
-    for name, m in sorted(result["metrics"].items(), key=lambda item: _order(item[0])):
+    unit = result["bootstrap"].get("unit", "image")
+    metrics = result["metrics"].items()
+    if unit == "image":  # image-text cells: directions in table order; a task's own metrics come in its order
+        metrics = sorted(metrics, key=lambda item: _order(item[0]))
+    width = max([12, *(len(name) for name, _ in metrics)])
+    lines = [f"A = {a}", f"B = {b}", "",
+             f"{'metric':{width}} {'A':>8} {'B':>8} {'Δ (A−B)':>9} {pct + ' CI':>18} {'p':>7}"]  # fmt: skip
+    for name, m in metrics:
         if name.endswith(("_meanr", "_mrr", "_ndcg10", "_r_precision")):
             continue
         lo, hi = m["ci"]
-        lines.append(f"{name:12} {m['a']:8.2f} {m['b']:8.2f} {m['delta']:+9.2f} {f'[{lo:+.2f}, {hi:+.2f}]':>18} "
-                     f"{m['p']:7.3f}")  # fmt: skip
+        lines.append(f"{name:{width}} {m['a']:8.2f} {m['b']:8.2f} {m['delta']:+9.2f} "
+                     f"{f'[{lo:+.2f}, {hi:+.2f}]':>18} {m['p']:7.3f}")  # fmt: skip
     lines.append("")
-    for d, t in result["mcnemar_r1"].items():
+    tests = result["mcnemar_r1"] if "mcnemar_r1" in result else result.get("mcnemar", {})
+    what = "R@1 {}" if "mcnemar_r1" in result else "{} test"
+    for d, t in tests.items():
+        name = what.format(d)
         if isinstance(t["p"], list):
             ps = ", ".join(f"{p:.3g}" for p in t["p"])
-            lines.append(f"McNemar R@1 {d}: per seed pair A-only {t['a_only']}, B-only {t['b_only']}, p = {ps}")
+            lines.append(f"McNemar {name}: per seed pair A-only {t['a_only']}, B-only {t['b_only']}, p = {ps}")
         else:
-            lines.append(f"McNemar R@1 {d}: A-only {t['a_only']}, B-only {t['b_only']}, exact p = {t['p']:.3g}")
+            lines.append(f"McNemar {name}: A-only {t['a_only']}, B-only {t['b_only']}, exact p = {t['p']:.3g}")
     bs = result["bootstrap"]
-    levels = " (two-level: seeds and images)" if result["n_seeds"] > 1 else ""
-    lines.append(f"paired bootstrap over images: {bs['resamples']} resamples, seed {bs['seed']}; "
+    levels = f" (two-level: seeds and {unit}s)" if result["n_seeds"] > 1 else ""
+    lines.append(f"paired bootstrap over {unit}s: {bs['resamples']} resamples, seed {bs['seed']}; "
                  f"{result['n_seeds']} seed pair(s){levels}")  # fmt: skip
     for side in ("a", "b"):
         left = result.get(side, {}).get("left_out")
@@ -127,9 +136,11 @@ def _format(result: dict[str, Any], a: str, b: str, level: float) -> str:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Print the paired comparison of two sides."""
+    from bench.errors import UnknownNameError
     from bench.grid.records import iter_records
     from bench.report.uncertainty import compare_cells, pair_seeds, row_values, unpaired_seeds
     from bench.stats.bootstrap import BootstrapConfig
+    from bench.tasks import get_task, task_of_record
 
     cfg = load_cfg(args)
     results = Path(args.results_dir or cfg.paths.results_dir)
@@ -146,13 +157,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise BenchError(f"bench compare: {e}") from None
-    ks = cfg.eval.ks
-    va, vb = row_values(side_a, ks), row_values(side_b, ks)
-    out = compare_cells(va, vb, bcfg).as_dict()  # each metric: a, b (observed), delta, ci, p
-    pa, pb = pair_seeds(va, vb)
-    left_a, left_b = unpaired_seeds(va, vb)
-    out["a"] = {"spec": args.a, "seeds": [c.seed for c in pa], "left_out": left_a}
-    out["b"] = {"spec": args.b, "seeds": [c.seed for c in pb], "left_out": left_b}
+    tasks = {task_of_record(r) for r in side_a + side_b}
+    if len(tasks) > 1:
+        raise BenchError(f"bench compare: the two sides are records of different tasks ({', '.join(sorted(tasks))})")
+    try:
+        task = get_task(tasks.pop())
+    except UnknownNameError as e:
+        raise BenchError(f"bench compare: {e}") from None
+    own = task.compare(side_a, side_b, bcfg)
+    if own is not None:
+        out = own
+        out["a"]["spec"], out["b"]["spec"] = args.a, args.b
+    else:
+        ks = cfg.eval.ks
+        va, vb = row_values(side_a, ks), row_values(side_b, ks)
+        out = compare_cells(va, vb, bcfg).as_dict()  # each metric: a, b (observed), delta, ci, p
+        pa, pb = pair_seeds(va, vb)
+        left_a, left_b = unpaired_seeds(va, vb)
+        out["a"] = {"spec": args.a, "seeds": [c.seed for c in pa], "left_out": left_a}
+        out["b"] = {"spec": args.b, "seeds": [c.seed for c in pb], "left_out": left_b}
     if args.json:
         sys.stdout.write(json.dumps(out) + "\n")
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,7 @@ __all__ = [
     "holdout",
     "load_image",
     "max_image_pixels",
+    "read_json",
     "read_text",
     "subset",
     "text_rows",
@@ -115,6 +117,15 @@ def read_text(path: Path, what: str) -> str:
         raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read {what} ({e.strerror})") from None
+
+
+def read_json(path: Path, what: str = "annotation file") -> Any:
+    """The parsed JSON of ``path``; :class:`DataError` naming the file, and the line and column of a syntax error."""
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno} (char {e.pos}): {e.msg}") from None
 
 
 def text_rows(path: Path, what: str, sep: str | None = None) -> Iterator[tuple[int, list[str]]]:

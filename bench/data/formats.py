@@ -24,14 +24,13 @@ load time, and each image listed once (:mod:`.gallery`). Errors name the file an
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.data.base import RetrievalSplit, read_text
+from bench.data.base import RetrievalSplit, read_json
 from bench.data.gallery import GalleryBuilder
 from bench.data.registry import register_format
 from bench.errors import ConfigError, DataError, SplitNotFoundError
@@ -60,14 +59,6 @@ def _sub_path(root: Path, value: str | os.PathLike | None, key: str) -> Path:
         raise ConfigError(f"option {key!r} must be a path string, got {type(value).__name__}")
     p = Path(os.path.expanduser(os.fspath(value)))
     return p if p.is_absolute() else root / p
-
-
-def _read_json(path: Path) -> Any:
-    text = read_text(path, "annotation file")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno} (char {e.pos}): {e.msg}") from None
 
 
 def _split_file(
@@ -144,7 +135,7 @@ def load_karpathy(
         The split; image ids are ``cocoid`` when present, else the file name.
     """
     path = _sub_path(root, file, "file") if file is not None else _find_karpathy_file(root)
-    data = _read_json(path)
+    data = read_json(path)
     images = data.get("images") if isinstance(data, Mapping) else None
     if not isinstance(images, list):
         raise DataError(f"{path}: expected an object with an 'images' list")
@@ -224,7 +215,7 @@ def load_albef(
     if files is None and prefix is None:
         prefix = _find_albef_prefix(root)
     path, _ = _split_file(root, split, files, f"{prefix}_{{split}}.json", ext_hint=f"{prefix}_*.json")
-    rows = _read_json(path)
+    rows = read_json(path)
     if not isinstance(rows, list):
         raise DataError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
     img_root = _sub_path(root, image_dir, "image_dir")
@@ -278,7 +269,7 @@ def load_flat_json(
         The split.
     """
     path, _ = _split_file(root, split, files, "{split}.json", ext_hint="*.json")
-    rows = _read_json(path)
+    rows = read_json(path)
     if not isinstance(rows, list):
         raise DataError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
     img_root = _sub_path(root, image_dir, "image_dir")

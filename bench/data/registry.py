@@ -38,6 +38,9 @@ BUILTIN = {
     "sts_tsv": "bench.data.sts",
     "stsb": "bench.data.sts",
     "synthetic": "bench.data.synthetic",
+    "caption_swaps": "bench.data.choice",
+    "sugarcrepe": "bench.data.choice",
+    "winoground": "bench.data.choice",
     "webdataset": "bench.data.shards",
 }
 

@@ -48,6 +48,7 @@ __all__ = [
     "rerank_direction",
     "rerank_metrics",
     "resolve_k_test",
+    "score_pairs",
 ]
 # pessimistic_order_key lives in bench.scoring.itr (the scorer orders its top-k lists by it); re-exported here.
 
@@ -95,7 +96,7 @@ def _image_groups(pair_img: np.ndarray, batch_size: int) -> Iterator[tuple[np.nd
         yield images[g:h], order[bounds[g] : bounds[h]]
 
 
-def _score_pairs(
+def score_pairs(
     adapter: Adapter,
     split: RetrievalSplit,
     pair_img: np.ndarray,
@@ -103,7 +104,7 @@ def _score_pairs(
     *,
     batch_size: int,
     device: torch.device,
-    cost: dict[str, Any],
+    cost: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """Pair scores ``[P]`` (float32, CPU) of the (image row, caption row) pairs, image states computed per group."""
     out = torch.empty(pair_img.shape[0], dtype=torch.float32)
@@ -111,7 +112,8 @@ def _score_pairs(
     for group, idx in _image_groups(pair_img, batch_size):
         (images,) = list(iter_image_batches(split, transform, len(group), rows=group.tolist()))
         state = adapter.pair_image_state(images.to(device))
-        cost["images_encoded"] += len(group)
+        if cost is not None:
+            cost["images_encoded"] += len(group)
         local = torch.from_numpy(np.searchsorted(group, pair_img[idx])).to(state.device)
         for s in range(0, idx.shape[0], batch_size):
             chunk = idx[s : s + batch_size]
@@ -198,7 +200,7 @@ def rerank_direction(
     was_training = adapter.training
     adapter.eval()
     try:
-        pair = _score_pairs(adapter, split, pair_img, pair_cap, batch_size=batch_size, device=device, cost=cost)
+        pair = score_pairs(adapter, split, pair_img, pair_cap, batch_size=batch_size, device=device, cost=cost)
     finally:
         adapter.train(was_training)
     cost["pair_forwards"] += int(pair_img.shape[0])

@@ -202,6 +202,8 @@ def legend(t: FormattedTable, delta_label: str = "ΔRSUM") -> str:
         parts.append(f"[lo, hi]: {100 * t.ci_level:g}% percentile interval")
     if t.rule and t.show_delta:
         parts.append(f"{delta_label}'s interval: paired bootstrap against the baseline row")
+    if t.rule and t.uni:
+        parts.append("in the other sets' columns bold is the largest value, untested")
     if t.no_ci:
         parts.append(f"no interval for {', '.join(t.no_ci)}: no readable per-query file")
     return "; ".join(parts) + "." if parts else ""

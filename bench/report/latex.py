@@ -71,7 +71,7 @@ def latex_table(t: FormattedTable) -> str:
            if t.rule or t.ci_level else "")  # fmt: skip
         + ("; best per column in bold" if t.any_bold and not t.rule else "")
         + ("; n/a: the model has no joint image-text space" if t.any_na else "")
-        + ("; uni-modal sets: " + ", ".join(uni_legends(t.uni)) if t.uni else "")
+        + ("; other sets: " + ", ".join(uni_legends(t.uni)) if t.uni else "")
         + "."
     )
     label = "tab:itr-" + _LATEX_LABEL_RE.sub("-", f"{t.dataset}-{t.split}").strip("-").lower()

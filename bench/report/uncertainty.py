@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -23,7 +23,10 @@ from bench.stats.paired import Comparison, compare
 
 __all__ = [
     "CellValues",
+    "Seeded",
+    "checked_per_query_file",
     "compare_cells",
+    "is_trained",
     "pair_seeds",
     "queries_key",
     "per_query_file",
@@ -59,7 +62,7 @@ def queries_key(pq: PerQuery) -> str:
     return h.hexdigest()[:16]
 
 
-def _trained(record: Mapping[str, Any]) -> bool:
+def is_trained(record: Mapping[str, Any]) -> bool:
     return record.get("selected_epoch") is not None or bool(record.get("history"))
 
 
@@ -71,11 +74,11 @@ def per_query_file(record: Mapping[str, Any]) -> Path | None:
     return Path(str(record["_path"])).parent / str(pq.get("file"))
 
 
-def read_per_query(record: Mapping[str, Any]) -> PerQuery:
-    """A record's per-query results, checked against the digest the record states.
+def checked_per_query_file(record: Mapping[str, Any]) -> Path:
+    """A record's per-query file, checked against the digest the record states.
 
     Raises:
-        BenchError: the record has no per-query file, or it is missing, changed or unreadable (one line naming it).
+        BenchError: the record has no per-query file, or it is missing or changed (one line naming it).
     """
     path = per_query_file(record)
     label = f"{record.get('model')}/{record.get('dataset')}/{record.get('method')}/seed{record.get('seed')}"
@@ -85,6 +88,16 @@ def read_per_query(record: Mapping[str, Any]) -> PerQuery:
         raise BenchError(f"{path}: the per-query file of {label} is missing; re-run the cell (bench run --force)")
     if sha256_of(path) != record["per_query"].get("sha256"):
         raise BenchError(f"{path}: its sha256 differs from the one its record states; it belongs to another run")
+    return path
+
+
+def read_per_query(record: Mapping[str, Any]) -> PerQuery:
+    """A record's per-query results (:func:`checked_per_query_file`).
+
+    Raises:
+        BenchError: the record has no per-query file, or it is missing, changed or unreadable (one line naming it).
+    """
+    path = checked_per_query_file(record)
     try:
         return load_per_query(path)
     except ValueError as e:
@@ -99,11 +112,23 @@ def row_values(records: Sequence[Mapping[str, Any]], ks: Sequence[int] = (1, 5, 
             continue
         pq = read_per_query(rec)
         values = query_values(pq.queries, recall_ks(ks))
-        out.append(CellValues(int(rec.get("seed", 0)), values, pq.n_images, queries_key(pq), _trained(rec)))
+        out.append(CellValues(int(rec.get("seed", 0)), values, pq.n_images, queries_key(pq), is_trained(rec)))
     return sorted(out, key=lambda c: c.seed)
 
 
-def pair_seeds(a: Sequence[CellValues], b: Sequence[CellValues]) -> tuple[list[CellValues], list[CellValues]]:
+class Seeded(Protocol):
+    """What seed pairing reads of a cell: its seed and whether its method trained."""
+
+    @property
+    def seed(self) -> int: ...
+    @property
+    def trained(self) -> bool: ...
+
+
+S = TypeVar("S", bound=Seeded)
+
+
+def pair_seeds(a: Sequence[S], b: Sequence[S]) -> tuple[list[S], list[S]]:
     """Seed-paired sides: the seeds both have. Two single cells pair with each other whatever their seeds (the user
     chose them); a single cell of a method that does not train (zero-shot: seeds change nothing) pairs with every seed
     of the other side. A trained side's one seed is never reused for the other's seeds.
@@ -124,7 +149,7 @@ def pair_seeds(a: Sequence[CellValues], b: Sequence[CellValues]) -> tuple[list[C
     return [by_a[s] for s in seeds], [by_b[s] for s in seeds]
 
 
-def unpaired_seeds(a: Sequence[CellValues], b: Sequence[CellValues]) -> tuple[list[int], list[int]]:
+def unpaired_seeds(a: Sequence[Seeded], b: Sequence[Seeded]) -> tuple[list[int], list[int]]:
     """The seeds of each side that :func:`pair_seeds` leaves out (those the other side has no cell for)."""
     pa, pb = pair_seeds(a, b)
     return sorted({c.seed for c in a} - {c.seed for c in pa}), sorted({c.seed for c in b} - {c.seed for c in pb})

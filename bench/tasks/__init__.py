@@ -6,7 +6,8 @@ The same recipe as adapters, methods and formats (:class:`bench.plugins.Registry
 
 * ``itr``: image-text retrieval (:class:`~bench.data.base.RetrievalSplit`), trained on and sharded;
 * ``image_retrieval``: image-to-image retrieval on labelled image sets, eval-only;
-* ``sts``: sentence-pair similarity, eval-only.
+* ``sts``: sentence-pair similarity, eval-only;
+* ``choice``: choice sets (SugarCrepe, Winoground, swapped captions), eval-only.
 
 This module imports nothing of the data, grid or report rooms at import time (they import it).
 """
@@ -41,6 +42,7 @@ BUILTIN = {
     "itr": "bench.tasks.itr",
     "image_retrieval": "bench.tasks.image_retrieval",
     "sts": "bench.tasks.sts",
+    "choice": "bench.tasks.choice",
 }
 
 

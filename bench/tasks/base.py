@@ -9,7 +9,7 @@ dataset a trained method fine-tunes on for it, and which columns its records fil
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from bench.adapters.protocol import Adapter
     from bench.config import BenchConfig
     from bench.grid.pipeline import Plan, SplitScorer
+    from bench.stats.bootstrap import BootstrapConfig
 
 __all__ = ["Column", "Split", "Task"]
 
@@ -125,6 +126,14 @@ class Task:
         ``embedding`` and the ``train_dataset`` of a trained method."""
         trained_on = plan.train_name if plan.method.trains else None
         return {"task": self.name, "embedding": getattr(score, "embedding", None), "train_dataset": trained_on}
+
+    def compare(self, a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]],
+                cfg: BootstrapConfig) -> dict[str, Any] | None:  # fmt: skip
+        """``bench compare`` of two sides' ``ok`` records of this task (one per seed each): the paired comparison
+        (``metrics``: name -> ``{a, b, delta, ci, p}``, ``mcnemar``, ``n_seeds``, ``bootstrap``, and each side's
+        ``seeds`` and ``left_out``), or None where the task has no test of its own and the image-text per-query
+        path applies."""
+        return None
 
     # --- result tables ---------------------------------------------------------------------------------------------
     def values(self, metrics: Mapping[str, Any]) -> dict[str, float]:
