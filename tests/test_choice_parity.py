@@ -1,7 +1,7 @@
-"""CLIP_benchmark's own compositional evaluation (``clip_benchmark.metrics.image_caption_selection.evaluate``: its
-SugarCrepe pipeline through its CLI, and its Winoground scoring on a DataLoader of the release's layout) and ``bench
-run`` give the same accuracies for the same open_clip checkpoint, on choice sets made of coco-sample's real photos
-and human captions.
+"""Three implementations nobody here wrote and ``bench run`` give the same accuracies for the same open_clip
+checkpoint, on choice sets made of coco-sample's real photos and human captions: SugarCrepe's own ``main_eval.py``
+(quoted below), CLIP_benchmark's SugarCrepe pipeline through its CLI, and CLIP_benchmark's
+``image_caption_selection.evaluate`` on Winoground items read from the release's layout.
 
 The SugarCrepe file is written in the official layout (``swap_obj.json`` beside ``val2017/``) with the photos'
 captions and their object-swapped copies (:mod:`bench.data.swaps`); the Winoground file pairs consecutive photos
@@ -13,6 +13,7 @@ harness's strict rule agree (``tests/test_choice.py`` tests where they differ: t
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +33,37 @@ pytestmark = [
     pytest.mark.skipif(not COCO.is_dir(), reason=f"{COCO} is absent (the real-photo sample ships beside the repo)"),
 ]
 N_WINOGROUND = 40
+
+
+# --- SugarCrepe's own evaluation, quoted from RAIVNLab/sugar-crepe main_eval.py (text_retrieval, evaluate) ---------
+@torch.no_grad()
+def text_retrieval(pos_text, neg_text, image, model, tokenizer, transform, device):  # noqa: ANN001, ANN201
+    pos_text = tokenizer(pos_text).to(device)
+    pos_text_embedding = model.encode_text(pos_text, normalize=True)
+    neg_text = tokenizer(neg_text).to(device)
+    neg_text_embedding = model.encode_text(neg_text, normalize=True)
+    image_embedding = model.encode_image(transform(image).unsqueeze(dim=0).to(device), normalize=True)
+    pos_score = pos_text_embedding @ image_embedding.t()
+    neg_score = neg_text_embedding @ image_embedding.t()
+    return 1 if pos_score.item() > neg_score.item() else 0
+
+
+def sugarcrepe_evaluate(image_root, dataset, model, tokenizer, transform, device):  # noqa: ANN001, ANN201
+    metrics = {}
+    for c, data_dict in dataset.items():
+        correct_cnt = 0
+        for _i, data in data_dict.items():
+            image_path = os.path.join(image_root, data["filename"])
+            image = Image.open(image_path)
+            correct = text_retrieval(data["caption"], data["negative_caption"], image, model, tokenizer, transform,
+                                     device)  # fmt: skip
+            correct_cnt += correct
+        count = len(data_dict)
+        metrics[c] = correct_cnt / count
+    return metrics
+
+
+# -------------------------------------------------------------------------------------------------------------------
 
 
 def _first_captions() -> list[tuple[str, str]]:
@@ -143,6 +175,11 @@ def test_choice_accuracies_equal_clip_benchmarks_own_evaluation(tmp_path: Path,
     wino_theirs = image_caption_selection.evaluate(model, loader, open_clip.get_tokenizer(TINY_CLIP_ARCH), "cpu",
                                                    amp=False)  # fmt: skip
 
+    # SugarCrepe's own main_eval.py, one pair at a time
+    sugar_own = sugarcrepe_evaluate(str(tmp_path / "sugarcrepe" / "val2017"),
+                                    {"swap_obj": json.loads((tmp_path / "sugarcrepe" / "swap_obj.json").read_text())},
+                                    model, open_clip.get_tokenizer(TINY_CLIP_ARCH), preprocess, "cpu")  # fmt: skip
+
     config = _config(tmp_path, checkpoint)
     rc, _, err = run_main(["run", "--config", str(config), "--models", "tiny_clip", "--datasets",
                            "sugarcrepe,winoground", "--methods", "zeroshot", "-q", "--no-table"])  # fmt: skip
@@ -153,6 +190,7 @@ def test_choice_accuracies_equal_clip_benchmarks_own_evaluation(tmp_path: Path,
     assert sugar["n_items"] == n_sugar > 300 and wino["n_items"] == N_WINOGROUND
     # CLIP_benchmark averages in float32: the same count of passed items is equal to 1e-4 points (one item: 0.2)
     assert sugar["text"]["swap_obj"] == pytest.approx(100 * sugar_theirs["text_acc"], abs=1e-4)
+    assert sugar["text"]["swap_obj"] == pytest.approx(100 * sugar_own["swap_obj"], abs=1e-9)
     assert "image" not in sugar  # one image per item: no image test (CLIP_benchmark reports 1.0 for it)
     assert wino["text"]["mean"] == pytest.approx(100 * wino_theirs["text_acc"], abs=1e-4)
     assert wino["image"]["mean"] == pytest.approx(100 * wino_theirs["image_acc"], abs=1e-4)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_grid import MODEL_TABLES, SYNTHETIC_TABLE, run_main
+from tiny_grid import MODEL_TABLES, N_TEST, SYNTHETIC_TABLE, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -101,7 +101,14 @@ bootstrap = 200
 text_model = "all-MiniLM-L6-v2"
 
 {MODEL_TABLES}
-{SYNTHETIC_TABLE}"""
+{SYNTHETIC_TABLE}
+[datasets.synthetic-swaps]
+format = "caption_swaps"
+base = "synthetic"
+base_options = {{ seed = 0, n_train = 48, n_val = 12, n_test = {N_TEST}, image_size = 64 }}
+kinds = ["swap_att"]
+train_on = "synthetic"
+"""
 
 
 def test_readme_tour_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -44,12 +44,16 @@ def dataset_card(split: Any, fingerprint: dict[str, str]) -> dict[str, Any]:
 
 def _text(card: dict[str, Any]) -> str:
     lines = [f"{card['dataset']} ({card['split']})" + (f"  from {card['source']}" if card["source"] else "")]
-    for key in ("language", "images", "captions", "classes", "pairs", "labels"):
+    for key in ("language", "items", "images", "captions", "classes", "pairs", "labels"):
         if card.get(key) is not None:
             lines.append(f"  {key}: {card[key]:,}" if isinstance(card[key], int) else f"  {key}: {card[key]}")
     if "captions_per_image" in card:
         hist = ", ".join(f"{n} caption{'s' if n != 1 else ''}: {c:,}" for n, c in card["captions_per_image"].items())
         lines.append(f"  captions per image: {hist}")
+    if "subsets" in card:
+        lines.append("  items per subset: " + ", ".join(f"{k} {v:,}" for k, v in card["subsets"].items()))
+    if card.get("averages"):
+        lines.append("  averages: " + "; ".join(f"{k} = mean of {', '.join(v)}" for k, v in card["averages"].items()))
     if "groups" in card:
         lines.append(f"  groups: {', '.join(card['groups'])}")
     lines.append("  fingerprint: " + ", ".join(f"{k} {v}" for k, v in card["fingerprint"].items()))
