@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench.adapters.protocol import AdapterBase, Features
+from bench.adapters.protocol import AdapterBase, Features, hf_text_lengths
 from bench.adapters.weights import load_checkpoint, resolve_text_model, timm_packaged_state_dict, timm_requirement
 from torch import nn
 
@@ -190,6 +190,10 @@ class HFTextTower(nn.Module):
         )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
+    def text_lengths(self, texts: Sequence[str]) -> tuple[list[int], int]:
+        """Tokens each text needs, and ``max_length``."""
+        return hf_text_lengths(self.tokenizer, texts, self.max_length)
+
     def forward(self, tokens: Features) -> Features:
         out = self.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
         return {"tokens": out.last_hidden_state, "mask": tokens["attention_mask"].to(out.last_hidden_state.dtype)}
@@ -239,6 +243,11 @@ class TowerPairAdapter(AdapterBase):
 
     def tokenize(self, texts: Sequence[str]) -> Features:
         return self.backbone["text"].tokenize(texts)
+
+    def text_lengths(self, texts: Sequence[str]) -> tuple[list[int], int] | None:
+        """The text tower's token counts and context (:class:`~bench.adapters.protocol.TextContext`)."""
+        tower = self.backbone["text"]
+        return tower.text_lengths(texts) if hasattr(tower, "text_lengths") else None
 
     def image_features(self, images: torch.Tensor) -> Features:
         return self.backbone["image"](images)

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import torch
 from bench.adapters.hf_loading import ProcessorTransform, export_pretrained, hf_source, loading_errors
-from bench.adapters.protocol import Exported, Features
+from bench.adapters.protocol import Exported, Features, hf_text_lengths
 from bench.adapters.registry import register_adapter
 from bench.adapters.whole import WholeModelAdapter
 from torch import nn
@@ -123,6 +123,10 @@ class Blip(WholeModelAdapter):
             list(texts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def text_lengths(self, texts: Sequence[str]) -> tuple[list[int], int]:
+        """Tokens each text needs, and ``max_length`` (:class:`~bench.adapters.protocol.TextContext`)."""
+        return hf_text_lengths(self._processor.tokenizer, texts, self.max_length)
 
     def image_features(self, images: torch.Tensor) -> Features:
         m = self.backbone

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench.adapters.protocol import Exported, Features
+from bench.adapters.protocol import Exported, Features, hf_text_lengths
 from bench.adapters.registry import register_adapter
 from bench.adapters.weights import refused
 from bench.adapters.whole import WholeModelAdapter
@@ -160,6 +160,18 @@ class Clip(WholeModelAdapter):
     def tokenize(self, texts: Sequence[str]) -> Features:
         # open_clip tokenizers truncate at the context length (77), so long captions never crash.
         return {"input_ids": self._tokenizer(list(texts))}
+
+    def text_lengths(self, texts: Sequence[str]) -> tuple[list[int], int] | None:
+        """Tokens each text needs (start and end tokens included) and the context length: CLIP's BPE
+        (``SimpleTokenizer``) or a transformers tokenizer (``HFTokenizer``); None for another tokenizer."""
+        tok = self._tokenizer
+        context = getattr(tok, "context_length", None)
+        if not context:
+            return None
+        if hasattr(tok, "encode") and hasattr(tok, "sot_token_id"):
+            return [len(tok.encode(t)) + 2 for t in texts], int(context)
+        inner = getattr(tok, "tokenizer", None)
+        return hf_text_lengths(inner, texts, int(context)) if inner is not None else None
 
     def image_features(self, images: torch.Tensor) -> Features:
         return {"emb": self.backbone.encode_image(images)}

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from bench.adapters.hf_loading import ProcessorTransform, export_pretrained, hf_source, loading_errors
-from bench.adapters.protocol import Exported, Features
+from bench.adapters.protocol import Exported, Features, hf_text_lengths
 from bench.adapters.registry import register_adapter
 from bench.adapters.whole import WholeModelAdapter
 from torch import nn
@@ -112,6 +112,10 @@ class HFClip(WholeModelAdapter):
         tok = self._processor.tokenizer
         enc = tok(list(texts), padding=padding, truncation=True, max_length=self.max_length, return_tensors="pt")
         return {k: enc[k] for k in ("input_ids", "attention_mask") if k in enc}
+
+    def text_lengths(self, texts: Sequence[str]) -> tuple[list[int], int]:
+        """Tokens each text needs, and ``max_length`` (:class:`~bench.adapters.protocol.TextContext`)."""
+        return hf_text_lengths(self._processor.tokenizer, texts, self.max_length)
 
     def image_features(self, images: torch.Tensor) -> Features:
         return {"emb": _pooled(self.backbone.get_image_features(pixel_values=images))}

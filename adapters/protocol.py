@@ -21,7 +21,18 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-__all__ = ["Adapter", "AdapterBase", "Exportable", "Exported", "FeatureSupplier", "Features", "Modality", "PairScorer"]
+__all__ = [
+    "Adapter",
+    "AdapterBase",
+    "Exportable",
+    "Exported",
+    "FeatureSupplier",
+    "Features",
+    "Modality",
+    "PairScorer",
+    "TextContext",
+    "hf_text_lengths",
+]
 
 Features = dict[str, torch.Tensor]
 Modality = Literal["image", "text"]
@@ -71,6 +82,20 @@ class PairScorer(Protocol):
 
     def pair_image_state(self, images: torch.Tensor) -> torch.Tensor: ...
     def pair_scores(self, image_state: torch.Tensor, tokens: Features) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class TextContext(Protocol):
+    """Optional: adapters whose text encoder reads a fixed number of tokens: how many tokens each text needs (special
+    tokens included) and that context, or None where the tokenizer cannot say (for :mod:`bench.encode.long_text`)."""
+
+    def text_lengths(self, texts: Sequence[str]) -> tuple[list[int], int] | None: ...
+
+
+def hf_text_lengths(tokenizer: Any, texts: Sequence[str], context: int) -> tuple[list[int], int]:
+    """:meth:`TextContext.text_lengths` through a transformers tokenizer (special tokens counted)."""
+    ids = tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
+    return [len(x) for x in ids], int(context)
 
 
 @runtime_checkable

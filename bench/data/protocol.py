@@ -7,6 +7,9 @@
 * ``captions_per_image = 5``: keep only each image's first five captions, as VSE∞ (``evaluation.py``) and ECCV
   Caption (25,000 COCO 5K captions) do; 0, the default, keeps all (25,010 at COCO 5K, as ALBEF, LAVIS,
   CLIP_benchmark and CUSA).
+* ``long_text = "sentences"``: a caption longer than a model's text context is scored as the mean of its sentences'
+  normalised embeddings instead of being cut at the context (``"truncate"``, the default); applied when the split
+  is scored (:mod:`bench.encode.long_text`), and recorded.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from bench.errors import ConfigError, DataError
 
 __all__ = ["PROTOCOL_OPTIONS", "apply_protocol", "pre_caption"]
 
-PROTOCOL_OPTIONS: dict[str, Any] = {"pre_caption": False, "max_words": 64, "captions_per_image": 0}
+PROTOCOL_OPTIONS: dict[str, Any] = {"pre_caption": False, "max_words": 64, "captions_per_image": 0,
+                                    "long_text": "truncate"}  # fmt: skip
 
 _PUNCTUATION = re.compile(r"[,.'!?\"()*#:;~]")
 _SPACES = re.compile(r"\s{2,}")
@@ -46,6 +50,9 @@ def apply_protocol(split: RetrievalSplit, options: dict[str, Any], where: str) -
         raise ConfigError(f"{where}: max_words must be >= 1, got {max_words}")
     if per_image < 0:
         raise ConfigError(f"{where}: captions_per_image must be >= 0 (0 = all), got {per_image}")
+    rule = options.get("long_text", PROTOCOL_OPTIONS["long_text"])
+    if rule not in ("truncate", "sentences"):  # applied when the split is scored (bench.encode.long_text)
+        raise ConfigError(f'{where}: long_text must be "truncate" or "sentences", got {rule!r}')
     out = split
     if per_image:
         c2i = np.asarray(out.caption_to_image)

@@ -67,6 +67,7 @@ def evaluate(
     rerank: bool = True,
     topk: int | None = None,
     keep: Scored | None = None,
+    sentences: tuple[RetrievalSplit, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``adapter`` (and the heads of ``objective``, if it adds any) on ``split``.
 
@@ -78,7 +79,9 @@ def evaluate(
     With ``cfg.rerank_k > 0`` (and ``rerank``; validation passes False to skip the cost) the result also carries
     ``"rerank"``: the i2t/t2i metrics of two-stage retrieval by the adapter's pair scorer
     (:mod:`bench.evaluation.rerank`);
-    the ITC metrics stay the main ones. An adapter that can supply a split's stage-1 features itself
+    the ITC metrics stay the main ones. With ``sentences`` (:func:`bench.encode.long_text.sentence_split` of
+    ``split``, and ``features`` of it) the captions are encoded sentence by sentence and each caption's embedding is
+    the mean of its normalised sentences'. An adapter that can supply a split's stage-1 features itself
     (``split_features(split)``, e.g. precomputed embeddings) gives them here.
 
     Recall@K is reported for ``cfg.ks``; ``topk`` (default ``cfg.topk``; validation passes 0) is the length of the
@@ -89,7 +92,8 @@ def evaluate(
         check_rerank(adapter, k_test, cfg.rerank_fusion)  # fail before any encoding
     if isinstance(adapter, FeatureSupplier):
         features = adapter.split_features(split)
-    img, txt = encode_split(adapter, split, device=device, batch_size=cfg.batch_size, features=features,
+    encoded = split if sentences is None else sentences[0]
+    img, txt = encode_split(adapter, encoded, device=device, batch_size=cfg.batch_size, features=features,
                             progress=progress, precision=cfg.precision)  # fmt: skip
     if objective is not None:
         objective.eval()
@@ -98,6 +102,12 @@ def evaluate(
         raw = {"cross": (img, txt), "uni": (img, txt)}
     views: Views = {"cross": tuple(normalized(t) for t in raw["cross"])}  # type: ignore[dict-item]
     views["uni"] = views["cross"] if raw["uni"] is raw["cross"] else tuple(normalized(t) for t in raw["uni"])  # type: ignore[assignment]
+    if sentences is not None:
+        from bench.encode.long_text import pool_sentences
+
+        owner = sentences[1]
+        pooled = {k: (v[0], normalized(pool_sentences(v[1], owner, split.n_captions))) for k, v in views.items()}
+        views = {"cross": pooled["cross"], "uni": pooled["cross"] if views["uni"] is views["cross"] else pooled["uni"]}  # type: ignore[assignment]
     labels = split.image_labels
     ks = recall_ks(cfg.ks)
     k = cfg.topk if topk is None else topk

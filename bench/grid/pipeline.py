@@ -22,7 +22,7 @@ from bench.data import load_split
 from bench.data.base import RetrievalSplit, holdout
 from bench.encode.cache import cached_features
 from bench.encode.features import FeatureSet, encoding_precision, storage_dtype
-from bench.errors import BenchError, SplitNotFoundError
+from bench.errors import BenchError, ConfigError, SplitNotFoundError
 from bench.evaluation.itr import Scored, evaluate, fold_mean, metric_value
 from bench.grid.cell import Cell
 from bench.grid.fingerprint import content_key
@@ -108,8 +108,18 @@ class ItrScorer:
     embedding = None
 
     def __init__(self, plan: Plan, adapter: Adapter, test: RetrievalSplit) -> None:
+        from bench.encode.long_text import context_report, sentence_split
+
         self.plan, self.adapter, self.test = plan, adapter, test
-        self.features = stage1(plan, adapter, test)
+        rule = plan.cfg.datasets[plan.cell.dataset].get("long_text", "truncate")
+        self.sentences = sentence_split(test) if rule == "sentences" else None
+        if self.sentences is not None and isinstance(adapter, FeatureSupplier):
+            where = f"[datasets.{plan.cell.dataset}]"
+            raise ConfigError(f'{where} long_text = "sentences": adapter {plan.family!r} supplies its own caption '
+                              "embeddings, so they cannot be split into sentences")  # fmt: skip
+        encoded = test if self.sentences is None else self.sentences[0]
+        self.long_text = context_report(adapter, list(encoded.captions), rule)  # the record's long_text
+        self.features = stage1(plan, adapter, encoded)
         self.extra_metrics: dict[str, Any] = {}
         self.scored = Scored()  # the per-query results of the latest call (the selected state's, for trained cells)
 
@@ -117,7 +127,8 @@ class ItrScorer:
         folds = None if last else self.test.fold_rows()
         self.scored = Scored()
         m = evaluate(self.adapter, self.test, self.plan.cfg.eval, device=self.plan.device, objective=objective,
-                     features=self.features, folds=folds, progress=self.plan.progress, keep=self.scored)  # fmt: skip
+                     features=self.features, folds=folds, progress=self.plan.progress, keep=self.scored,
+                     sentences=self.sentences)  # fmt: skip
         per_fold = m.pop("folds", None)
         if per_fold:
             self.extra_metrics[f"{self.test.split}_1k"] = fold_mean(per_fold)

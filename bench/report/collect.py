@@ -141,6 +141,20 @@ def _problem_note(recs: list[Mapping[str, Any]], bad: list[Mapping[str, Any]]) -
     return "; ".join(dict.fromkeys(notes))
 
 
+def long_text_note(recs: list[Mapping[str, Any]]) -> str:
+    """What a row's records say of captions longer than the model's context, when any was cut or split (the first
+    seed's counts: every seed reads the same captions with the same tokenizer)."""
+    lt = next((r["long_text"] for r in recs if isinstance(r.get("long_text"), Mapping)), None)
+    if lt is None or (lt.get("rule") == "truncate" and not lt.get("truncated")):
+        return ""
+    if "context" not in lt:
+        return "long captions: sentence means" if lt.get("rule") == "sentences" else ""
+    unit = "sentences" if lt.get("rule") == "sentences" else "captions"
+    share = 100 * lt.get("share", 0)
+    cut = f"{lt['truncated']:,} of {lt.get(unit, 0):,} {unit} ({share:.1f}%) cut at {lt['context']} tokens"
+    return f"long captions: sentence means; {cut}" if lt.get("rule") == "sentences" else f"long captions: {cut}"
+
+
 def _aggregate(key: tuple[str, str, str, str], recs: list[Mapping[str, Any]]) -> dict[str, Any]:
     recs = _dedupe_seeds(recs, key)
     bad = [r for r in recs if r.get("status") in PROBLEM_STATUSES]
@@ -160,7 +174,8 @@ def _aggregate(key: tuple[str, str, str, str], recs: list[Mapping[str, Any]]) ->
                 "cell %s: %s is null in %d of %d seeds; averaging the others", "/".join(key), group, n_na, len(parsed)
             )
         row[f"{group}_na"] = bool(parsed) and n_na == len(parsed)
-    row["note"] = _problem_note(recs, bad) if bad else ""
+    notes = [_problem_note(recs, bad) if bad else "", long_text_note(ok)]
+    row["note"] = "; ".join(n for n in notes if n)
     return row
 
 

@@ -51,6 +51,9 @@ def check_shardable(cfg: BenchConfig, cells: list[Cell]) -> None:
         raise ConfigError(f"{cfg.source}: [eval] rerank_k = {cfg.eval.rerank_k}: sharded evaluation scores "
                           "embeddings only; set rerank_k = 0 (or run without --shards)")  # fmt: skip
     for cell in cells:
+        if cfg.datasets[cell.dataset].get("long_text", "truncate") != "truncate":
+            raise ConfigError(f'--shards: {cell.label}: long_text = "sentences" is scored in one process; run '
+                              "without --shards")  # fmt: skip
         if get_method(cell.method).trains:
             raise ConfigError(f"--shards: {cell.label}: method {cell.method!r} trains; sharded evaluation scores "
                               "methods that do not train (zeroshot); pick them with --methods")  # fmt: skip

@@ -68,11 +68,15 @@ class ImageTextTask(Task):
 
     def record_fields(self, plan: Plan, score: SplitScorer, split: Any, per_query: Path | None) -> dict[str, Any]:
         """The per-query file and the bootstrap intervals, from the ranks the scorer kept (a one-process
-        :class:`ItrScorer` and the merge of a sharded evaluation both keep them). No ``task`` field: a record without
-        one is image-text."""
+        :class:`ItrScorer` and the merge of a sharded evaluation both keep them), and how captions longer than the
+        model's context were handled (``long_text``). No ``task`` field: a record without one is image-text."""
         from bench.grid.pipeline import uncertainty
 
-        return uncertainty(plan, split, score.scored, per_query)  # type: ignore[attr-defined]
+        out = uncertainty(plan, split, score.scored, per_query)  # type: ignore[attr-defined]
+        long_text = getattr(score, "long_text", None)
+        if long_text is not None:
+            out["long_text"] = long_text
+        return out
 
     def values(self, metrics: Mapping[str, Any]) -> dict[str, float]:
         """Image-text records are the table's rows (:mod:`bench.report.collect`), not columns joined onto them."""
