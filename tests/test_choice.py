@@ -338,6 +338,60 @@ def test_grid_runs_tables_and_compares_a_choice_set(tmp_path: Path) -> None:
     rc, out, err = run_main(["compare", "vse_infty:contrastive", "vse_infty:zeroshot", "--config", str(config),
                              "--dataset", "swaps"])  # fmt: skip
     assert rc == 0 and "McNemar text test" in out and "paired bootstrap over items" in out
+    # the report: a page of the set with its table and the focus row's failed items, each with its pair scores
+    rc, out, err = run_main(["report", "--config", str(config), "--html", str(tmp_path / "report"), "--focus",
+                             "vse_infty:contrastive"])  # fmt: skip
+    assert rc == 0, err
+    page = (tmp_path / "report" / "swaps-test.html").read_text()
+    failed = int((1 - items.outcomes["text"]).sum())
+    assert "Failed items of vse_infty / contrastive (seed 0)" in page and f"{failed} of {block['n_items']}" in page
+    assert page.count('<table class="item">') == min(8, failed)
+    assert 'swaps-test.html' in (tmp_path / "report" / "index.html").read_text()
     # a re-run skips every cell
     rc, out, err = run_main(["run", "--config", str(config), "-q", "--no-table"])
     assert rc == 0 and "0 ran" in err + out, err + out
+
+
+def _choice_record(dataset: str, model: str, seed: int, block: dict) -> dict:
+    return {"schema": 1, "status": "ok", "task": "choice", "model": model, "method": "zeroshot", "dataset": dataset,
+            "split": "test", "seed": seed, "metrics": {"choice": block}}  # fmt: skip
+
+
+def test_each_set_gets_a_table_in_its_papers_form() -> None:
+    from bench.report.tables import render
+
+    subsets = ["replace_obj", "replace_att", "replace_rel", "swap_obj", "swap_att", "add_obj", "add_att"]
+    groups = {"replace": ("replace_obj", "replace_att", "replace_rel"), "swap": ("swap_obj", "swap_att"),
+              "add": ("add_obj", "add_att")}  # fmt: skip
+    outcomes = {"text": np.tile([1.0, 0.0, 1.0, 1.0], 7)}
+    acc = accuracies(outcomes, np.repeat(subsets[::-1], 4), groups)  # any order in the file; the table reorders
+    block = {"text": {k: float(v[0]) for k, v in acc["text"].items()}, "averages": list(groups), "subsets": subsets,
+             "n_items": 28}  # fmt: skip
+    wino = {"text": {"all": 30.0, "mean": 30.0}, "image": {"all": 10.0, "mean": 10.0},
+            "group": {"all": 7.5, "mean": 7.5}, "averages": [], "subsets": ["all"], "n_items": 400}  # fmt: skip
+    records = [_choice_record("sugarcrepe", "m", 0, block), _choice_record("winoground", "m", 0, wino),
+               _choice_record("winoground", "m", 1, {**wino, "text": {"all": 40.0, "mean": 40.0}})]  # fmt: skip
+    out = render(records, "markdown")
+    sugar = out[out.index("### sugarcrepe"):].splitlines()
+    header = [c.strip() for c in sugar[2].split("|")[1:-1]]
+    assert header == ["Model", "Method", "Seeds", "replace_obj", "replace_att", "replace_rel", "replace avg",
+                      "swap_obj", "swap_att", "swap avg", "add_obj", "add_att", "add avg", "mean"]  # fmt: skip
+    assert [c.strip() for c in sugar[4].split("|")[1:-1]][3:] == ["75.0"] * 11
+    wino_lines = out[out.index("### winoground"):].splitlines()
+    assert [c.strip() for c in wino_lines[2].split("|")[1:-1]] == ["Model", "Method", "Seeds", "text", "image", "group"]
+    assert [c.strip() for c in wino_lines[4].split("|")[1:-1]][2:] == ["2", "35.0 ± 7.1", "10.0 ± 0.0", "7.5 ± 0.0"]
+    latex = render(records, "latex")
+    assert r"replace\_obj & replace\_att & replace\_rel & replace avg" in latex and r"35.0 $\pm$ 7.1" in latex
+
+
+def test_attribute_swaps_stay_within_a_kind() -> None:
+    rng = np.random.default_rng(0)
+    # a colour is never swapped with a size ("One little large star ... green violet triangles" is nonsense)
+    caption = "One little green star at the bottom and a pair of large violet triangles at the top."
+    draws = {swapped(caption, "swap_att", np.random.default_rng(s)) for s in range(20)}
+    colours = "One little violet star at the bottom and a pair of large green triangles at the top."
+    sizes = "One large green star at the bottom and a pair of little violet triangles at the top."
+    assert draws == {colours, sizes}
+    assert swapped("a small red car", "swap_att", rng) is None  # a size and a colour: nothing of one kind to swap
+    # "gray and white" must not become "white and white"
+    assert swapped("A gray and white kitten in a white bathroom sink.", "swap_att", rng) is None

@@ -1,8 +1,8 @@
 """Hard negatives by swapping two words of a caption, as SugarCrepe's swap subsets (and ARO's order tests) do.
 
 ``swap_obj`` exchanges two different object nouns of the same number ("a dog chasing a cat" -> "a cat chasing a
-dog"), ``swap_att`` two different attribute words ("a red bus beside a white car" -> "a white bus beside a red car"),
-never two words with only "and" or "or" between them.
+dog"), ``swap_att`` two different attribute words of the same kind, two colours or two sizes ("a red bus beside a
+white car" -> "a white bus beside a red car"), never two words with only "and" or "or" between them.
 The word lists are COCO's common objects and attributes; a caption with no such pair gives no negative. Swapping
 keeps every word of the caption, so a text-only model that counts words cannot tell the two apart; only the
 binding of words to what the image shows can.
@@ -32,13 +32,19 @@ pizzas sandwiches cakes bananas apples carrots donuts laptops phones books umbre
 waves vegetables boxes bags suitcases poles lights rocks houses windows shelves
 """
 OBJECTS: dict[str, str] = {w: "singular" for w in _SINGULAR.split()} | {w: "plural" for w in _PLURAL.split()}
-ATTRIBUTES: frozenset[str] = frozenset(
-    """red blue green yellow white black brown pink purple gray grey silver golden large small big little tall tiny
-    huge wooden metal plastic old young new empty wet dry dark bright""".split()
-)
+_ATTRIBUTE_KINDS = {
+    "colour": "red blue green yellow white black brown pink purple violet gray grey silver golden beige emerald",
+    "size": "large small big little tall tiny huge",
+    "material": "wooden metal plastic",
+    "age": "old young new",
+    "light": "dark bright",
+    "wetness": "wet dry",
+}
+ATTRIBUTES: dict[str, str] = {w: kind for kind, words in _ATTRIBUTE_KINDS.items() for w in words.split()}
 KINDS = ("swap_obj", "swap_att")
 
 _WORD = re.compile(r"[A-Za-z]+")
+_REPEATED = re.compile(r"\b(\w+),? (?:and|or) \1\b", re.IGNORECASE)
 
 
 def _recase(word: str, like: str) -> str:
@@ -49,7 +55,8 @@ def _recase(word: str, like: str) -> str:
 
 def swapped(caption: str, kind: str, rng: np.random.Generator) -> str | None:
     """``caption`` with two of its ``kind`` words exchanged (a pair drawn by ``rng`` among the candidates), or None
-    when it has no two different words of that kind (of the same number, for objects)."""
+    when it has no two different words of that kind (of the same number, for objects; of the same kind of
+    attribute, for attributes: a colour is never swapped with a size)."""
     if kind not in KINDS:
         raise ValueError(f"swap kind must be one of {', '.join(KINDS)}, got {kind!r}")
     # (start, end, word, word index). Words with nothing but "and"/"or" between them are not swapped: "a large white
@@ -62,11 +69,14 @@ def swapped(caption: str, kind: str, rng: np.random.Generator) -> str | None:
                  if OBJECTS[a[2].lower()] == OBJECTS[b[2].lower()]]  # fmt: skip
     else:
         hits = [s for s in spans if s[2].lower() in ATTRIBUTES]
-        pairs = [(a, b) for i, a in enumerate(hits) for b in hits[i + 1 :]]
+        pairs = [(a, b) for i, a in enumerate(hits) for b in hits[i + 1 :]
+                 if ATTRIBUTES[a[2].lower()] == ATTRIBUTES[b[2].lower()]]  # fmt: skip
     pairs = [(a, b) for a, b in pairs
              if a[2].lower() != b[2].lower() and set(words[a[3] + 1 : b[3]]) - {"and", "or"}]  # fmt: skip
-    if not pairs:
+    results = [caption[: a[0]] + _recase(b[2], a[2]) + caption[a[1] : b[0]] + _recase(a[2], b[2]) + caption[b[1] :]
+               for a, b in pairs]  # fmt: skip
+    # "a gray and white cat in a white sink" must not become "a white and white cat"
+    results = [r for r in results if not _REPEATED.search(r)]
+    if not results:
         return None
-    a, b = pairs[int(rng.integers(len(pairs)))]
-    return (caption[: a[0]] + _recase(b[2], a[2]) + caption[a[1] : b[0]] + _recase(a[2], b[2])
-            + caption[b[1] :])  # fmt: skip
+    return results[int(rng.integers(len(results)))]

@@ -55,6 +55,7 @@ table.leaderboard tr.group-start td{border-top:2px solid #888}
 .q img.pos{border-color:#2a2}.q img.neg{border-color:#c33}
 ol.caps{font-size:12px;margin:0;padding-left:18px;width:520px}
 li.pos{color:#185;font-weight:600}
+table.item td.pos{color:#185;font-weight:600;background:#e8f6ea}table.item th{max-width:260px;font-weight:normal}
 .missing{width:112px;height:112px;background:#eee;display:flex;align-items:center;justify-content:center}
 """
 _SCRIPT = """
@@ -315,8 +316,32 @@ def write_report(
         page = out / f"{slug}.html"
         page.write_text(_page(f"itr-bench: {dataset} ({split})", "".join(body)), encoding="utf-8")
         pages.append(page)
+    pages += _task_pages(records, out, model=model, method=method, examples=examples, thumb_px=thumb_px)
     links = "".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>' for p in pages)
     (out / "index.html").write_text(_page("itr-bench report", f"<ul>{links}</ul>"), encoding="utf-8")
+    return pages
+
+
+def _task_pages(records: Sequence[Mapping[str, Any]], out: Path, **options: Any) -> list[Path]:
+    """A page per (dataset, split) of each eval-only task that draws its own (choice sets)."""
+    from bench.tasks import get_task, task_of_record
+
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    for r in records:
+        if is_unimodal(r):
+            groups.setdefault((task_of_record(r), str(r.get("dataset")), str(r.get("split"))), []).append(r)
+    pages = []
+    for (task, dataset, split), recs in groups.items():
+        try:
+            body = get_task(task).report_section(recs, out, dataset, split, **options)
+        except BenchError as e:  # a task that is not installed here
+            log.warning("%s/%s: no page (%s)", dataset, split, e)
+            continue
+        if body is None:
+            continue
+        page = out / f"{_slug(f'{dataset}-{split}')}.html"
+        page.write_text(_page(f"itr-bench: {dataset} ({split})", body), encoding="utf-8")
+        pages.append(page)
     return pages
 
 

@@ -112,6 +112,16 @@ def _render_csv(df: pd.DataFrame, sig: Significance | None = None) -> str:
     return out[[*keep, "note"]].to_csv(index=False, lineterminator="\n")
 
 
+def _task_tables(records: list[Mapping[str, Any]], fmt: str) -> str:
+    from bench.tasks import get_task, list_tasks, task_of_record
+
+    by_task: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        by_task.setdefault(task_of_record(r), []).append(r)
+    parts = [get_task(t).render_tables(by_task[t], fmt) for t in list_tasks() if t in by_task]
+    return "\n".join(p for p in parts if p)
+
+
 def render(
     records: Iterable[Mapping[str, Any]],
     fmt: str = "markdown",
@@ -173,8 +183,9 @@ def render(
     if fmt == "csv":
         return _render_csv(df, sig)
     delta = baseline_method is not None
-    # A multilingual set's languages side by side, after the per-language tables.
-    languages = render_languages(records, fmt)
+    # A multilingual set's languages side by side, after the per-language tables; then the tables tasks print of
+    # their own (each choice set in its paper's form).
+    languages = render_languages(records, fmt) + _task_tables(records, fmt)
     if fmt == "markdown":
         out = _render_markdown(df, delta=delta, sig=sig, baseline=baseline_method)
         return f"{out}\n{languages}" if languages else out

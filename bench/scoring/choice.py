@@ -109,10 +109,11 @@ def accuracies(outcomes: Mapping[str, np.ndarray], subsets: np.ndarray, groups: 
     return out
 
 
-def save_items(path: Path, cell: ChoiceOutcomes, scores: np.ndarray, offsets: np.ndarray,
-               meta: Mapping[str, Any]) -> str:  # fmt: skip
-    """Write a cell's per-item file (npz: ids, subsets, outcomes, every pair score and the items' offsets, and
-    ``meta`` as JSON) atomically; returns its sha256."""
+def save_items(path: Path, cell: ChoiceOutcomes, scores: np.ndarray, offsets: np.ndarray, meta: Mapping[str, Any],
+               items: Sequence[Mapping[str, Any]] = ()) -> str:  # fmt: skip
+    """Write a cell's per-item file (npz: ids, subsets, outcomes, every pair score and the items' offsets, ``meta``
+    and each item's ``{"images": [path, ...], "captions": [text, ...], "truth": [...]}`` as JSON) atomically;
+    returns its sha256."""
     from bench.atomic import atomic_write_bytes
     from bench.scoring.perquery import sha256_of
 
@@ -120,7 +121,8 @@ def save_items(path: Path, cell: ChoiceOutcomes, scores: np.ndarray, offsets: np
     np.savez_compressed(
         buf, item_id=cell.item_ids.astype(str), subset=cell.subsets.astype(str), scores=np.asarray(scores, np.float32),
         offsets=np.asarray(offsets, np.int64), groups=np.asarray(json.dumps(cell.groups)),
-        meta=np.asarray(json.dumps(dict(meta))), **{f"outcome_{k}": v for k, v in cell.outcomes.items()},
+        meta=np.asarray(json.dumps(dict(meta))), items=np.asarray(json.dumps(list(items))),
+        **{f"outcome_{k}": v for k, v in cell.outcomes.items()},
     )  # fmt: skip
     atomic_write_bytes(path, buf.getvalue())
     return sha256_of(path)

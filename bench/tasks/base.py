@@ -135,6 +135,18 @@ class Task:
         path applies."""
         return None
 
+    def render_tables(self, records: Sequence[Mapping[str, Any]], fmt: str) -> str:
+        """Tables of this task's own, after the image-text tables of ``bench table`` (``fmt``: ``markdown`` or
+        ``latex``), from its ``records``; empty (the default) when its columns on the image-text rows say it all."""
+        return ""
+
+    def report_section(self, records: Sequence[Mapping[str, Any]], out: Path, dataset: str, split: str,
+                       **options: Any) -> str | None:  # fmt: skip
+        """The body of a page of its own in ``bench report --html`` for one (dataset, split) of this task (images it
+        shows written under ``out``; ``options``: ``model``, ``method``, ``examples``, ``thumb_px``), or None (the
+        default): the task's numbers show on the image-text pages."""
+        return None
+
     # --- result tables ---------------------------------------------------------------------------------------------
     def values(self, metrics: Mapping[str, Any]) -> dict[str, float]:
         """The numbers a record's ``metrics`` block shows in the tables, by :attr:`Column.key`."""

@@ -83,7 +83,10 @@ class ChoiceTask(Task):
             meta = {"model": plan.cell.model, "dataset": plan.cell.dataset, "split": plan.cell.split,
                     "method": plan.cell.method_id, "seed": plan.cell.seed, "task": self.name}  # fmt: skip
             try:
-                digest = save_items(per_query, outcomes, score.scores, score.pairs[2], meta)  # type: ignore[attr-defined]
+                items = [{"images": [str(split.image_paths[i]) for i in it.images],
+                          "captions": [split.captions[c] for c in it.captions], "truth": list(it.truth)}
+                         for it in split.items]  # fmt: skip
+                digest = save_items(per_query, outcomes, score.scores, score.pairs[2], meta, items)  # type: ignore[attr-defined]
             except OSError as e:
                 raise BenchError(f"cannot write {per_query}: {e.strerror or e}") from None
             out["per_query"] = {"file": per_query.name, "sha256": digest, "unit": "item"}
@@ -121,6 +124,20 @@ class ChoiceTask(Task):
         out["a"] = {"seeds": [c.seed for c in pa], "left_out": left_a}
         out["b"] = {"seeds": [c.seed for c in pb], "left_out": left_b}
         return out
+
+    def render_tables(self, records: Sequence[Mapping[str, Any]], fmt: str) -> str:
+        """Each set in its paper's form: subsets as columns, the paper's averages, the mean
+        (:mod:`bench.report.choice_tables`)."""
+        from bench.report.choice_tables import render_choice
+
+        return render_choice(records, fmt)
+
+    def report_section(self, records: Sequence[Mapping[str, Any]], out: Path, dataset: str, split: str,
+                       **options: Any) -> str:  # fmt: skip
+        """The set's table and the focus row's failed items (:func:`bench.report.choice_html.choice_page`)."""
+        from bench.report.choice_html import choice_page
+
+        return choice_page(records, out, dataset, split, **options)
 
     def values(self, metrics: Mapping[str, Any]) -> dict[str, float]:
         """Every accuracy: ``<test>`` for the mean over subsets, ``<test>/<average>`` for a paper's average and
