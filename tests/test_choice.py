@@ -395,3 +395,91 @@ def test_attribute_swaps_stay_within_a_kind() -> None:
     assert swapped("a small red car", "swap_att", rng) is None  # a size and a colour: nothing of one kind to swap
     # "gray and white" must not become "white and white"
     assert swapped("A gray and white kitten in a white bathroom sink.", "swap_att", rng) is None
+
+
+# --- ARO: the release's own scoring, quoted from mertyg/vision-language-models-are-bows -------------------------
+# VG_Relation.evaluate_scores (dataset_zoo/aro_datasets.py), then the notebook's macro accuracy without the
+# symmetric relations ("Replicate ARO! VG-Relation, VG-Attribution.ipynb"); VG_Attribution's keeps pairs of >= 25.
+def aro_relation_macro(scores_i2t: np.ndarray, all_relations: list[str], symmetric: frozenset[str]) -> float:
+    preds = np.argmax(np.squeeze(scores_i2t, axis=1), axis=-1)
+    correct_mask = preds == 1
+    all_relations = np.array(all_relations)
+    result_records = []
+    for relation in np.unique(all_relations):
+        relation_mask = all_relations == relation
+        if relation_mask.sum() == 0:
+            continue
+        result_records.append({"Relation": relation, "Accuracy": correct_mask[relation_mask].mean()})
+    import pandas as pd
+
+    df = pd.DataFrame(result_records)
+    df = df[~df.Relation.isin(symmetric)]
+    return float(df.Accuracy.mean())
+
+
+def aro_attribution_macro(scores_i2t: np.ndarray, all_attributes: list[str]) -> float:
+    preds = np.argmax(np.squeeze(scores_i2t, axis=1), axis=-1)
+    correct_mask = preds == 1
+    result_records = []
+    all_attributes = np.array(all_attributes)
+    for attr in np.unique(all_attributes):
+        attr_mask = all_attributes == attr
+        if attr_mask.sum() < 25:
+            continue
+        result_records.append({"Attributes": attr, "Accuracy": correct_mask[attr_mask].mean()})
+    return float(np.mean([r["Accuracy"] for r in result_records]))
+
+
+def write_vg(root: Path, kind: str, labels: list) -> Path:
+    """ARO's layout: the annotation list and ``images/``; each case a box of one of two photos."""
+    for i in range(2):
+        _png(root / "images" / f"{i}.jpg", (90 * i, 40, 200))
+    rows = []
+    for k, label in enumerate(labels):
+        row = {"image_path": f"{k % 2}.jpg", "bbox_x": 2 + k % 3, "bbox_y": 1, "bbox_w": 20 - k % 5, "bbox_h": 12,
+               "true_caption": f"the dog is {label} the cat {k}", "false_caption": f"the cat is {label} the dog {k}"}
+        row["relation_name" if kind == "relation" else "attributes"] = label
+        rows.append(row)
+    path = root / f"visual_genome_{kind}.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def test_aro_vg_relation_equals_the_releases_scoring(tmp_path: Path) -> None:
+    from bench.data.aro import SYMMETRIC
+
+    labels = ["on", "on", "under", "next to", "under", "holding", "next to", "on"]  # "next to" is left out
+    write_vg(tmp_path, "relation", labels)
+    split = load_split("vgr", {"format": "aro_vg_relation", "root": str(tmp_path)}, "test", work_dir=tmp_path)
+    assert isinstance(split, ChoiceSplit) and split.groups["mean"] == ("on", "under", "holding")
+    first = split.retrieval().load_image(split.items[0].images[0])
+    assert first.size == (20, 12)  # the photo cut to its box, as the release crops it
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        s = rng.integers(0, 3, size=(len(labels), 2)).astype(float)  # [true, false]; small ints: many ties
+        ours = accuracies(item_outcomes(s.ravel(), np.arange(0, 2 * len(labels) + 1, 2), [(1, 2)] * len(labels),
+                                        [(0,)] * len(labels)), np.array(labels), split.groups)  # fmt: skip
+        theirs = aro_relation_macro(s[:, ::-1][:, None, :], labels, SYMMETRIC)  # theirs: [false, true]
+        assert float(ours["text"]["mean"][0]) == pytest.approx(100 * theirs)
+
+
+def test_aro_vg_attribution_keeps_pairs_of_25(tmp_path: Path) -> None:
+    labels = [["red", "blue"]] * 25 + [["big", "small"]] * 3 + [["white", "black"]] * 26
+    write_vg(tmp_path, "attribution", labels)
+    split = load_split("vga", {"format": "aro_vg_attribution", "root": str(tmp_path)}, "test", work_dir=tmp_path)
+    assert split.groups["mean"] == ("red_blue", "white_black")
+    names = [f"{a}_{b}" for a, b in labels]
+    s = np.random.default_rng(0).integers(0, 3, size=(len(labels), 2)).astype(float)
+    ours = accuracies(item_outcomes(s.ravel(), np.arange(0, 2 * len(labels) + 1, 2), [(1, 2)] * len(labels),
+                                    [(0,)] * len(labels)), np.array(names), split.groups)  # fmt: skip
+    assert float(ours["text"]["mean"][0]) == pytest.approx(100 * aro_attribution_macro(s[:, ::-1][:, None, :], names))
+    rows = json.loads((tmp_path / "visual_genome_attribution.json").read_text())
+    rows[3]["attributes"] = "red"
+    (tmp_path / "visual_genome_attribution.json").write_text(json.dumps(rows))
+    with pytest.raises(BenchError, match=r"item 3: field 'attributes' must be a list of two strings"):
+        load_split("vga", {"format": "aro_vg_attribution", "root": str(tmp_path)}, "test", work_dir=tmp_path)
+    del rows[3]["bbox_w"]
+    rows[3]["attributes"] = ["red", "blue"]
+    (tmp_path / "visual_genome_attribution.json").write_text(json.dumps(rows))
+    with pytest.raises(BenchError, match=r"item 3: field 'bbox_w' must be a number"):
+        load_split("vga", {"format": "aro_vg_attribution", "root": str(tmp_path)}, "test", work_dir=tmp_path)

@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bench.data.base import RetrievalSplit, read_json, read_text
+from bench.data.refs import ImageRef
 from bench.data.registry import register_format
 from bench.data.stamps import file_stamp
 from bench.errors import ConfigError, DataError, SplitNotFoundError
@@ -82,7 +83,7 @@ class ChoiceSplit:
 
     dataset: str
     split: str
-    image_paths: Sequence[Path]
+    image_paths: Sequence[Path | ImageRef]
     captions: Sequence[str]
     items: Sequence[ChoiceItem]
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -149,7 +150,7 @@ class ChoiceSplit:
         """Content keys: the images (paths and file stamps) and the items (captions, truth, subsets, averages)."""
         img, items = hashlib.sha256(), hashlib.sha256()
         for p in self.image_paths:
-            img.update(f"{p}\0{file_stamp(p)}\n".encode())
+            img.update(f"{p}\0{p.stamp() if isinstance(p, ImageRef) else file_stamp(p)}\n".encode())
         for it in self.items:
             caps = "\0".join(self.captions[c] for c in it.captions)
             items.update(f"{it.id}\0{it.subset}\0{it.images}\0{it.truth}\0{caps}\n".encode())
@@ -162,18 +163,19 @@ class ItemBuilder:
 
     def __init__(self, source: Path) -> None:
         self.source = source
-        self.paths: dict[Path, int] = {}
+        self.paths: dict[Path | ImageRef, int] = {}
         self.captions: dict[str, int] = {}
         self.items: list[ChoiceItem] = []
 
-    def add(self, item_id: str, subset: str, images: Sequence[Path], captions: Sequence[str],
+    def add(self, item_id: str, subset: str, images: Sequence[Path | ImageRef], captions: Sequence[str],
             truth: Sequence[int]) -> None:  # fmt: skip
-        """Add one item (its images and captions by value)."""
+        """Add one item (its images, files or boxes of files, and captions by value)."""
         rows = []
         for p in images:
             if p not in self.paths:
-                if not p.is_file():
-                    raise DataError(f"{self.source}: item {item_id!r}: image {p} not found")
+                file = p.container if isinstance(p, ImageRef) else p
+                if not file.is_file():
+                    raise DataError(f"{self.source}: item {item_id!r}: image {file} not found")
                 self.paths[p] = len(self.paths)
             rows.append(self.paths[p])
         caps = []

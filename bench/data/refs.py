@@ -18,7 +18,7 @@ from typing import Any
 from bench.data.stamps import file_stamp
 from bench.errors import DataError
 
-__all__ = ["ArrowImage", "ImageRef", "TarMember"]
+__all__ = ["ArrowImage", "CroppedImage", "ImageRef", "TarMember"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,30 @@ class TarMember(ImageRef):
 
     def stamp(self) -> str:
         return f"{super().stamp()}\0{self.offset}:{self.size}"
+
+
+@dataclass(frozen=True)
+class CroppedImage(ImageRef):
+    """A box of an image file (ARO's VG-Relation and VG-Attribution crop each photo to the box holding the relation):
+    ``container`` is the file, ``box`` its ``(x, y, width, height)`` in pixels, cut as PIL's ``crop`` cuts it."""
+
+    box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+
+    def read_bytes(self) -> bytes:
+        import io
+
+        from PIL import Image
+
+        x, y, w, h = self.box
+        try:
+            with Image.open(self.container) as im:
+                out = io.BytesIO()
+                im.convert("RGB").crop((x, y, x + w, y + h)).save(out, "PNG")
+        except FileNotFoundError:
+            raise DataError(f"{self.container}: image file not found") from None
+        except OSError as e:
+            raise DataError(f"{self.container}: cannot read image ({e})") from None
+        return out.getvalue()
 
 
 # Image columns read in this process: an Arrow file's whole column (memory-mapped, so reading it holds no image in

@@ -38,6 +38,8 @@ BUILTIN = {
     "sts_tsv": "bench.data.sts",
     "stsb": "bench.data.sts",
     "synthetic": "bench.data.synthetic",
+    "aro_vg_attribution": "bench.data.aro",
+    "aro_vg_relation": "bench.data.aro",
     "caption_swaps": "bench.data.choice",
     "docci": "bench.data.long_captions",
     "jsonl": "bench.data.long_captions",

@@ -32,7 +32,7 @@ def _columns(block: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         return [(k, k, "mean") for k in kinds]
     cols: list[tuple[str, str, str]] = []
     placed: set[str] = set()
-    for avg in averages:
+    for avg in (a for a in averages if a != "mean"):
         parts = [s for s in subsets if s.startswith(f"{avg}_")] or []
         cols += [(s, "text", s) for s in parts] + [(f"{avg} avg", "text", avg)]
         placed.update(parts)

@@ -11,7 +11,9 @@ For an item with images ``a`` and captions ``b`` and score matrix ``S[a, b]`` (W
 A tie is not a correct choice: a model that gives every caption the same score passes nothing (CLIP_benchmark's
 ``argmax`` credits a tie to the first caption, which is the correct one in every SugarCrepe file). An accuracy is the
 mean outcome over a subset's items x 100; an average of a paper (SugarCrepe's replace / swap / add) is the mean of
-its subsets' accuracies, and ``mean`` the mean over all subsets (macro, as ARO and VALSE average).
+its subsets' accuracies, and ``mean`` the mean over all subsets (macro, as ARO and VALSE average), or over the
+subsets a set's ``groups["mean"]`` lists (ARO leaves out VG-Relation's symmetric relations and VG-Attribution's
+attribute pairs with fewer than 25 items).
 """
 
 from __future__ import annotations
@@ -103,8 +105,9 @@ def accuracies(outcomes: Mapping[str, np.ndarray], subsets: np.ndarray, groups: 
             with np.errstate(invalid="ignore", divide="ignore"):
                 block[name] = 100.0 * (w[:, mask] @ hit[mask]) / w[:, mask].sum(axis=1)
         for group, parts in groups.items():
-            block[group] = np.mean([block[p] for p in parts], axis=0)
-        block["mean"] = np.mean([block[p] for p in names], axis=0)
+            if group != "mean":
+                block[group] = np.mean([block[p] for p in parts], axis=0)
+        block["mean"] = np.mean([block[p] for p in groups.get("mean") or names], axis=0)
         out[kind] = block
     return out
 
