@@ -1,15 +1,14 @@
-"""Choice sets (SugarCrepe, Winoground, swapped-caption sets): eval-only; each item is passed or failed, and a set
+"""Choice sets (SugarCrepe, Winoground, ARO, swapped-caption sets): eval-only; each item is passed or failed, and a set
 reports the accuracy of each test (text, image, group) per subset, the paper's averages and their mean."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.data.choice import ChoiceSplit
-from bench.errors import BenchError
+from bench.errors import BenchError, ConfigError
 from bench.tasks import register_task
 from bench.tasks.base import Column, Task
 
@@ -19,8 +18,6 @@ if TYPE_CHECKING:
     from bench.stats.bootstrap import BootstrapConfig
 
 __all__ = ["ChoiceTask"]
-
-log = logging.getLogger(__name__)
 
 _KINDS = ("text", "image", "group")
 
@@ -45,7 +42,7 @@ class ChoiceTask(Task):
 
         scorer = options.get("scorer", "embedding")
         if scorer not in SCORERS:
-            raise BenchError(f"{where}: scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
+            raise ConfigError(f"{where}: scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
         return split
 
     def card(self, split: ChoiceSplit) -> dict[str, Any]:
