@@ -347,6 +347,15 @@ def test_grid_runs_tables_and_compares_a_choice_set(tmp_path: Path) -> None:
     assert "Failed items of vse_infty / contrastive (seed 0)" in page and f"{failed} of {block['n_items']}" in page
     assert page.count('<table class="item">') == min(8, failed)
     assert 'swaps-test.html' in (tmp_path / "report" / "index.html").read_text()
+    # the results store: the accuracies and their intervals are metric rows; the per-item files are not queries
+    rc, out, err = run_main(["results", "--config", str(config)])
+    assert rc == 0 and "left out" not in err + out, err + out
+    sql = ("SELECT value, ci_low FROM metrics WHERE dataset = 'swaps' AND model = 'vse_infty' AND method = "
+           "'contrastive' AND block = 'metrics' AND direction = 'choice/text' AND metric = 'mean'")
+    rc, out, err = run_main(["query", "--config", str(config), "--format", "json", sql])
+    assert rc == 0, err
+    (row,) = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert row["value"] == pytest.approx(block["text"]["mean"]) and row["ci_low"] == pytest.approx(lo)
     # a re-run skips every cell
     rc, out, err = run_main(["run", "--config", str(config), "-q", "--no-table"])
     assert rc == 0 and "0 ran" in err + out, err + out

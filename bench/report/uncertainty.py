@@ -63,6 +63,7 @@ def queries_key(pq: PerQuery) -> str:
 
 
 def is_trained(record: Mapping[str, Any]) -> bool:
+    """Whether a record's method trained (its seed then changes its numbers)."""
     return record.get("selected_epoch") is not None or bool(record.get("history"))
 
 

@@ -125,12 +125,15 @@ def _columns(rows: list[dict[str, Any]], names: Sequence[str]) -> dict[str, list
 
 
 def _with_per_query(records: Iterator[Any], wanted: bool) -> Iterator[tuple[Any, Any]]:
-    """Each record with its per-query results: None where it has none or they are not wanted, the
-    :class:`BenchError` where they cannot be used (missing, or not the file the record states)."""
+    """Each record with its per-query results: None where it has none, where they are not wanted, or where its file
+    holds items rather than queries (a choice set's per-item file, ``per_query.unit = "item"``: its accuracies and
+    intervals are in the metrics table); the :class:`BenchError` where they cannot be used (missing, or not the
+    file the record states)."""
     from bench.report.uncertainty import per_query_file, read_per_query
 
     for rec in records:
-        if not wanted or rec.get("status") != "ok" or per_query_file(rec) is None:
+        items = isinstance(rec.get("per_query"), dict) and rec["per_query"].get("unit") == "item"
+        if not wanted or rec.get("status") != "ok" or per_query_file(rec) is None or items:
             yield rec, None
             continue
         try:
