@@ -89,3 +89,28 @@ def test_bench_verify_command(tmp_path: Path) -> None:
     assert rc == 1 and "no record could be compared" in err
     rc, _, err = run_main(["verify", "--config", str(cfg), "--all", "--model-as", "b32"])
     assert rc == 2 and "expected ID=SPEC" in err
+
+
+def test_choice_and_long_caption_rows_check_their_protocol() -> None:
+    """Rows of the choice and long-caption sets (crafted here: itr-bench ships none of their published rows yet)."""
+    sugar = {"id": "toy-sugarcrepe", "source": "a test", "label": "B/32", "model": "clip:ViT-B-32/openai",
+             "method": "zeroshot", "dataset": "sugarcrepe", "protocol": {"task": "choice", "scorer": "embedding"},
+             "metrics": {"text/swap_obj": 60.0, "text/replace": 80.0}}  # fmt: skip
+    block = {"text": {"swap_obj": 60.4, "replace": 79.8, "mean": 70.0}, "averages": ["replace"], "n_items": 10}
+    rec = {**record({}, method="zeroshot"), "task": "choice", "metrics": {"choice": block},
+           "scored_by": "cosine of the joint embeddings"}  # fmt: skip
+    rec["config"]["dataset"] = {"format": "sugarcrepe", "root": "/d"}
+    (v,), _ = verify([rec], [sugar], tolerance=0.5)
+    assert v.status == "pass" and v.compared["text/swap_obj"] == (pytest.approx(60.4), 60.0)
+    itm = {**rec, "scored_by": "pair scorer: itm logit"}
+    (v,), _ = verify([itm], [sugar])
+    assert v.status == "refused" and "scored by embedding, the record by pair" in v.reason
+    urban = {"id": "toy-urban1k", "source": "a test", "label": "B/32", "model": "clip:ViT-B-32/openai",
+             "method": "zeroshot", "dataset": "urban1k", "protocol": {"long_text": "truncate"},
+             "metrics": {"i2t_r1": 50.0}}  # fmt: skip
+    long = record({"i2t_r1": 50.2}, method="zeroshot", images=1000, dataset={"format": "urban1k", "root": "/u"},
+                  long_text={"rule": "sentences"})  # fmt: skip
+    (v,), _ = verify([long], [urban])
+    assert v.status == "refused" and "'truncate', the record's by 'sentences'" in v.reason
+    (v,), _ = verify([{**long, "long_text": {"rule": "truncate", "truncated": 3}}], [urban])
+    assert v.status == "pass"

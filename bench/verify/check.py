@@ -4,7 +4,9 @@ A published row (``published.json``) names a model spec (``clip:ViT-B-32/openai`
 format: ``coco``, ``flickr30k``, ``cub``, ``sts12`` ...), its protocol and its metrics in percent. A record matches a
 row when its model spec (or the name ``--model-as`` gives it), method and dataset format agree; the protocol is then
 checked before any number is compared, and a mismatch (a 5K record against a 1K row, all captions against the first
-five, ITC against ITM re-ranking, a uni-modal row trained on another set) is *refused*, never compared. Seeds of one
+five, ITC against ITM re-ranking, a uni-modal row trained on another set, a choice set scored by a pair scorer
+against an embedding row, long captions cut against sentence means) is *refused*, never compared. A choice set's
+metric is named ``<test>/<subset, average or mean>`` (``text/swap_obj``, ``group/mean``). Seeds of one
 cell are averaged first. A compared row passes when every metric it lists is within the tolerance.
 """
 
@@ -58,6 +60,10 @@ def dataset_key(record: Mapping[str, Any]) -> str:
 def record_value(record: Mapping[str, Any], name: str, *, rerank: bool = False) -> float | None:
     """A published metric name (``i2t_r1``, ``rsum``, ``eccv_i2t_map_at_r``, ``i2i_r1``, ``sts``) read from a record."""
     metrics = _dig(record, "metrics", "rerank") if rerank else _dig(record, "metrics")
+    if "/" in name:  # a choice set's accuracy: "<test>/<subset, average or mean>" (text/swap_obj, group/mean)
+        kind, _, sub = name.partition("/")
+        value = _dig(metrics, "choice", kind).get(sub)
+        return float(value) if isinstance(value, int | float) else None
     if name == "rsum":
         return metrics.get("rsum")
     if isinstance(metrics.get(name), Mapping):  # a block of per-file values and their mean (``sts``)
@@ -89,6 +95,14 @@ def _protocol_problem(row: Mapping[str, Any], recs: Sequence[Mapping[str, Any]])
             return f"the row counts {want['captions']} captions per image, the record {have}"
     if want.get("rerank") and not _dig(rec, "metrics", "rerank"):
         return "the row is re-ranked (ITM), the record has no re-ranked metrics ([eval] rerank_k)"
+    if "scorer" in want:  # a choice set: scored by embedding cosine or by a pair scorer (ITM)
+        have = "pair" if str(rec.get("scored_by") or "").startswith("pair") else "embedding"
+        if have != want["scorer"]:
+            return f"the row is scored by {want['scorer']}, the record by {have} ({rec.get('scored_by')})"
+    if "long_text" in want:  # long captions: cut at the context, or averaged over sentences
+        have = _dig(rec, "long_text").get("rule", "truncate")
+        if have != want["long_text"]:
+            return f"the row's long captions are handled by {want['long_text']!r}, the record's by {have!r}"
     return None
 
 
