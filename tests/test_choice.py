@@ -492,3 +492,48 @@ def test_aro_vg_attribution_keeps_pairs_of_25(tmp_path: Path) -> None:
     (tmp_path / "visual_genome_attribution.json").write_text(json.dumps(rows))
     with pytest.raises(BenchError, match=r"item 3: field 'bbox_w' must be a number"):
         load_split("vga", {"format": "aro_vg_attribution", "root": str(tmp_path)}, "test", work_dir=tmp_path)
+
+
+def test_valse_keeps_validated_items_and_scores_pairwise_accuracy(tmp_path: Path) -> None:
+    """VALSE's layout (its repository's data/ files, images per piece) and its pairwise accuracy: the scripts count
+    ``cross_score[0, 1] > cross_score[1, 1]`` (the caption fits better than the foil), over items with
+    ``mturk["caption"] >= 2``; quoted from lxmert_valse_eval.py."""
+    from bench.data.choice import VALSE_PIECES
+
+    votes = {"existence": [3, 2, 1, 2], "plurals": [2, 3, 0]}
+    for piece, per_item in votes.items():
+        folder, file = VALSE_PIECES[piece]
+        rows = {}
+        for k, v in enumerate(per_item):
+            _png(tmp_path / folder / f"{piece}_{k}.jpg", (30 * k, 60, 90))
+            caption = [f"There are {k} dogs."] if piece == "plurals" else f"There is a dog {k}."  # both releases
+            rows[f"{piece}_{k}"] = {"dataset": "x", "image_file": f"{piece}_{k}.jpg", "caption": caption,
+                                    "foil": f"There is no dog {k}.", "mturk": {"caption": v, "foil": 0, "other": 0}}
+        (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / file).write_text(json.dumps(rows))
+    spec = {"format": "valse", "root": str(tmp_path), "pieces": ["existence", "plurals"]}
+    split = load_split("valse", spec, "test", work_dir=tmp_path)
+    assert [it.id for it in split.items] == ["existence/existence_0", "existence/existence_1",
+                                             "existence/existence_3", "plurals/plurals_0", "plurals/plurals_1"]
+    assert split.captions[split.items[3].captions[0]] == "There are 0 dogs."
+    everything = load_split("valse", {**spec, "valid_only": False}, "test", work_dir=tmp_path)
+    assert len(everything.items) == 7
+    # pairwise accuracy per piece, then the mean over pieces, ties included (they are not a fit)
+    fits = np.array([[0.9, 0.1], [0.5, 0.5], [0.2, 0.7], [0.6, 0.3], [0.4, 0.4]])  # [caption, foil] per item
+    pieces = np.array([it.subset for it in split.items])
+    ours = accuracies(item_outcomes(fits.ravel(), np.arange(0, 11, 2), [(1, 2)] * 5, [(0,)] * 5), pieces, {})
+    theirs = {}
+    for piece in ("existence", "plurals"):
+        pairwise_acc = count = 0
+        for caption_fit, foil_fit in fits[pieces == piece]:
+            if caption_fit > foil_fit:
+                pairwise_acc += 1
+            count += 1
+        theirs[piece] = pairwise_acc / count * 100
+    assert {p: float(ours["text"][p][0]) for p in theirs} == pytest.approx(theirs)
+    assert float(ours["text"]["mean"][0]) == pytest.approx(np.mean(list(theirs.values())))
+    rows = json.loads((tmp_path / VALSE_PIECES["plurals"][1]).read_text())
+    del rows["plurals_0"]["mturk"]
+    (tmp_path / VALSE_PIECES["plurals"][1]).write_text(json.dumps(rows))
+    with pytest.raises(BenchError, match=r"plurals\.json: item 'plurals_0': field 'mturk\.caption' is missing"):
+        load_split("valse", spec, "test", work_dir=tmp_path)
