@@ -26,6 +26,7 @@ BUILTIN = {
     "flickr30k": "bench.data.presets",
     "hf_dataset": "bench.data.hf",
     "parquet": "bench.data.hf",
+    "precomp": "bench.data.precomp",
     "cars196": "bench.data.image_formats",
     "cub": "bench.data.image_formats",
     "inaturalist": "bench.data.image_formats",

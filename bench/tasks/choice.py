@@ -1,5 +1,5 @@
-"""Choice sets (SugarCrepe, Winoground, ARO, VALSE, swapped-caption sets): eval-only; each item is passed or failed, and a set
-reports the accuracy of each test (text, image, group) per subset, the paper's averages and their mean."""
+"""Choice sets (SugarCrepe, Winoground, ARO, VALSE, swapped-caption sets): eval-only; each item is passed or failed,
+and a set reports the accuracy of each test (text, image, group) per subset, the paper's averages and their mean."""
 
 from __future__ import annotations
 
