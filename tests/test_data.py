@@ -91,7 +91,8 @@ def test_unknown_option_key_names_dataset_key_and_valid_keys(tmp_path: Path) -> 
         load_split("mycoco", {"format": "flat_json", "root": str(tmp_path), "fils": {}}, "test", work_dir=tmp_path)
     msg = str(e.value)
     assert "'mycoco'" in msg and "'fils'" in msg
-    assert "valid keys: format, captions_per_image, files, image_dir, max_words, pre_caption, root, sort_images" in msg
+    assert ("valid keys: format, captions_per_image, files, image_dir, long_text, max_words, pre_caption, root, "
+            "sort_images") in msg
 
 
 def test_missing_root_and_format(tmp_path: Path) -> None:
