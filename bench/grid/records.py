@@ -145,7 +145,9 @@ class ResultRecord(TypedDict, total=False):
     metrics: dict[str, Any]  # the selected state's metrics on the split
     metrics_last: dict[str, Any] | None  # the last epoch's (trained methods)
     extra_metrics: dict[str, Any]  # further protocols, e.g. COCO 1K
-    per_query: dict[str, Any]  # {"file", "sha256", "topk"}
+    per_query: dict[str, Any]  # {"file", "sha256", "topk"}; a choice set's per-item file: {"file", "sha256", "unit"}
+    long_text: dict[str, Any]  # image-text cells: {"rule", "context", "captions" | "sentences", "truncated", "share"}
+    scored_by: str | None  # choice sets: embedding cosine or the adapter's pair scorer
     bootstrap: dict[str, Any]  # {"resamples", "seed", "level", "unit"}; intervals under ci_key(level), e.g. "ci95"
     precision: dict[str, str | None]  # {"encoding", "features", "scoring"}
     selected_epoch: int | None

@@ -22,6 +22,7 @@ from bench.encode.features import (
     extract_image_features,
     extract_text_features,
 )
+from bench.encode.long_text import context_report
 from bench.errors import BenchError
 from bench.grid.cell import Cell
 from bench.grid.pipeline import Plan, build_adapter, plan_cell
@@ -99,8 +100,11 @@ def encode_shard(cfg: BenchConfig, cell: Cell, k: int) -> bool:
     txt = _embed(adapter, split, cfg, cp, "text", cap_rows, supplied[1])
     _save(d.images(k), img.numpy())
     _save(d.captions(k), txt.numpy())
+    # how many of this slice's captions the model's context cuts (the merge sums the slices: the record's long_text)
+    long_text = context_report(adapter, list(split.captions[cap_rows.start : cap_rows.stop]), "truncate")
     marker = {"images": [img_rows.start, img_rows.stop], "captions": [cap_rows.start, cap_rows.stop],
-              "joint": bool(adapter.joint_space), "job": os.environ.get("BENCH_JOB_ID")}  # fmt: skip
+              "joint": bool(adapter.joint_space), "job": os.environ.get("BENCH_JOB_ID"),
+              "long_text": long_text}  # fmt: skip
     atomic_write_bytes(d.encode_marker(k), json.dumps(marker).encode())
     log.info("%s: encode task %d: %d images, %d captions", cell.label, k, len(img_rows), len(cap_rows))
     return True

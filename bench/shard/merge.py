@@ -46,6 +46,20 @@ def merged_queries(d: ShardDir, plan: ShardPlan, split: RetrievalSplit) -> dict[
     return query_ranks(scan, t2t, i2i, c2i, n_img, labels)
 
 
+def merged_long_text(d: ShardDir, plan: ShardPlan) -> dict[str, Any]:
+    """The record's ``long_text`` of a sharded cell: the encode tasks' counts of cut captions, summed (the rule is
+    always ``truncate``: sharded evaluation refuses ``sentences``)."""
+    slices = [(d.read_marker(d.encode_marker(k)) or {}).get("long_text") for k in range(plan.encode_tasks)]
+    out: dict[str, Any] = {"rule": "truncate"}
+    counted = [s for s in slices if isinstance(s, dict) and "context" in s]
+    if counted and len(counted) == len(slices):
+        captions = sum(int(s["captions"]) for s in counted)
+        truncated = sum(int(s["truncated"]) for s in counted)
+        out.update({"context": int(counted[0]["context"]), "captions": captions, "truncated": truncated,
+                    "share": truncated / captions if captions else 0.0})  # fmt: skip
+    return out
+
+
 class MergedScorer:
     """The :class:`~bench.grid.pipeline.SplitScorer` of a sharded cell: the merged ranks, plus what the one-process
     evaluation adds on small splits (ECCV Caption / CxC, the 1K folds), computed here from the stored embeddings."""
@@ -56,6 +70,7 @@ class MergedScorer:
         self.plan, self.test, self.dir, self.shard_plan = plan, test, d, shard_plan
         self.extra_metrics: dict[str, Any] = {}
         self.scored = Scored()
+        self.long_text = merged_long_text(d, shard_plan)
 
     def __call__(self, objective: Any = None, *, last: bool = False) -> dict[str, Any]:
         ev, test, device = self.plan.cfg.eval, self.test, self.plan.device
