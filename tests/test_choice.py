@@ -498,7 +498,7 @@ def test_valse_keeps_validated_items_and_scores_pairwise_accuracy(tmp_path: Path
     """VALSE's layout (its repository's data/ files, images per piece) and its pairwise accuracy: the scripts count
     ``cross_score[0, 1] > cross_score[1, 1]`` (the caption fits better than the foil), over items with
     ``mturk["caption"] >= 2``; quoted from lxmert_valse_eval.py."""
-    from bench.data.choice import VALSE_PIECES
+    from bench.data.valse import VALSE_PIECES
 
     votes = {"existence": [3, 2, 1, 2], "plurals": [2, 3, 0]}
     for piece, per_item in votes.items():

@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
     "RetrievalSplit",
     "holdout",
+    "json_lines",
     "load_image",
     "max_image_pixels",
     "read_json",
@@ -126,6 +127,23 @@ def read_json(path: Path, what: str = "annotation file") -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno} (char {e.pos}): {e.msg}") from None
+
+
+def json_lines(path: Path, what: str) -> list[tuple[int, Any]]:
+    """(1-based line number, JSON object) of each non-blank line of a JSON-lines file; :class:`DataError` naming the
+    file and the line for a line that is not JSON or not an object."""
+    rows = []
+    for line, text in enumerate(read_text(path, what).splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path} line {line}: malformed JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path} line {line}: expected a JSON object, got {type(row).__name__}")
+        rows.append((line, row))
+    return rows
 
 
 def text_rows(path: Path, what: str, sep: str | None = None) -> Iterator[tuple[int, list[str]]]:

@@ -13,15 +13,13 @@ Formats (``format = ...`` in a dataset table):
 * ``winoground``: the release's ``examples.jsonl`` (``id, image_0, image_1, caption_0, caption_1, ...``) in root or
   ``root/data``, with the ``<image_0>.png`` files in ``images`` (default: ``images`` beside the jsonl). Split
   ``test``. One subset, all 400 items.
-* ``valse``: VALSE's piece files (``{"<id>": {"image_file", "caption", "foil", "mturk"}}``) from its repository,
-  each piece's images where its scripts read them (option ``images`` moves them); option ``pieces`` reads fewer than
-  the eleven, ``valid_only`` (default true) keeps the items two of three annotators validated. Split ``test``.
 * ``caption_swaps``: a choice set made from an image-text split (option ``base``: its format, default
   ``flat_json``, read from the same root and split with ``base_options``): for each caption, a negative that swaps
   two object words (``swap_obj``) or two attribute words (``swap_att``) of the caption, chosen with ``seed``;
   captions with no such pair give no item (:mod:`bench.data.swaps`).
 
-Every image path is checked to exist when the split loads; errors name the file and the item.
+ARO's tests (:mod:`bench.data.aro`) and VALSE (:mod:`bench.data.valse`) build their items with the same
+:class:`ItemBuilder`. Every image path is checked to exist when the split loads; errors name the file and the item.
 """
 
 from __future__ import annotations
@@ -34,21 +32,21 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bench.data.base import RetrievalSplit, read_json, read_text
+from bench.data.base import RetrievalSplit, json_lines, read_json
 from bench.data.refs import ImageRef
 from bench.data.registry import register_format
 from bench.data.stamps import file_stamp
 from bench.errors import ConfigError, DataError, SplitNotFoundError
 
 __all__ = [
-    "VALSE_PIECES",
     "ChoiceItem",
     "ChoiceSplit",
     "ItemBuilder",
     "load_caption_swaps",
     "load_sugarcrepe",
-    "load_valse",
     "load_winoground",
+    "only_test_split",
+    "text_field",
 ]
 
 SUGARCREPE_GROUPS = {
@@ -206,7 +204,8 @@ class ItemBuilder:
                            source=source or self.source)  # fmt: skip
 
 
-def _test_only(root: Path, split: str, fmt: str) -> None:
+def only_test_split(root: Path, split: str, fmt: str) -> None:
+    """Raise :class:`SplitNotFoundError` unless ``split`` is ``test`` (the only split of these sets)."""
     if split != "test":
         raise SplitNotFoundError(f"{root}: {fmt} has only the split 'test', not {split!r}")
 
@@ -218,7 +217,8 @@ def _find(root: Path, name: str, what: str) -> Path:
     raise DataError(f"{root}: {what} {name} not found (looked in {root} and {root / 'data'})")
 
 
-def _field(row: Any, key: str, path: Path, item: str) -> str:
+def text_field(row: Any, key: str, path: Path, item: str) -> str:
+    """``row[key]``, a non-empty string; :class:`DataError` naming the file, the item and the field otherwise."""
     if not isinstance(row, Mapping):
         raise DataError(f"{path}: item {item!r} is not a JSON object")
     value = row.get(key)
@@ -242,7 +242,7 @@ def load_sugarcrepe(root: Path, split: str, *, name: str = "sugarcrepe", images:
     Returns:
         The split: one item per entry, captions ``(caption, negative_caption)``, truth ``(0,)``.
     """
-    _test_only(root, split, "sugarcrepe")
+    only_test_split(root, split, "sugarcrepe")
     known = [s for parts in SUGARCREPE_GROUPS.values() for s in parts]
     chosen = known if subsets is None else subsets
     if not isinstance(chosen, list) or not chosen or any(s not in known for s in chosen):
@@ -256,8 +256,8 @@ def load_sugarcrepe(root: Path, split: str, *, name: str = "sugarcrepe", images:
             raise DataError(f"{path}: expected a JSON object of items, got {type(rows).__name__}")
         builder.source = path
         for key, row in rows.items():
-            file = _field(row, "filename", path, key)
-            pos, neg = _field(row, "caption", path, key), _field(row, "negative_caption", path, key)
+            file = text_field(row, "filename", path, key)
+            pos, neg = text_field(row, "caption", path, key), text_field(row, "negative_caption", path, key)
             builder.add(f"{subset}/{key}", subset, [image_dir / file], [pos, neg], [0])
     groups = {g: parts for g, parts in SUGARCREPE_GROUPS.items() if set(parts) <= set(chosen)}
     return builder.build(name, split, groups, source=root)
@@ -276,22 +276,15 @@ def load_winoground(root: Path, split: str, *, name: str = "winoground", images:
     Returns:
         The split: images ``(image_0, image_1)``, captions ``(caption_0, caption_1)``, truth ``(0, 1)``.
     """
-    import json
 
-    _test_only(root, split, "winoground")
+    only_test_split(root, split, "winoground")
     path = _find(root, "examples.jsonl", "Winoground file")
     image_dir = root / images if images is not None else path.parent / "images"
     builder = ItemBuilder(path)
-    for line, text in enumerate(read_text(path, "Winoground file").splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path} line {line}: malformed JSON ({e.msg})") from None
-        item = str(row.get("id", line - 1)) if isinstance(row, Mapping) else str(line)
-        imgs = [image_dir / f"{_field(row, f'image_{k}', path, item)}.png" for k in (0, 1)]
-        caps = [_field(row, f"caption_{k}", path, item) for k in (0, 1)]
+    for line, row in json_lines(path, "Winoground file"):
+        item = str(row.get("id", line - 1))
+        imgs = [image_dir / f"{text_field(row, f'image_{k}', path, item)}.png" for k in (0, 1)]
+        caps = [text_field(row, f"caption_{k}", path, item) for k in (0, 1)]
         builder.add(item, "all", imgs, caps, [0, 1])
     return builder.build(name, split, {})
 
@@ -340,71 +333,3 @@ def load_caption_swaps(root: Path | None = None, split: str = "test", *, name: s
         raise DataError(f"{source.source}: no caption of split {split!r} has two words to swap")
     return builder.build(name, split, {})
 
-
-# VALSE's pieces as its evaluation scripts list them (Heidelberg-NLP/VALSE config.py, the ARR version): the piece's
-# image folder and its file, relative to the repository. FOIL-it's images are COCO val2014 (the scripts' own path is
-# absolute and theirs).
-VALSE_PIECES = {
-    "existence": ("data/visual7w/images", "data/existence.json"),
-    "plurals": ("data/plurals/test_images", "data/plurals.json"),
-    "counting_hard": ("data/visual7w/images", "data/counting_hard.json"),
-    "counting_small": ("data/visual7w/images", "data/counting-small-quant.json"),
-    "counting_adversarial": ("data/visual7w/images", "data/counting_adversarial.json"),
-    "relations": ("data/relations/test_images", "data/relation.json"),
-    "action_replace": ("data/actions/images_512", "data/action-replacement.json"),
-    "actant_swap": ("data/actions/images_512", "data/actions/actant-swap.json"),
-    "coref": ("data/coref/release_too_many_is_this_in_color/images", "data/coreference-standard.json"),
-    "coref_hard": ("data/coref/release_v18/test_images", "data/coreference-hard.json"),
-    "foil_it": ("data/coco/val2014", "data/foil-it.json"),
-}
-
-
-@register_format("valse", task="choice")
-def load_valse(root: Path, split: str, *, name: str = "valse", pieces: list[str] | None = None,
-               images: dict[str, str] | None = None, valid_only: bool = True) -> ChoiceSplit:  # fmt: skip
-    """VALSE (Parcalabescu et al., ACL 2022): a caption against its foil, per linguistic piece.
-
-    Args:
-        root: The VALSE repository (its ``data/`` files), with each piece's images where :data:`VALSE_PIECES` says.
-        split: ``test``.
-        name: Dataset name stamped on the split.
-        pieces: The pieces to read (default all eleven).
-        images: Piece -> image folder relative to root, for pieces whose images are elsewhere.
-        valid_only: Only the items at least two of three annotators validated (``mturk.caption >= 2``), as the
-            paper and its scripts score.
-
-    Returns:
-        The split: one item per kept entry, captions ``(caption, foil)``, truth ``(0,)``, subset the piece; ``mean``
-        is the mean over pieces (the paper's average).
-    """
-    _test_only(root, split, "valse")
-    chosen = list(VALSE_PIECES) if pieces is None else pieces
-    if not isinstance(chosen, list) or not chosen or any(p not in VALSE_PIECES for p in chosen):
-        raise ConfigError(f"option 'pieces' must be a non-empty list of {', '.join(VALSE_PIECES)}; got {pieces!r}")
-    if images is not None and not (isinstance(images, Mapping) and all(isinstance(v, str) for v in images.values())):
-        raise ConfigError(f"option 'images' must map piece names to folders, got {images!r}")
-    builder = ItemBuilder(root)
-    for piece in chosen:
-        folder, file = VALSE_PIECES[piece]
-        image_dir = root / (images or {}).get(piece, folder)
-        path = root / file
-        rows = read_json(path, f"VALSE {piece} file")
-        if not isinstance(rows, Mapping):
-            raise DataError(f"{path}: expected a JSON object of items, got {type(rows).__name__}")
-        builder.source = path
-        for key, row in rows.items():
-            votes = row.get("mturk") if isinstance(row, Mapping) else None
-            if valid_only:
-                if not isinstance(votes, Mapping) or not isinstance(votes.get("caption"), int):
-                    raise DataError(f"{path}: item {key!r}: field 'mturk.caption' is missing (valid_only = true)")
-                if votes["caption"] < 2:
-                    continue
-            caption = row.get("caption") if isinstance(row, Mapping) else None
-            if isinstance(caption, list) and caption:  # some releases list the caption
-                caption = caption[0]
-            image = image_dir / _field(row, "image_file", path, key)
-            texts = [_field({"caption": caption}, "caption", path, key), _field(row, "foil", path, key)]
-            builder.add(f"{piece}/{key}", piece, [image], texts, [0])
-    if not builder.items:
-        raise DataError(f"{root}: no VALSE item is left ({'valid only' if valid_only else 'all'})")
-    return builder.build(name, split, {}, source=root)

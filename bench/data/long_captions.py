@@ -22,12 +22,11 @@ Errors name the file, the line or entry, and the field.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.data.base import RetrievalSplit, read_json, read_text
+from bench.data.base import RetrievalSplit, json_lines, read_json, read_text
 from bench.data.gallery import GalleryBuilder
 from bench.data.registry import register_format
 from bench.errors import ConfigError, DataError, SplitNotFoundError
@@ -44,21 +43,6 @@ def _text(value: Any, where: str, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise DataError(f"{where}: field {field!r} is missing or empty")
     return value.strip()
-
-
-def _json_lines(path: Path, what: str) -> list[tuple[int, Mapping[str, Any]]]:
-    rows = []
-    for line, text in enumerate(read_text(path, what).splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path} line {line}: malformed JSON ({e.msg})") from None
-        if not isinstance(row, Mapping):
-            raise DataError(f"{path} line {line}: expected a JSON object, got {type(row).__name__}")
-        rows.append((line, row))
-    return rows
 
 
 @register_format("urban1k")
@@ -105,7 +89,7 @@ def load_docci(root: Path, split: str, *, name: str = "docci", file: str = "docc
     path = root / file
     gallery = GalleryBuilder(path)
     seen: set[str] = set()
-    for line, row in _json_lines(path, "DOCCI descriptions file"):
+    for line, row in json_lines(path, "DOCCI descriptions file"):
         where = f"{path} line {line}"
         row_split = _text(row.get("split"), where, "split")
         seen.add(row_split)
@@ -205,7 +189,7 @@ def load_jsonl(root: Path, split: str, *, name: str = "jsonl", files: dict[str, 
         raise SplitNotFoundError(f"{path}: file of split {split!r} not found")
     img_root = root / image_dir if image_dir is not None else root
     gallery = GalleryBuilder(path)
-    for line, row in _json_lines(path, "JSON-lines file"):
+    for line, row in json_lines(path, "JSON-lines file"):
         where = f"{path} line {line}"
         image = _text(_dig(row, image_field, where), where, image_field)
         i = gallery.image(image, img_root / image, image, where)

@@ -46,7 +46,7 @@ BUILTIN = {
     "jsonl": "bench.data.long_captions",
     "sharegpt4v": "bench.data.long_captions",
     "urban1k": "bench.data.long_captions",
-    "valse": "bench.data.choice",
+    "valse": "bench.data.valse",
     "sugarcrepe": "bench.data.choice",
     "winoground": "bench.data.choice",
     "webdataset": "bench.data.shards",
