@@ -20,11 +20,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.data.base import read_json
+from bench.data.base import only_test_split, read_json
 from bench.data.choice import ChoiceSplit, ItemBuilder
 from bench.data.refs import CroppedImage
 from bench.data.registry import register_format
-from bench.errors import DataError, SplitNotFoundError
+from bench.errors import DataError
 
 __all__ = ["MIN_ATTRIBUTE_ITEMS", "SYMMETRIC", "load_vg_attribution", "load_vg_relation"]
 
@@ -72,8 +72,7 @@ def _text(row: Mapping[str, Any], key: str, where: str) -> str:
 
 
 def _load(root: Path, split: str, name: str, file: str, images: str, subset_of: Any) -> tuple[ItemBuilder, list[str]]:
-    if split != "test":
-        raise SplitNotFoundError(f"{root}: ARO has only the split 'test', not {split!r}")
+    only_test_split(root, split, "ARO")
     path = root / file
     rows = read_json(path, "ARO annotation file")
     if not isinstance(rows, list):

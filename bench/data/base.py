@@ -26,6 +26,7 @@ __all__ = [
     "json_lines",
     "load_image",
     "max_image_pixels",
+    "only_test_split",
     "read_json",
     "read_text",
     "subset",
@@ -127,6 +128,15 @@ def read_json(path: Path, what: str = "annotation file") -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno} (char {e.pos}): {e.msg}") from None
+
+
+def only_test_split(root: Path, split: str, fmt: str) -> None:
+    """Raise :class:`~bench.errors.SplitNotFoundError` unless ``split`` is ``test``: the one split of an evaluation
+    set (``fmt`` names its format in the message)."""
+    if split != "test":
+        from bench.errors import SplitNotFoundError
+
+        raise SplitNotFoundError(f"{root}: {fmt} has only the split 'test', not {split!r}")
 
 
 def json_lines(path: Path, what: str) -> list[tuple[int, Any]]:

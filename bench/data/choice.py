@@ -32,11 +32,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bench.data.base import RetrievalSplit, json_lines, read_json
+from bench.data.base import RetrievalSplit, json_lines, only_test_split, read_json
 from bench.data.refs import ImageRef
 from bench.data.registry import register_format
 from bench.data.stamps import file_stamp
-from bench.errors import ConfigError, DataError, SplitNotFoundError
+from bench.errors import ConfigError, DataError
 
 __all__ = [
     "ChoiceItem",
@@ -45,7 +45,6 @@ __all__ = [
     "load_caption_swaps",
     "load_sugarcrepe",
     "load_winoground",
-    "only_test_split",
     "text_field",
 ]
 
@@ -202,12 +201,6 @@ class ItemBuilder:
         """The split."""
         return ChoiceSplit(dataset, split, list(self.paths), list(self.captions), self.items, dict(groups),
                            source=source or self.source)  # fmt: skip
-
-
-def only_test_split(root: Path, split: str, fmt: str) -> None:
-    """Raise :class:`SplitNotFoundError` unless ``split`` is ``test`` (the only split of these sets)."""
-    if split != "test":
-        raise SplitNotFoundError(f"{root}: {fmt} has only the split 'test', not {split!r}")
 
 
 def _find(root: Path, name: str, what: str) -> Path:

@@ -26,17 +26,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.data.base import RetrievalSplit, json_lines, read_json, read_text
+from bench.data.base import RetrievalSplit, json_lines, only_test_split, read_json, read_text
 from bench.data.gallery import GalleryBuilder
 from bench.data.registry import register_format
 from bench.errors import ConfigError, DataError, SplitNotFoundError
 
 __all__ = ["load_docci", "load_jsonl", "load_sharegpt4v", "load_urban1k"]
-
-
-def _test_only(root: Path, split: str, fmt: str) -> None:
-    if split != "test":
-        raise SplitNotFoundError(f"{root}: {fmt} has only the split 'test', not {split!r}")
 
 
 def _text(value: Any, where: str, field: str) -> str:
@@ -57,7 +52,7 @@ def load_urban1k(root: Path, split: str, *, name: str = "urban1k", images: str =
         images: The image folder, relative to root.
         captions: The caption folder, relative to root.
     """
-    _test_only(root, split, "urban1k")
+    only_test_split(root, split, "urban1k")
     cap_dir, img_dir = root / captions, root / images
     if not cap_dir.is_dir():
         raise DataError(f"{cap_dir}: Urban1K caption folder not found")
@@ -116,7 +111,7 @@ def load_sharegpt4v(root: Path, split: str, *, name: str = "sharegpt4v", file: s
         count: How many entries (1,000 or 10,000).
         sam_only: Only entries whose image is under ``sam/`` (SA-1B).
     """
-    _test_only(root, split, "sharegpt4v")
+    only_test_split(root, split, "sharegpt4v")
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise ConfigError(f"option 'count' must be a positive integer, got {count!r}")
     if file is None:

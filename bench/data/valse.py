@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from bench.data.base import read_json
-from bench.data.choice import ChoiceSplit, ItemBuilder, only_test_split, text_field
+from bench.data.base import only_test_split, read_json
+from bench.data.choice import ChoiceSplit, ItemBuilder, text_field
 from bench.data.registry import register_format
 from bench.errors import ConfigError, DataError
 

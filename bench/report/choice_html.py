@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import html
 import json
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,10 +19,10 @@ from bench.errors import BenchError
 from bench.report.choice_tables import render_choice
 from bench.report.uncertainty import checked_per_query_file
 
+if TYPE_CHECKING:
+    from bench.report.html import Thumbs
+
 __all__ = ["choice_page"]
-
-log = logging.getLogger(__name__)
-
 
 def _focus(records: Sequence[Mapping[str, Any]], model: str | None, method: str | None) -> Mapping[str, Any] | None:
     rows = [r for r in records if r.get("status") == "ok" and isinstance(r.get("per_query"), dict)
@@ -37,13 +36,14 @@ def _focus(records: Sequence[Mapping[str, Any]], model: str | None, method: str 
     return min(same, key=lambda r: int(r.get("seed", 0)))
 
 
-def _item(thumbs: Any, k: int, item: Mapping[str, Any], scores: np.ndarray, subset: str, item_id: str) -> str:
+def _item(thumbs: Thumbs, first: int, item: Mapping[str, Any], scores: np.ndarray, subset: str, item_id: str) -> str:
+    """One item's table: a row per image (its thumbnail is row ``first + a`` of ``thumbs``), a column per caption."""
     images, captions, truth = item["images"], item["captions"], item["truth"]
     s = scores.reshape(len(images), len(captions))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in captions)
     rows = []
     for a, path in enumerate(images):
-        src = thumbs(k, a, path)
+        src = thumbs.src(first + a)
         img = f'<img src="{src}" alt="">' if src else html.escape(Path(path).name)
         cells = "".join(f"<td class=\"{'pos' if truth[a] == b else ''}\">{s[a, b]:.4f}</td>"
                         for b in range(len(captions)))  # fmt: skip
@@ -57,7 +57,7 @@ def choice_page(records: Sequence[Mapping[str, Any]], out: Path, dataset: str, s
                 thumb_px: int = 112) -> str:  # fmt: skip
     """The page body (HTML) of one choice set: the table, then up to ``examples`` failed items of the focus row
     (``model``/``method``, default the best mean text accuracy), thumbnails written under ``out/thumbs``."""
-    from PIL import Image
+    from bench.report.html import Thumbs
 
     body = [f"<h2>Results</h2>{render_choice(records, 'html')}"]
     rec = _focus(records, model, method)
@@ -71,21 +71,6 @@ def choice_page(records: Sequence[Mapping[str, Any]], out: Path, dataset: str, s
             subsets, ids = z["subset"], z["item_id"]
     except (BenchError, OSError, KeyError, ValueError) as e:
         return "".join(body) + f"<p>{html.escape(str(e))}</p>"
-    folder = out / "thumbs" / f"{dataset}-{split}"
-
-    def thumb(k: int, a: int, image: str) -> str | None:
-        rel = f"thumbs/{dataset}-{split}/{k}-{a}.jpg"
-        try:
-            with Image.open(image) as im:
-                im = im.convert("RGB")
-                im.thumbnail((thumb_px, thumb_px))
-                folder.mkdir(parents=True, exist_ok=True)
-                im.save(out / rel, "JPEG", quality=80)
-        except (OSError, ValueError) as e:
-            log.info("no thumbnail for %s: %s", image, e)
-            return None
-        return rel
-
     failed = np.flatnonzero(text == 0)
     label = f"{rec['model']} / {rec['method']} (seed {rec.get('seed')})"
     body.append(f"<h2>Failed items of {html.escape(label)}</h2><p>{failed.size} of {text.size} items fail the text "
@@ -93,6 +78,11 @@ def choice_page(records: Sequence[Mapping[str, Any]], out: Path, dataset: str, s
                 "green.</p>")  # fmt: skip
     if not items:
         return "".join(body) + "<p>This per-item file predates stored items; re-run the cell to see them.</p>"
-    for k in failed[:examples].tolist():
-        body.append(_item(thumb, k, items[k], scores[offsets[k] : offsets[k + 1]], str(subsets[k]), str(ids[k])))
+    shown = failed[:examples].tolist()
+    paths = [p for k in shown for p in items[k]["images"]]
+    thumbs = Thumbs(out, f"{dataset}-{split}", np.asarray(paths, dtype=object), thumb_px)
+    first = 0
+    for k in shown:
+        body.append(_item(thumbs, first, items[k], scores[offsets[k] : offsets[k + 1]], str(subsets[k]), str(ids[k])))
+        first += len(items[k]["images"])
     return "".join(body)

@@ -33,7 +33,7 @@ from bench.report.unimodal import is_unimodal
 from bench.scoring.perquery import PerQuery
 from bench.stats.bootstrap import BootstrapConfig
 
-__all__ = ["write_report"]
+__all__ = ["Thumbs", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "_"
 
 
-class _Thumbs:
-    """Thumbnails of split images, written once each under ``folder``."""
+class Thumbs:
+    """Thumbnails of split images (``paths``, by row), written once each under ``out/thumbs/<folder>``."""
 
     def __init__(self, out: Path, folder: str, paths: np.ndarray | None, size: int) -> None:
         self.out, self.folder, self.paths, self.size = out, folder, paths, size
@@ -159,7 +159,7 @@ def _table(records: Sequence[Mapping[str, Any]], cis: Mapping[tuple[str, str], d
             + "".join(rows) + "</table>")  # fmt: skip
 
 
-def _t2i_block(pq: PerQuery, thumbs: _Thumbs, rows: Iterable[int], note: dict[int, str] | None = None) -> str:
+def _t2i_block(pq: PerQuery, thumbs: Thumbs, rows: Iterable[int], note: dict[int, str] | None = None) -> str:
     q = pq.queries.get("t2i")
     if q is None or q.lists is None:  # a row without image-text metrics (uni-modal towers)
         return ""
@@ -180,7 +180,7 @@ def _t2i_block(pq: PerQuery, thumbs: _Thumbs, rows: Iterable[int], note: dict[in
     return "".join(out)
 
 
-def _i2t_block(pq: PerQuery, thumbs: _Thumbs, rows: Iterable[int], note: dict[int, str] | None = None) -> str:
+def _i2t_block(pq: PerQuery, thumbs: Thumbs, rows: Iterable[int], note: dict[int, str] | None = None) -> str:
     q = pq.queries.get("i2t")
     if q is None or q.lists is None:
         return ""
@@ -292,7 +292,7 @@ def write_report(
         if focus in rows:
             rec = min(rows[focus], key=lambda r: int(r.get("seed", 0)))
             pq = read_per_query(rec)
-            thumbs = _Thumbs(out, slug, pq.image_path, thumb_px)
+            thumbs = Thumbs(out, slug, pq.image_path, thumb_px)
             label = f"{focus[0]} / {focus[1]} (seed {rec.get('seed')})"
             body.append(f"<h2>Failing queries of {html.escape(label)}</h2>")
             if "t2i" in pq.queries and pq.queries["t2i"].lists is not None:
@@ -357,7 +357,7 @@ def _board(records: Sequence[Mapping[str, Any]], dataset: str, split: str, cfg: 
 
 def _versus(
     pq: PerQuery,
-    thumbs: _Thumbs,
+    thumbs: Thumbs,
     rows: Mapping[tuple[str, str], list[Mapping[str, Any]]],
     focus: tuple[str, str],
     against: str | None,
