@@ -24,6 +24,7 @@ from torch import nn
 __all__ = [
     "Adapter",
     "AdapterBase",
+    "CrossScorer",
     "Exportable",
     "Exported",
     "FeatureSupplier",
@@ -82,6 +83,21 @@ class PairScorer(Protocol):
 
     def pair_image_state(self, images: torch.Tensor) -> torch.Tensor: ...
     def pair_scores(self, image_state: torch.Tensor, tokens: Features) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class CrossScorer(Protocol):
+    """Optional: adapters whose similarity needs the image and the caption at once (cross-attention over regions and
+    words: SCAN, SGR, SAF), so every pair of a split is scored (:mod:`bench.evaluation.pairs`).
+
+    Their ``embed_image`` gives each image's local states ``[B, R, D]`` and ``embed_text`` each caption's ``[B, L, D]``
+    (its words first, zero rows after, so a block of captions can be cut to its longest).
+    """
+
+    pair_score_kind: str  # what a pair score is, recorded with the metrics
+
+    def score_matrix(self, images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor: ...  # -> [Bi, Bc] float
+    def pair_floats(self, regions: int, words: int) -> int: ...  # working floats of one pair, to size the blocks
 
 
 @runtime_checkable

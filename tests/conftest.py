@@ -26,6 +26,7 @@ A new adapter family needs an entry in :func:`tiny_options`; the registry-wide t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import string
@@ -199,11 +200,21 @@ def tiny_embeddings_split(tmp_path_factory: pytest.TempPathFactory) -> tuple[dic
 
 
 @pytest.fixture(scope="session")
+def tiny_region_vocab(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A vocabulary in SGRAF's ``*_precomp_vocab.json`` layout (the special words and a few colours and shapes)."""
+    words = ["<pad>", "<start>", "<end>", "<unk>", "a", "red", "blue", "small", "square", "circles", "two"]
+    path = tmp_path_factory.mktemp("region_vocab") / "tiny_precomp_vocab.json"
+    path.write_text(json.dumps({"word2idx": {w: i for i, w in enumerate(words)}, "idx": len(words)}))
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_options(
     tiny_text_folder: Path,
     tiny_blip_folder: Path,
     tiny_embeddings_split: tuple[dict[str, Any], Any],
     tiny_hf_clip_folder: Path,
+    tiny_region_vocab: Path,
 ) -> dict[str, dict[str, Any]]:
     """``create_adapter`` options of a tiny instance of every built-in family (keys: family names)."""
     text = str(tiny_text_folder)
@@ -220,6 +231,7 @@ def tiny_options(
         "blip": {"checkpoint": str(tiny_blip_folder)},
         "embeddings": tiny_embeddings_split[0],
         "hf_clip": {"checkpoint": str(tiny_hf_clip_folder)},
+        "sgraf": {"vocab": str(tiny_region_vocab), "img_dim": 16, "word_dim": 8, "embed_size": 16, "sim_dim": 8},
     }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from bench.adapters.protocol import Adapter, AdapterBase, FeatureSupplier, PairScorer
+from bench.adapters.protocol import Adapter, AdapterBase, CrossScorer, FeatureSupplier, PairScorer
 from bench.adapters.registry import get_adapter_class, list_adapters
 from torch import nn
 
@@ -75,7 +75,9 @@ def test_optional_capabilities_are_where_the_families_say() -> None:
     capable = {f for f in FAMILIES if issubclass_like(get_adapter_class(f), PairScorer)}
     supplies = {f for f in FAMILIES if issubclass_like(get_adapter_class(f), FeatureSupplier)}
     assert "blip" in capable and "towers" not in capable
-    assert supplies == {"embeddings"}
+    assert supplies == {"embeddings", "sgraf"}
+    crosses = {f for f in FAMILIES if issubclass_like(get_adapter_class(f), CrossScorer)}
+    assert crosses == {"sgraf"}
 
 
 def issubclass_like(cls: type, proto: type) -> bool:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from bench.adapters.backbones import build_text_tower, build_timm_tower
 from bench.adapters.gpo import GPO
+from bench.adapters.protocol import CrossScorer
 from bench.adapters.registry import list_adapters
 from PIL import Image
 from texts import CAPTIONS, LONG_CAPTION
@@ -45,8 +46,18 @@ def _exempt(name: str) -> bool:
 
 
 def _images(adapter: Any, pil: list[Image.Image]) -> torch.Tensor:
+    if isinstance(adapter, CrossScorer):  # a region-feature model: one random region array per image
+        n_reg = adapter.nets[0].sim_enc.v_global_w.embedding_local[1].num_features
+        g = torch.Generator().manual_seed(len(pil))
+        return torch.randn(len(pil), n_reg, adapter.nets[0].img_enc.fc.in_features, generator=g)
     tf = adapter.image_transform()
     return torch.stack([tf(im) for im in pil])
+
+
+def _rows(x: torch.Tensor, alone: torch.Tensor) -> torch.Tensor:
+    """``x`` cut to ``alone``'s shape: a cross-attention model's caption states are padded to the batch's longest."""
+    assert not x[alone.shape[0] :].any(), "padding rows are not zero"
+    return x[: alone.shape[0]]
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> None:
@@ -71,12 +82,13 @@ def test_encode_shapes_and_finite(family: str, tiny_adapter: Callable[[str], Any
     with torch.no_grad():
         img = adapter.encode_image(_images(adapter, rgb_images))
         txt = adapter.encode_text(adapter.tokenize(CAPTIONS))
-    assert img.shape[0] == len(rgb_images) and img.ndim == 2
-    assert txt.shape[0] == len(CAPTIONS) and txt.ndim == 2
+    ndim = 3 if isinstance(adapter, CrossScorer) else 2  # local states [B, regions or words, D]
+    assert img.shape[0] == len(rgb_images) and img.ndim == ndim
+    assert txt.shape[0] == len(CAPTIONS) and txt.ndim == ndim
     assert torch.isfinite(img).all() and torch.isfinite(txt).all()
     assert img.std() > 0 and txt.std() > 0, "constant embeddings"
     if adapter.joint_space:
-        assert img.shape[1] == txt.shape[1] == adapter.embed_dim
+        assert img.shape[-1] == txt.shape[-1] == adapter.embed_dim
     else:  # uni-modal towers: the image side defines embed_dim, the text side keeps its own width
         assert img.shape[1] == adapter.embed_dim
 
@@ -104,7 +116,7 @@ def test_rows_do_not_depend_on_batch(family: str, tiny_adapter: Callable[[str], 
             _close(adapter.encode_image(images[i : i + 1])[0], batch[i])
         alone = adapter.encode_text(adapter.tokenize(CAPTIONS[:1]))[0]
         padded = adapter.encode_text(adapter.tokenize([CAPTIONS[0], LONG_CAPTION]))[0]
-    _close(alone, padded)
+    _close(alone, _rows(padded, alone) if isinstance(adapter, CrossScorer) else padded)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -118,6 +130,9 @@ def test_backward_reaches_every_trainable_parameter(family: str, build_tiny: Cal
     img = adapter.encode_image(_images(adapter, rgb_images))
     txt = adapter.encode_text(adapter.tokenize(CAPTIONS))
     loss = (img * torch.randn(img.shape, generator=g)).sum() + (txt * torch.randn(txt.shape, generator=g)).sum()
+    if isinstance(adapter, CrossScorer):  # its similarity module is reached through the pair scores only
+        pairs = adapter.score_matrix(img, txt)
+        loss = loss + (pairs * torch.randn(pairs.shape, generator=g)).sum()
     loss.backward()
     params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
     assert params, "nothing to train end to end"
@@ -134,13 +149,17 @@ def test_frozen_backbone_trains_only_the_head(family: str, build_tiny: Callable,
     head = adapter.trainable_module(freeze_backbone=True)
     backbone_ids = {id(p) for p in adapter.backbone.parameters()}
     head_params = [p for n, p in head.named_parameters() if not _exempt(n)]
-    assert backbone_ids, "a backbone without parameters"
+    # A region-feature model's stage 1 is its input (precomputed regions, word ids): nothing in it to freeze.
+    assert backbone_ids or isinstance(adapter, CrossScorer), "a backbone without parameters"
     assert not any(id(p) in backbone_ids for p in head_params), "frozen trainable module holds backbone parameters"
     # The frozen path: stage 2 on cached (detached) stage-1 features reaches every head parameter, nothing else.
     with torch.no_grad():
         img_feats = adapter.image_features(_images(adapter, rgb_images))
         txt_feats = adapter.text_features(adapter.tokenize(CAPTIONS))
-    out = adapter.embed_image(img_feats).square().sum() + adapter.embed_text(txt_feats).square().sum()
+    img, txt = adapter.embed_image(img_feats), adapter.embed_text(txt_feats)
+    out = img.square().sum() + txt.square().sum()
+    if isinstance(adapter, CrossScorer):
+        out = out + adapter.score_matrix(img, txt).square().sum()
     if head_params:
         out.backward()
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in head_params)

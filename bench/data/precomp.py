@@ -36,7 +36,7 @@ from bench.data.registry import register_format
 from bench.data.stamps import file_stamp
 from bench.errors import ConfigError, DataError, SplitNotFoundError
 
-__all__ = ["RegionRows", "load_precomp", "read_vocab", "region_features"]
+__all__ = ["RegionRows", "load_precomp", "read_vocab", "region_features", "region_rows"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,26 @@ def region_features(paths: Sequence[Any]) -> np.ndarray:
     Raises:
         DataError: an entry is not a :class:`RegionRows`, or they come from more than one array.
     """
+    array, rows = _rows_of(paths)
+    return np.asarray(array[rows], dtype=np.float32)
+
+
+def region_rows(paths: Sequence[Any]) -> np.ndarray:
+    """The region features of a precomp split's images as a read-only memory map where they are evenly spaced rows of
+    their array (a split as loaded, repeated rows included), read as they are used; otherwise read now.
+    The dtype is the file's.
+
+    Raises:
+        DataError: as :func:`region_features`.
+    """
+    array, rows = _rows_of(paths)
+    step = rows[1] - rows[0] if len(rows) > 1 else 1
+    if step > 0 and rows == list(range(rows[0], rows[0] + step * len(rows), step)):  # a view, read lazily
+        return array[rows[0] : rows[0] + step * len(rows) : step]
+    return np.asarray(array[rows])
+
+
+def _rows_of(paths: Sequence[Any]) -> tuple[np.ndarray, list[int]]:
     if not paths:
         raise DataError("no images to read region features of")
     if not all(isinstance(p, RegionRows) for p in paths):
@@ -68,8 +88,7 @@ def region_features(paths: Sequence[Any]) -> np.ndarray:
     files = {p.container for p in paths}
     if len(files) != 1:
         raise DataError(f"region features from {len(files)} arrays at once: {', '.join(map(str, sorted(files)))}")
-    array = _open(paths[0].container)
-    return np.asarray(array[[p.row for p in paths]], dtype=np.float32)
+    return _open(paths[0].container), [p.row for p in paths]
 
 
 def _open(path: Path) -> np.ndarray:

@@ -10,10 +10,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.adapters.protocol import Adapter, FeatureSupplier
+from bench.adapters.protocol import Adapter, CrossScorer, FeatureSupplier
 from bench.config import EvalConfig
 from bench.data.base import RetrievalSplit
 from bench.encode.features import FeatureSet, encode_split
+from bench.errors import ConfigError
 from bench.evaluation.rerank import check_rerank, rerank_metrics, resolve_k_test
 from bench.methods.base import Objective
 from bench.scoring.itr import itr_queries, recall_ks, summarize
@@ -88,6 +89,8 @@ def evaluate(
     top-k lists kept from the scan. ``keep`` receives the per-query results of the whole split.
     """
     k_test = resolve_k_test(cfg.rerank_k, split) if cfg.rerank_k and rerank else 0
+    if k_test and isinstance(adapter, CrossScorer):
+        raise ConfigError(f"adapter {adapter.name!r} scores every pair already; set [eval] rerank_k = 0")
     if k_test:
         check_rerank(adapter, k_test, cfg.rerank_fusion)  # fail before any encoding
     if isinstance(adapter, FeatureSupplier):
@@ -95,6 +98,9 @@ def evaluate(
     encoded = split if sentences is None else sentences[0]
     img, txt = encode_split(adapter, encoded, device=device, batch_size=cfg.batch_size, features=features,
                             progress=progress, precision=cfg.precision)  # fmt: skip
+    if isinstance(adapter, CrossScorer):
+        return _evaluate_pairs(adapter, split, img, txt, cfg, device=device, objective=objective, folds=folds,
+                               topk=cfg.topk if topk is None else topk, keep=keep, sentences=sentences)  # fmt: skip
     if objective is not None:
         objective.eval()
         raw = objective.views(img.to(device), txt.to(device))
@@ -135,6 +141,42 @@ def evaluate(
         )
     if folds:
         out["folds"] = fold_metrics(views, split, adapter.joint_space, cfg, device, k, folds)
+    return out
+
+
+def _evaluate_pairs(
+    adapter: CrossScorer, split: RetrievalSplit, img: torch.Tensor, txt: torch.Tensor, cfg: EvalConfig, *,
+    device: torch.device, objective: Objective | None, folds: list[np.ndarray] | None, topk: int,
+    keep: Scored | None, sentences: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """:func:`evaluate` for a cross-attention model: every pair scored (:mod:`bench.evaluation.pairs`), i2t and t2i
+    ranked from the score matrix; t2t and i2i are n/a (a pair score compares an image with a caption only)."""
+    from bench.evaluation.pairs import score_all_pairs
+    from bench.scoring.matrix import matrix_queries
+
+    name = getattr(adapter, "name", type(adapter).__name__)
+    if objective is not None:
+        raise ConfigError(f"adapter {name!r} scores pairs by cross-attention; its training methods are not built "
+                          "yet, so it runs zero-shot (--methods zeroshot)")  # fmt: skip
+    if sentences is not None:
+        raise ConfigError(f'adapter {name!r} scores pairs by cross-attention; long_text = "sentences" needs '
+                          "caption embeddings to average")  # fmt: skip
+    cost: dict[str, Any] = {}
+    scores = score_all_pairs(adapter, img, txt, memory_mb=cfg.memory_mb, device=device, cost=cost)
+    c2i = split.caption_to_image
+    queries = matrix_queries(scores, c2i, topk=topk)
+    out = summarize(queries, recall_ks(cfg.ks))
+    out["pairs"] = {**cost, "pair_score": adapter.pair_score_kind}
+    if keep is not None:
+        keep.queries = queries
+    if folds:
+        out["folds"] = []
+        for rows in folds:
+            remap = -np.ones(split.n_images, dtype=np.int64)
+            remap[rows] = np.arange(len(rows))
+            caps = np.flatnonzero(remap[c2i] >= 0)
+            sub = scores[torch.from_numpy(np.asarray(rows))][:, torch.from_numpy(caps)]
+            out["folds"].append(summarize(matrix_queries(sub, remap[c2i[caps]], topk=topk), recall_ks(cfg.ks)))
     return out
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench.adapters.protocol import Adapter, FeatureSupplier
+from bench.adapters.protocol import Adapter, CrossScorer, FeatureSupplier
 from bench.adapters.registry import create_adapter, get_adapter_class
 from bench.config import BenchConfig
 from bench.data import load_split
@@ -157,6 +157,9 @@ def train_data(plan: Plan) -> tuple[RetrievalSplit, RetrievalSplit, str]:
 
 def make_objective(plan: Plan, adapter: Adapter, train: RetrievalSplit) -> Objective:
     """Step 3b: the method's objective (its heads seeded by the cell's seed alone) with its teachers prepared."""
+    if isinstance(adapter, CrossScorer):
+        raise ConfigError(f"{plan.cell.label}: adapter {plan.family!r} scores pairs by cross-attention; its training "
+                          "methods are not built yet, so it runs zero-shot (--methods zeroshot)")  # fmt: skip
     extra = {"teachers": plan.cfg.teachers} if "teachers" in inspect.signature(plan.method.objective).parameters else {}
     # Re-seed: a method's random head initialisation must not depend on what loading the data and features drew
     # from the global RNG (the encode loop keeps its own generator; other loading steps may not).

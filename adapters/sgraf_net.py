@@ -1,0 +1,172 @@
+"""SGR and SAF (Diao et al., AAAI 2021; Paranioar/SGRAF), with the reference's module names, scoring many images
+against many captions per call.
+
+The reference ``EncoderSimilarity.forward`` loops over captions in Python, each against a shard of images. Here one
+call scores a block of ``Bi`` images x ``Bc`` captions: region-word attention is one matrix product over the block,
+captions are padded to the block's longest, and padded words are masked wherever the reference's per-caption slice
+would not have seen them (the text self-attention, the graph's edges, the filtration weights). The arithmetic is the
+reference's, so scores agree with its loop to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from bench.adapters.region_text import EncoderText, l1norm, l2norm, uniform_init
+from torch import nn
+
+__all__ = ["EncoderImage", "EncoderSimilarity", "SGRAFNet", "pair_floats"]
+
+
+class EncoderImage(nn.Module):
+    """Region features to L2-normalised region states (one Linear layer, ``fc``)."""
+
+    def __init__(self, img_dim: int, embed_size: int, no_imgnorm: bool = False) -> None:
+        super().__init__()
+        self.no_imgnorm = no_imgnorm
+        self.fc = nn.Linear(img_dim, embed_size)
+        uniform_init(self)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.fc(images)
+        return out if self.no_imgnorm else l2norm(out, dim=-1)
+
+
+class VisualSA(nn.Module):
+    """The image's global state: regions weighted by self-attention against their mean."""
+
+    def __init__(self, embed_dim: int, dropout_rate: float, num_region: int) -> None:
+        super().__init__()
+        self.embedding_local = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.BatchNorm1d(num_region), nn.Tanh(),
+                                             nn.Dropout(dropout_rate))  # fmt: skip
+        self.embedding_global = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.BatchNorm1d(embed_dim), nn.Tanh(),
+                                              nn.Dropout(dropout_rate))  # fmt: skip
+        self.embedding_common = nn.Sequential(nn.Linear(embed_dim, 1))
+        uniform_init(self)
+
+    def forward(self, local: torch.Tensor, raw_global: torch.Tensor) -> torch.Tensor:
+        common = self.embedding_local(local) * self.embedding_global(raw_global)[:, None, :]
+        weights = torch.softmax(self.embedding_common(common).squeeze(2), dim=1)
+        return l2norm((weights[:, :, None] * local).sum(dim=1), dim=-1)
+
+
+class TextSA(nn.Module):
+    """The caption's global state: its words weighted by self-attention against their mean (padded words masked)."""
+
+    def __init__(self, embed_dim: int, dropout_rate: float) -> None:
+        super().__init__()
+        self.embedding_local = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.Tanh(), nn.Dropout(dropout_rate))
+        self.embedding_global = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.Tanh(), nn.Dropout(dropout_rate))
+        self.embedding_common = nn.Sequential(nn.Linear(embed_dim, 1))
+        uniform_init(self)
+
+    def forward(self, local: torch.Tensor, raw_global: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+        common = self.embedding_local(local) * self.embedding_global(raw_global)[:, None, :]
+        logits = self.embedding_common(common).squeeze(2).masked_fill(~words, -torch.inf)
+        weights = torch.softmax(logits, dim=1)
+        return l2norm((weights[:, :, None] * local).sum(dim=1), dim=-1)
+
+
+class GraphReasoning(nn.Module):
+    """One step of similarity graph reasoning over the alignment nodes (edges to padded nodes masked)."""
+
+    def __init__(self, sim_dim: int) -> None:
+        super().__init__()
+        self.graph_query_w = nn.Linear(sim_dim, sim_dim)
+        self.graph_key_w = nn.Linear(sim_dim, sim_dim)
+        self.sim_graph_w = nn.Linear(sim_dim, sim_dim)
+        self.relu = nn.ReLU()
+        uniform_init(self)
+
+    def forward(self, sim_emb: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        edges = torch.bmm(self.graph_query_w(sim_emb), self.graph_key_w(sim_emb).transpose(1, 2))
+        edges = torch.softmax(edges.masked_fill(~nodes[:, None, :], -torch.inf), dim=-1)
+        return self.relu(self.sim_graph_w(torch.bmm(edges, sim_emb)))
+
+
+class AttentionFiltration(nn.Module):
+    """Similarity attention filtration: gate weights over the alignment nodes, L1-normalised over the real ones."""
+
+    def __init__(self, sim_dim: int) -> None:
+        super().__init__()
+        self.attn_sim_w = nn.Linear(sim_dim, 1)
+        self.bn = nn.BatchNorm1d(1)
+        uniform_init(self)
+
+    def forward(self, sim_emb: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        gate = torch.sigmoid(self.bn(self.attn_sim_w(sim_emb).permute(0, 2, 1)))
+        attn = l1norm(gate * nodes[:, None, :].to(gate.dtype), dim=-1)
+        return l2norm(torch.matmul(attn, sim_emb).squeeze(1), dim=-1)
+
+
+def pair_floats(regions: int, words: int, embed_size: int, sim_dim: int, sgr_step: int) -> int:
+    """Working floats of one (image, caption) pair in :meth:`EncoderSimilarity.forward`: attention maps, the attended
+    context and its difference to the words, and the alignment graph."""
+    nodes = words + 1
+    return words * (3 * regions + 4 * embed_size + 4 * sim_dim) + nodes * (4 * sim_dim + 2 * nodes) * max(sgr_step, 1)
+
+
+class EncoderSimilarity(nn.Module):
+    """Image-text similarity by SGR (``module_name = "SGR"``) or SAF (``"SAF"``)."""
+
+    def __init__(self, embed_size: int, sim_dim: int, module_name: str = "SGR", sgr_step: int = 3,
+                 num_region: int = 36, smooth: float = 9.0) -> None:  # fmt: skip
+        super().__init__()
+        self.module_name, self.smooth = module_name, smooth
+        self.v_global_w = VisualSA(embed_size, 0.4, num_region)
+        self.t_global_w = TextSA(embed_size, 0.4)
+        self.sim_tranloc_w = nn.Linear(embed_size, sim_dim)
+        self.sim_tranglo_w = nn.Linear(embed_size, sim_dim)
+        self.sim_eval_w = nn.Linear(sim_dim, 1)
+        self.sigmoid = nn.Sigmoid()
+        if module_name == "SGR":
+            self.SGR_module = nn.ModuleList([GraphReasoning(sim_dim) for _ in range(sgr_step)])
+        elif module_name == "SAF":
+            self.SAF_module = AttentionFiltration(sim_dim)
+        else:
+            raise ValueError(f"module_name must be SGR or SAF, got {module_name!r}")
+        uniform_init(self)
+
+    def forward(self, img_emb: torch.Tensor, cap_emb: torch.Tensor, cap_lens: torch.Tensor) -> torch.Tensor:
+        """Scores ``[Bi, Bc]`` of every image of ``img_emb`` ``[Bi, R, d]`` against every caption of ``cap_emb``
+        ``[Bc, L, d]`` (words first, ``cap_lens`` of them, zero rows after)."""
+        n_img, n_reg, dim = img_emb.shape
+        n_cap, n_word, _ = cap_emb.shape
+        words = torch.arange(n_word, device=cap_emb.device)[None, :] < cap_lens.to(cap_emb.device)[:, None]
+        img_glo = self.v_global_w(img_emb, img_emb.mean(dim=1))
+        cap_ave = cap_emb.sum(dim=1) / cap_lens.to(cap_emb)[:, None]
+        cap_glo = self.t_global_w(cap_emb, cap_ave, words)
+
+        # Each word attends over each image's regions (the reference's SCAN_attention), for the whole block at once.
+        attn = (img_emb.reshape(n_img * n_reg, dim) @ cap_emb.reshape(n_cap * n_word, dim).T)
+        attn = l2norm(F.leaky_relu(attn.view(n_img, n_reg, n_cap, n_word), 0.1), dim=3)
+        attn = torch.softmax(attn * self.smooth, dim=1)
+        attn = attn.permute(0, 2, 3, 1).reshape(n_img, n_cap * n_word, n_reg)
+        context = l2norm(torch.bmm(attn, img_emb).view(n_img, n_cap, n_word, dim), dim=-1)
+        del attn
+        sim_loc = l2norm(self.sim_tranloc_w((context - cap_emb[None]).pow(2)), dim=-1)
+        del context
+        sim_glo = l2norm(self.sim_tranglo_w((img_glo[:, None, :] - cap_glo[None, :, :]).pow(2)), dim=-1)
+        sim_emb = torch.cat([sim_glo[:, :, None, :], sim_loc], dim=2).flatten(0, 1)
+        nodes = torch.cat([torch.ones_like(words[:, :1]), words], dim=1).repeat(n_img, 1)
+        if self.module_name == "SGR":
+            for module in self.SGR_module:
+                sim_emb = module(sim_emb, nodes)
+            sim_vec = sim_emb[:, 0, :]
+        else:
+            sim_vec = self.SAF_module(sim_emb, nodes)
+        return self.sigmoid(self.sim_eval_w(sim_vec)).view(n_img, n_cap)
+
+
+class SGRAFNet(nn.Module):
+    """One trained SGR or SAF model: ``img_enc``, ``txt_enc`` and ``sim_enc``, the three state dicts the reference
+    saves."""
+
+    def __init__(self, *, vocab_size: int, img_dim: int, word_dim: int, embed_size: int, sim_dim: int,
+                 num_layers: int, bi_gru: bool, no_imgnorm: bool, no_txtnorm: bool, module_name: str,
+                 sgr_step: int, num_region: int) -> None:  # fmt: skip
+        super().__init__()
+        self.embed_size, self.sim_dim, self.sgr_step = embed_size, sim_dim, sgr_step
+        self.img_enc = EncoderImage(img_dim, embed_size, no_imgnorm)
+        self.txt_enc = EncoderText(vocab_size, word_dim, embed_size, num_layers, bi_gru, no_txtnorm)
+        self.sim_enc = EncoderSimilarity(embed_size, sim_dim, module_name, sgr_step, num_region)
