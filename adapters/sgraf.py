@@ -19,11 +19,9 @@ states, and :meth:`SGRAF.score_matrix` scores blocks of image x caption pairs fo
 
 from __future__ import annotations
 
-import argparse
 import logging
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,13 +29,13 @@ from bench.adapters.protocol import AdapterBase, Features
 from bench.adapters.region_text import Vocabulary
 from bench.adapters.registry import register_adapter
 from bench.adapters.sgraf_net import SGRAFNet, pair_floats
-from bench.adapters.weights import load_checkpoint
+from bench.adapters.weights import read_reference_checkpoint
 from torch import nn
 
 from bench.data.base import RetrievalSplit
-from bench.errors import ConfigError, DataError, WeightsUnavailableError
+from bench.errors import ConfigError, DataError
 
-__all__ = ["ARCHITECTURE", "SGRAF", "read_sgraf_checkpoint"]
+__all__ = ["ARCHITECTURE", "SGRAF"]
 
 log = logging.getLogger(__name__)
 
@@ -49,36 +47,10 @@ ARCHITECTURE: dict[str, Any] = {
 _REGIONS_KEY = "v_global_w.embedding_local.1.running_mean"
 
 
-def _strip_module(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    if sd and all(k.startswith("module.") for k in sd):
-        return {k[len("module.") :]: v for k, v in sd.items()}
-    return dict(sd)
-
-
-def read_sgraf_checkpoint(path: str | Path, allow_pickle: bool = False) -> tuple[list[dict[str, torch.Tensor]],
-                                                                                 dict[str, Any]]:  # fmt: skip
-    """The three state dicts and the ``opt`` of a reference checkpoint.
-
-    Raises:
-        WeightsUnavailableError: the file does not exist.
-        ConfigError: not the reference layout (the message says what was found).
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise WeightsUnavailableError(f"weights unavailable: sgraf checkpoint file {path} not found")
-    ckpt = load_checkpoint(path, allow_pickle=allow_pickle, safe=(argparse.Namespace,))
-    model = ckpt.get("model") if isinstance(ckpt, dict) else None
-    if not (isinstance(model, list | tuple) and len(model) == 3 and all(isinstance(m, dict) for m in model)):
-        found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ConfigError(f"{path}: not an SGRAF checkpoint: expected {{'model': [img_enc, txt_enc, sim_enc state "
-                          f"dicts], 'opt': ...}} as Paranioar/SGRAF's train.py saves it; found {found}")  # fmt: skip
-    opt = ckpt.get("opt")
-    opt = vars(opt) if isinstance(opt, argparse.Namespace) else dict(opt or {})
-    return [_strip_module(m) for m in model], opt
-
-
 def _net_from_checkpoint(path: str, vocab: Vocabulary, explicit: dict[str, Any], allow_pickle: bool) -> SGRAFNet:
-    state, opt = read_sgraf_checkpoint(path, allow_pickle)
+    ckpt = read_reference_checkpoint(path, parts=("img_enc", "txt_enc", "sim_enc"), family="SGRAF",
+                                     repo="Paranioar/SGRAF", allow_pickle=allow_pickle)  # fmt: skip
+    state, opt = ckpt.parts, ckpt.opt
     arch = {}
     for field, default in ARCHITECTURE.items():
         saved = opt.get(field, default)

@@ -18,6 +18,13 @@ from torch import nn
 __all__ = ["EncoderImage", "EncoderSimilarity", "SGRAFNet", "pair_floats"]
 
 
+def _l2norm_(x: torch.Tensor, dim: int, eps: float = 1e-8) -> torch.Tensor:
+    """:func:`~bench.adapters.region_text.l2norm` in place (no autograd: scoring only)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return l2norm(x, dim=dim, eps=eps)
+    return x.div_(torch.linalg.vector_norm(x, dim=dim, keepdim=True).add_(eps))
+
+
 class EncoderImage(nn.Module):
     """Region features to L2-normalised region states (one Linear layer, ``fc``)."""
 
@@ -138,13 +145,15 @@ class EncoderSimilarity(nn.Module):
         cap_glo = self.t_global_w(cap_emb, cap_ave, words)
 
         # Each word attends over each image's regions (the reference's SCAN_attention), for the whole block at once.
-        attn = (img_emb.reshape(n_img * n_reg, dim) @ cap_emb.reshape(n_cap * n_word, dim).T)
-        attn = l2norm(F.leaky_relu(attn.view(n_img, n_reg, n_cap, n_word), 0.1), dim=3)
-        attn = torch.softmax(attn * self.smooth, dim=1)
-        attn = attn.permute(0, 2, 3, 1).reshape(n_img, n_cap * n_word, n_reg)
-        context = l2norm(torch.bmm(attn, img_emb).view(n_img, n_cap, n_word, dim), dim=-1)
+        # In-place steps on the [images, captions, words, dim] tensors: they are memory-bound, the block's largest.
+        attn = cap_emb.reshape(n_cap * n_word, dim) @ img_emb.reshape(n_img * n_reg, dim).T
+        attn = F.leaky_relu(attn.view(n_cap, n_word, n_img, n_reg), 0.1)
+        attn = _l2norm_(attn, dim=1)  # over each caption's words, as the reference's l2norm(attn, 2)
+        attn = torch.softmax(attn.mul_(self.smooth), dim=3)  # over regions
+        context = torch.bmm(attn.permute(2, 0, 1, 3).reshape(n_img, n_cap * n_word, n_reg), img_emb)
         del attn
-        sim_loc = l2norm(self.sim_tranloc_w((context - cap_emb[None]).pow(2)), dim=-1)
+        context = _l2norm_(context.view(n_img, n_cap, n_word, dim), dim=-1)
+        sim_loc = l2norm(self.sim_tranloc_w(context.sub_(cap_emb[None]).square_()), dim=-1)
         del context
         sim_glo = l2norm(self.sim_tranglo_w((img_glo[:, None, :] - cap_glo[None, :, :]).pow(2)), dim=-1)
         sim_emb = torch.cat([sim_glo[:, :, None, :], sim_loc], dim=2).flatten(0, 1)

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from bench.adapters.backbones import HFTextTower, build_timm_tower
 from bench.adapters.protocol import Exported
-from bench.adapters.weights import load_checkpoint
+from bench.adapters.weights import read_reference_checkpoint
 from torch import nn
 
 from bench.errors import ConfigError, WeightsUnavailableError
@@ -74,12 +74,6 @@ class OfficialCheckpoint:
     meta: dict[str, Any] = field(default_factory=dict)  # epoch, best_rsum, Eiters
 
 
-def _strip_module(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    if sd and all(k.startswith("module.") for k in sd):
-        return {k[len("module.") :]: v for k, v in sd.items()}
-    return dict(sd)
-
-
 def read_official(path: str | Path, allow_pickle: bool = False) -> OfficialCheckpoint:
     """Read ``model_best.pth``. It pickles an ``argparse.Namespace`` (``opt``), so it loads with
     ``weights_only=True`` and that one class allowed; anything else pickled needs ``allow_pickle``.
@@ -88,21 +82,9 @@ def read_official(path: str | Path, allow_pickle: bool = False) -> OfficialCheck
         WeightsUnavailableError: the file does not exist.
         ConfigError: not the official layout, or other pickled objects without ``allow_pickle``.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise WeightsUnavailableError(f"weights unavailable: vse_infty checkpoint file {path} not found")
-    ckpt = load_checkpoint(path, allow_pickle=allow_pickle, safe=(argparse.Namespace,))
-    model = ckpt.get("model") if isinstance(ckpt, dict) else None
-    if not (isinstance(model, list | tuple) and len(model) == 2 and all(isinstance(m, dict) for m in model)):
-        found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ConfigError(
-            f"{path}: not a VSE∞ checkpoint: expected {{'model': [img_enc state dict, txt_enc state dict], "
-            f"'opt': ...}} as woodfrog/vse_infty's train.py saves it; found {found}"
-        )
-    opt = ckpt.get("opt")
-    opt = vars(opt) if isinstance(opt, argparse.Namespace) else dict(opt or {})
-    meta = {k: ckpt[k] for k in ("epoch", "best_rsum", "Eiters") if k in ckpt}
-    return OfficialCheckpoint(path, _strip_module(model[0]), _strip_module(model[1]), opt, meta)
+    ckpt = read_reference_checkpoint(path, parts=("img_enc", "txt_enc"), family="VSE∞", repo="woodfrog/vse_infty",
+                                     allow_pickle=allow_pickle)  # fmt: skip
+    return OfficialCheckpoint(ckpt.path, ckpt.parts[0], ckpt.parts[1], ckpt.opt, ckpt.meta)
 
 
 def official_options(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ from bench.errors import ConfigError, WeightsUnavailableError
 
 __all__ = [
     "CheckpointRefusedError",
+    "ReferenceCheckpoint",
     "load_checkpoint",
+    "read_reference_checkpoint",
     "refused",
     "PACKAGED_TEXT",
     "PACKAGED_TEXT_ZIPS",
@@ -207,3 +210,42 @@ def load_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False,
             return torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise ConfigError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+@dataclass
+class ReferenceCheckpoint:
+    """A checkpoint as the reference ITR repositories' ``train.py`` saves it (VSE∞, SCAN, SGRAF)."""
+
+    path: Path
+    parts: list[dict[str, Any]]  # the ``model`` list of state dicts (img_enc, txt_enc[, sim_enc]), ``module.`` dropped
+    opt: dict[str, Any]  # the training options (an ``argparse.Namespace`` as a dict)
+    meta: dict[str, Any]  # epoch, best_rsum, Eiters
+
+
+def read_reference_checkpoint(path: str | os.PathLike[str], *, parts: tuple[str, ...], family: str, repo: str,
+                              allow_pickle: bool = False) -> ReferenceCheckpoint:  # fmt: skip
+    """Read ``{"model": [state dicts named ``parts``], "opt": argparse.Namespace, "epoch", ...}``: it loads with
+    ``weights_only=True`` and ``Namespace`` the one class allowed (anything else pickled needs ``allow_pickle``); a
+    ``module.`` prefix (DataParallel) is dropped from every key of a part that has it on all keys.
+
+    Raises:
+        WeightsUnavailableError: the file does not exist.
+        ConfigError: not this layout (the message says what was found), or refused objects.
+    """
+    import argparse
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsUnavailableError(f"weights unavailable: {family} checkpoint file {path} not found")
+    ckpt = load_checkpoint(path, allow_pickle=allow_pickle, safe=(argparse.Namespace,))
+    model = ckpt.get("model") if isinstance(ckpt, dict) else None
+    if not (isinstance(model, list | tuple) and len(model) == len(parts) and all(isinstance(m, dict) for m in model)):
+        found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ConfigError(f"{path}: not a {repo} checkpoint: expected {{'model': [{', '.join(parts)} state dicts], "
+                          f"'opt': ...}} as its train.py saves it; found {found}")  # fmt: skip
+    opt = ckpt.get("opt")
+    opt = vars(opt) if isinstance(opt, argparse.Namespace) else dict(opt or {})
+    meta = {k: ckpt[k] for k in ("epoch", "best_rsum", "Eiters") if k in ckpt}
+    stripped = [{k.removeprefix("module."): v for k, v in sd.items()} if sd and all(k.startswith("module.") for k in sd)
+                else dict(sd) for sd in model]  # fmt: skip
+    return ReferenceCheckpoint(path, stripped, opt, meta)

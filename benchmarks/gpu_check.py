@@ -86,6 +86,13 @@ def main() -> None:
            "--memory-mb", str(args.memory_mb)]
     print("$ " + " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, check=True)
+    # Exhaustive pair scoring of a cross-attention model (SGR at the published width) against the reference's
+    # per-caption loop on the same device, with equal scores, projected to COCO 5K x 25K.
+    script = Path(__file__).resolve().parent / "pair_scoring.py"
+    cmd = [sys.executable, str(script), "--device", args.device, "--images", "500", "--embed-size", "1024",
+           "--sim-dim", "256", "--memory-mb", str(args.memory_mb)]  # fmt: skip
+    print("$ " + " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, check=True)
     if not args.skip_encoding:
         script = Path(__file__).resolve().parent / "encoding.py"
         cmd = [sys.executable, str(script), "--workers", f"0,{min(8, os.cpu_count() or 1)}", "--batch-size", "256"]

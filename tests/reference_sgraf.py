@@ -162,8 +162,8 @@ class RefSGRAF:
             m.eval()
 
 
-def ref_encode_data(model: RefSGRAF, images: np.ndarray, captions: list[list[int]], batch_size: int = 5
-                    ) -> tuple[np.ndarray, np.ndarray, list[int]]:  # fmt: skip
+def ref_encode_data(model: RefSGRAF, images: np.ndarray, captions: list[list[int]], batch_size: int = 5,
+                    device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray, list[int]]:  # fmt: skip
     """evaluation.py's encode_data over data.py's loader: batches sorted by caption length, put back by index; the
     image rows repeat per caption (im_div 5 of the repeated layout: one row per caption)."""
     n = len(captions)
@@ -177,8 +177,8 @@ def ref_encode_data(model: RefSGRAF, images: np.ndarray, captions: list[list[int
         for j, i in enumerate(batch):
             targets[j, : lengths[j]] = torch.tensor(captions[i])
         with torch.no_grad():
-            img_emb = model.img_enc(torch.from_numpy(images[[i // 5 for i in batch]]))
-            cap_emb = model.txt_enc(targets, lengths)
+            img_emb = model.img_enc(torch.from_numpy(images[[i // 5 for i in batch]]).to(device)).cpu()
+            cap_emb = model.txt_enc(targets.to(device), lengths).cpu()
         if img_embs is None:
             img_embs = np.zeros((n, img_emb.size(1), img_emb.size(2)))
             cap_embs = np.zeros((n, max_n_word, cap_emb.size(2)))
@@ -191,16 +191,17 @@ def ref_encode_data(model: RefSGRAF, images: np.ndarray, captions: list[list[int
 
 
 def ref_shard_attn_scores(sim_enc: RefEncoderSimilarity, img_embs: np.ndarray, cap_embs: np.ndarray,
-                          cap_lens: list[int], shard_size: int = 100) -> np.ndarray:  # fmt: skip
+                          cap_lens: list[int], shard_size: int = 100, device: torch.device | str = "cpu"
+                          ) -> np.ndarray:  # fmt: skip
     sims = np.zeros((len(img_embs), len(cap_embs)))
     for i in range((len(img_embs) - 1) // shard_size + 1):
         im_start, im_end = shard_size * i, min(shard_size * (i + 1), len(img_embs))
         for j in range((len(cap_embs) - 1) // shard_size + 1):
             ca_start, ca_end = shard_size * j, min(shard_size * (j + 1), len(cap_embs))
             with torch.no_grad():
-                im = torch.from_numpy(img_embs[im_start:im_end]).float()
-                ca = torch.from_numpy(cap_embs[ca_start:ca_end]).float()
-                sims[im_start:im_end, ca_start:ca_end] = sim_enc(im, ca, cap_lens[ca_start:ca_end]).numpy()
+                im = torch.from_numpy(img_embs[im_start:im_end]).float().to(device)
+                ca = torch.from_numpy(cap_embs[ca_start:ca_end]).float().to(device)
+                sims[im_start:im_end, ca_start:ca_end] = sim_enc(im, ca, cap_lens[ca_start:ca_end]).cpu().numpy()
     return sims
 
 

@@ -151,10 +151,10 @@ def test_module_prefix_and_tokenizer(region_split: dict[str, Any]) -> None:
     ("change", "message"),
     [
         ("vocab", r"vocab_small\.json: 3 words, but .*e\.pth\.tar was trained with \d+ \(opt\.vocab_size \d+\)"),
-        ("layout", r"e\.pth\.tar: not an SGRAF checkpoint: expected \{'model': \[img_enc, txt_enc, sim_enc"),
+        ("layout", r"e\.pth\.tar: not a Paranioar/SGRAF checkpoint: expected \{'model': \[img_enc, txt_enc, sim_enc"),
         ("option", r"e\.pth\.tar: opt\.sim_dim = 8, but the model options set sim_dim = 16"),
         ("pickle", r"e\.pth\.tar"),
-        ("missing", r"weights unavailable: sgraf checkpoint file .*nothere\.pth\.tar not found"),
+        ("missing", r"weights unavailable: SGRAF checkpoint file .*nothere\.pth\.tar not found"),
     ],
 )
 def test_bad_checkpoints_are_one_clear_error(region_split: dict[str, Any], change: str, message: str) -> None:
@@ -210,6 +210,9 @@ root = {json.dumps(str(tmp_path / "precomp"))}
     assert rec["status"] == "ok" and rec["metrics"]["pairs"]["pairs"] == 4 * 20
     assert rec["metrics"]["pairs"]["pair_score"] == "SAF" and rec["metrics"]["t2t"] is None
     assert 0 <= rec["metrics"]["i2t"]["r1"] <= 100 and rec["metrics"]["rsum"] is not None
+    rc, out, err = run_main([*argv, "--methods", "zeroshot", "--shards", "2", "--launcher", "local", "--force"])
+    assert rc == 2 and err.strip().splitlines()[-1].endswith("scores pairs by cross-attention, which is scored in one "
+                                                             "process; run without --shards"), err  # fmt: skip
     rc, out, err = run_main([*argv, "--methods", "contrastive"])
     assert rc == 1
     failed = read_record(tmp_path / "results/runs/saf/p/test/contrastive-seed0.json")

@@ -240,7 +240,7 @@ def test_checkpoint_file_errors(tmp_path: Path, tiny_text_folder: Path) -> None:
     with pytest.raises(WeightsUnavailableError, match="not found"):
         _load(tmp_path / "nope.pth", tiny_text_folder)
     torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "other.pth")
-    with pytest.raises(ConfigError, match="not a VSE∞ checkpoint"):
+    with pytest.raises(ConfigError, match="not a woodfrog/vse_infty checkpoint"):
         _load(tmp_path / "other.pth", tiny_text_folder)
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="junk.pth"):

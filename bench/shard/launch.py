@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.adapters.registry import get_adapter_class
 from bench.atomic import atomic_write_bytes
 from bench.config import BenchConfig
 from bench.data import load_split
@@ -57,6 +58,9 @@ def check_shardable(cfg: BenchConfig, cells: list[Cell]) -> None:
         if get_method(cell.method).trains:
             raise ConfigError(f"--shards: {cell.label}: method {cell.method!r} trains; sharded evaluation scores "
                               "methods that do not train (zeroshot); pick them with --methods")  # fmt: skip
+        if callable(getattr(get_adapter_class(cfg.models[cell.model]["adapter"]), "score_matrix", None)):
+            raise ConfigError(f"--shards: {cell.label}: model {cell.model!r} scores pairs by cross-attention, which "
+                              "is scored in one process; run without --shards")  # fmt: skip
         task = task_of(cfg, cell.dataset)
         if not task.shardable:
             raise ConfigError(f"--shards: {cell.label}: {cell.dataset!r} is a {task.title} set; sharded evaluation "
