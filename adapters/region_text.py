@@ -93,16 +93,17 @@ class Vocabulary:
 
 
 class EncoderText(nn.Module):
-    """The reference word encoder: word embeddings, dropout 0.4, a (Bi-)GRU whose two directions are averaged, each
-    word state L2-normalised. Module names are the reference's (``embed``, ``cap_rnn``)."""
+    """The reference word encoder: word embeddings, dropout (SGRAF's 0.4; SCAN has none), a (Bi-)GRU whose two
+    directions are averaged, each word state L2-normalised. Module names are the reference's: ``embed`` and the GRU's
+    ``rnn_name`` (SGRAF ``cap_rnn``, SCAN ``rnn``)."""
 
     def __init__(self, vocab_size: int, word_dim: int, embed_size: int, num_layers: int, use_bi_gru: bool = True,
-                 no_txtnorm: bool = False) -> None:  # fmt: skip
+                 no_txtnorm: bool = False, *, rnn_name: str = "cap_rnn", dropout: float = 0.4) -> None:  # fmt: skip
         super().__init__()
-        self.embed_size, self.no_txtnorm, self.use_bi_gru = embed_size, no_txtnorm, use_bi_gru
+        self.embed_size, self.no_txtnorm, self.use_bi_gru, self.rnn_name = embed_size, no_txtnorm, use_bi_gru, rnn_name
         self.embed = nn.Embedding(vocab_size, word_dim)
-        self.dropout = nn.Dropout(0.4)
-        self.cap_rnn = nn.GRU(word_dim, embed_size, num_layers, batch_first=True, bidirectional=use_bi_gru)
+        self.dropout = nn.Dropout(dropout)
+        self.add_module(rnn_name, nn.GRU(word_dim, embed_size, num_layers, batch_first=True, bidirectional=use_bi_gru))
         nn.init.uniform_(self.embed.weight, -0.1, 0.1)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor, total_length: int | None = None) -> torch.Tensor:
@@ -110,7 +111,7 @@ class EncoderText(nn.Module):
         else the longest caption)."""
         x = self.dropout(self.embed(ids))
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, _ = self.cap_rnn(packed)
+        out, _ = getattr(self, self.rnn_name)(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=total_length)
         if self.use_bi_gru:
             half = out.shape[2] // 2

@@ -24,6 +24,7 @@ BUILTIN = {
     "clip": "bench.adapters.clip",
     "embeddings": "bench.adapters.embeddings",
     "hf_clip": "bench.adapters.hf_clip",
+    "scan": "bench.adapters.scan",
     "sgraf": "bench.adapters.sgraf",
     "towers": "bench.adapters.towers",
     "vse_infty": "bench.adapters.vse_infty",

@@ -176,6 +176,16 @@ class SGRAFNet(nn.Module):
                  sgr_step: int, num_region: int) -> None:  # fmt: skip
         super().__init__()
         self.embed_size, self.sim_dim, self.sgr_step = embed_size, sim_dim, sgr_step
+        self.img_dim, self.num_region = img_dim, num_region
         self.img_enc = EncoderImage(img_dim, embed_size, no_imgnorm)
         self.txt_enc = EncoderText(vocab_size, word_dim, embed_size, num_layers, bi_gru, no_txtnorm)
         self.sim_enc = EncoderSimilarity(embed_size, sim_dim, module_name, sgr_step, num_region)
+
+    def score(self, images: torch.Tensor, texts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Scores ``[Bi, Bc]`` of region states ``[Bi, R, d]`` against word states ``[Bc, L, d]``."""
+        return self.sim_enc(images, texts, lengths)
+
+    def pair_floats(self, regions: int, words: int) -> int:
+        """Working floats of one pair (:func:`pair_floats`)."""
+        steps = self.sgr_step if self.sim_enc.module_name == "SGR" else 1
+        return pair_floats(regions, words, self.embed_size, self.sim_dim, steps)

@@ -232,6 +232,7 @@ def tiny_options(
         "embeddings": tiny_embeddings_split[0],
         "hf_clip": {"checkpoint": str(tiny_hf_clip_folder)},
         "sgraf": {"vocab": str(tiny_region_vocab), "img_dim": 16, "word_dim": 8, "embed_size": 16, "sim_dim": 8},
+        "scan": {"vocab": str(tiny_region_vocab), "img_dim": 16, "word_dim": 8, "embed_size": 16, "bi_gru": True},
     }
 
 

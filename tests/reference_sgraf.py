@@ -162,7 +162,7 @@ class RefSGRAF:
             m.eval()
 
 
-def ref_encode_data(model: RefSGRAF, images: np.ndarray, captions: list[list[int]], batch_size: int = 5,
+def ref_encode_data(model: Any, images: np.ndarray, captions: list[list[int]], batch_size: int = 5,
                     device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray, list[int]]:  # fmt: skip
     """evaluation.py's encode_data over data.py's loader: batches sorted by caption length, put back by index; the
     image rows repeat per caption (im_div 5 of the repeated layout: one row per caption)."""
@@ -178,7 +178,8 @@ def ref_encode_data(model: RefSGRAF, images: np.ndarray, captions: list[list[int
             targets[j, : lengths[j]] = torch.tensor(captions[i])
         with torch.no_grad():
             img_emb = model.img_enc(torch.from_numpy(images[[i // 5 for i in batch]]).to(device)).cpu()
-            cap_emb = model.txt_enc(targets.to(device), lengths).cpu()
+            cap_emb = model.txt_enc(targets.to(device), lengths)
+            cap_emb = (cap_emb[0] if isinstance(cap_emb, tuple) else cap_emb).cpu()  # SCAN's also gives lengths
         if img_embs is None:
             img_embs = np.zeros((n, img_emb.size(1), img_emb.size(2)))
             cap_embs = np.zeros((n, max_n_word, cap_emb.size(2)))

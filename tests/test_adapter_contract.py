@@ -75,9 +75,9 @@ def test_optional_capabilities_are_where_the_families_say() -> None:
     capable = {f for f in FAMILIES if issubclass_like(get_adapter_class(f), PairScorer)}
     supplies = {f for f in FAMILIES if issubclass_like(get_adapter_class(f), FeatureSupplier)}
     assert "blip" in capable and "towers" not in capable
-    assert supplies == {"embeddings", "sgraf"}
+    assert supplies == {"embeddings", "scan", "sgraf"}
     crosses = {f for f in FAMILIES if issubclass_like(get_adapter_class(f), CrossScorer)}
-    assert crosses == {"sgraf"}
+    assert crosses == {"scan", "sgraf"}
 
 
 def issubclass_like(cls: type, proto: type) -> bool:

@@ -47,9 +47,9 @@ def _exempt(name: str) -> bool:
 
 def _images(adapter: Any, pil: list[Image.Image]) -> torch.Tensor:
     if isinstance(adapter, CrossScorer):  # a region-feature model: one random region array per image
-        n_reg = adapter.nets[0].sim_enc.v_global_w.embedding_local[1].num_features
+        net = adapter.nets[0]
         g = torch.Generator().manual_seed(len(pil))
-        return torch.randn(len(pil), n_reg, adapter.nets[0].img_enc.fc.in_features, generator=g)
+        return torch.randn(len(pil), net.num_region or 36, net.img_dim, generator=g)
     tf = adapter.image_transform()
     return torch.stack([tf(im) for im in pil])
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FAMILIES = {"blip", "clip", "embeddings", "hf_clip", "sgraf", "towers", "vse_infty"}
+FAMILIES = {"blip", "clip", "embeddings", "hf_clip", "scan", "sgraf", "towers", "vse_infty"}
 
 
 @pytest.fixture(scope="module")
