@@ -114,3 +114,20 @@ def test_choice_and_long_caption_rows_check_their_protocol() -> None:
     assert v.status == "refused" and "'truncate', the record's by 'sentences'" in v.reason
     (v,), _ = verify([{**long, "long_text": {"rule": "truncate", "truncated": 3}}], [urban])
     assert v.status == "pass"
+
+
+def test_region_model_rows_match_by_precomp_folder() -> None:
+    """The SCAN / SGR / SAF / SGRAF rows (the authors' released models, scored zero-shot) match a precomp dataset by
+    its folder's name, as the reference repositories' ``data_name``; the model by the alias a user gives it."""
+    row = ROWS["sgraf-zeroshot-f30k_precomp"]
+    assert row["metrics"]["rsum"] == 500.8 and ROWS["scan-zeroshot-coco_precomp"]["metrics"]["i2t_r1"] == 50.4
+    model = {"adapter": "sgraf", "checkpoint": ["/m/SGR/model_best.pth.tar", "/m/SAF/model_best.pth.tar"]}
+    rec = record(row["metrics"], method="zeroshot", images=1000, model=model, model_id="sgraf",
+                 dataset={"format": "precomp", "root": "/data/f30k_precomp"})  # fmt: skip
+    assert dataset_key(rec) == "f30k_precomp"
+    (v,), unmatched = verify([rec], list(ROWS.values()), aliases={"sgraf": "sgraf:SGRAF"})
+    assert v.status == "pass" and v.row["id"] == row["id"] and not unmatched
+    named = record(row["metrics"], method="zeroshot", images=1000, model=model, model_id="sgraf",
+                   dataset={"format": "precomp", "root": "/d/coco_precomp"})  # fmt: skip
+    (v,), _ = verify([named], list(ROWS.values()), aliases={"sgraf": "sgraf:SGRAF"})
+    assert v.row["id"] == "sgraf-zeroshot-coco_precomp" and v.status == "refused" and "5,000-image" in v.reason

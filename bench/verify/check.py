@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,9 +52,12 @@ def model_key(record: Mapping[str, Any], aliases: Mapping[str, str] | None = Non
 
 
 def dataset_key(record: Mapping[str, Any]) -> str:
-    """The published name of a record's dataset: its format (``senteval_sts`` with ``year = 12``: ``sts12``)."""
+    """The published name of a record's dataset: its format (``senteval_sts`` with ``year = 12``: ``sts12``; a
+    ``precomp`` folder: the folder's name, the reference repositories' ``data_name``)."""
     spec = _dig(record, "config", "dataset")
     fmt = str(spec.get("format", record.get("dataset")))
+    if fmt == "precomp":  # the reference repositories' data_name: coco_precomp, f30k_precomp
+        return Path(str(spec.get("root", "precomp"))).name
     return f"sts{spec.get('year', 12)}" if fmt == "senteval_sts" else fmt
 
 
