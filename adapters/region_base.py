@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from bench.adapters.protocol import AdapterBase, Features
+from bench.adapters.protocol import AdapterBase, Exported, Features
 from bench.adapters.region_text import EncoderText, Vocabulary
 from torch import nn
 
@@ -156,3 +157,19 @@ class RegionAdapter(AdapterBase):
     def pair_floats(self, regions: int, words: int) -> int:
         """Working floats of one pair: the largest of the ensemble's (its models run one after the other)."""
         return max(int(n.pair_floats(regions, words)) for n in self.nets)
+
+    def export_native(self, out: Path) -> Exported:
+        """The authors' layout: ``model_best.pth.tar`` as the reference ``train.py`` saves it (its state dicts, and
+        ``opt`` as an ``argparse.Namespace``), which this family and the reference's ``evaluation.py`` load."""
+        import argparse
+
+        if len(self.nets) != 1:
+            raise ConfigError(f"{self.name} export: an ensemble of {len(self.nets)} models; export each model")
+        net = self.nets[0]
+        state = [{k: v.detach().cpu().contiguous() for k, v in getattr(net, p).state_dict().items()} for p in net.parts]
+        path = Path(out) / "model_best.pth.tar"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": state, "opt": argparse.Namespace(**net.opt), "epoch": None}, path)
+        repo = {"scan": "kuanghuei/SCAN", "sgraf": "Paranioar/SGRAF"}.get(self.name, "the reference")
+        load = f"{repo}'s evaluation.py, or itr-bench's {self.name} adapter with checkpoint = '{path}'"
+        return Exported(load, {"adapter": self.name, "checkpoint": str(path), "vocab": str(self.vocab.path)})

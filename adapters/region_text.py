@@ -76,11 +76,13 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.word2idx)
 
+    def words(self, caption: str) -> list[str]:
+        """The tokens of ``caption``, as the reference tokenises it."""
+        return self._words.tokenize(caption.strip().encode("utf-8").lower().decode("utf-8"))
+
     def encode(self, caption: str) -> list[int]:
         """Word ids of ``caption``: ``<start>``, its tokens, ``<end>``."""
-        lowered = caption.strip().encode("utf-8").lower().decode("utf-8")
-        words = self._words.tokenize(lowered)
-        return [self.start, *(self.word2idx.get(w, self.unk) for w in words), self.end]
+        return [self.start, *(self.word2idx.get(w, self.unk) for w in self.words(caption)), self.end]
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """``{"ids": [B, T] int64 (0-padded), "lengths": [B]}`` of ``texts``."""

@@ -85,6 +85,12 @@ class ScanNet(nn.Module):
                  agg_func: str, lambda_lse: float, lambda_softmax: float, **_: Any) -> None:  # fmt: skip
         super().__init__()
         self.embed_size, self.img_dim, self.num_region = embed_size, img_dim, None
+        # The reference opt; an exported weight-normed encoder is written folded, so as "basic".
+        self.opt = {"vocab_size": vocab_size, "img_dim": img_dim, "word_dim": word_dim, "embed_size": embed_size,
+                    "num_layers": num_layers, "bi_gru": bi_gru, "no_imgnorm": no_imgnorm, "no_txtnorm": no_txtnorm,
+                    "precomp_enc_type": "basic", "cross_attn": cross_attn, "raw_feature_norm": raw_feature_norm,
+                    "agg_func": agg_func, "lambda_lse": lambda_lse, "lambda_softmax": lambda_softmax}  # fmt: skip
+        self.parts = ("img_enc", "txt_enc")
         self.cross_attn, self.raw_feature_norm, self.agg_func = cross_attn, raw_feature_norm, agg_func
         self.lambda_lse, self.lambda_softmax = float(lambda_lse), float(lambda_softmax)
         self.img_enc = EncoderImagePrecomp(img_dim, embed_size, no_imgnorm)

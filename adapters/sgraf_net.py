@@ -19,9 +19,7 @@ __all__ = ["EncoderImage", "EncoderSimilarity", "SGRAFNet", "pair_floats"]
 
 
 def _l2norm_(x: torch.Tensor, dim: int, eps: float = 1e-8) -> torch.Tensor:
-    """:func:`~bench.adapters.region_text.l2norm` in place (no autograd: scoring only)."""
-    if torch.is_grad_enabled() and x.requires_grad:
-        return l2norm(x, dim=dim, eps=eps)
+    """:func:`~bench.adapters.region_text.l2norm` in place (scoring only: no autograd)."""
     return x.div_(torch.linalg.vector_norm(x, dim=dim, keepdim=True).add_(eps))
 
 
@@ -100,10 +98,34 @@ class AttentionFiltration(nn.Module):
         self.bn = nn.BatchNorm1d(1)
         uniform_init(self)
 
-    def forward(self, sim_emb: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
-        gate = torch.sigmoid(self.bn(self.attn_sim_w(sim_emb).permute(0, 2, 1)))
+    def forward(self, sim_emb: torch.Tensor, nodes: torch.Tensor, n_cap: int = 1) -> torch.Tensor:
+        """``sim_emb`` ``[Bi * Bc, L + 1, s]``, pairs image-major (``n_cap`` captions per image)."""
+        logits = self.attn_sim_w(sim_emb).permute(0, 2, 1)  # [pairs, 1, nodes]
+        normed = self._caption_norm(logits, nodes, n_cap) if self.training else self.bn(logits)
+        gate = torch.sigmoid(normed)
         attn = l1norm(gate * nodes[:, None, :].to(gate.dtype), dim=-1)
         return l2norm(torch.matmul(attn, sim_emb).squeeze(1), dim=-1)
+
+    def _caption_norm(self, logits: torch.Tensor, nodes: torch.Tensor, n_cap: int) -> torch.Tensor:
+        """The batch norm in training mode as the reference applies it: once per caption, over that caption's images
+        and real nodes, its running statistics moved once per caption, in caption order."""
+        bn = self.bn
+        x = logits.view(-1, n_cap, logits.shape[-1])  # [Bi, Bc, nodes]
+        real = nodes.view(-1, n_cap, nodes.shape[-1]).to(x.dtype)
+        count = real.sum(dim=(0, 2))  # per caption
+        mean = (x * real).sum(dim=(0, 2)) / count
+        var = ((x - mean[None, :, None]).pow(2) * real).sum(dim=(0, 2)) / count
+        out = (x - mean[None, :, None]) / torch.sqrt(var[None, :, None] + bn.eps) * bn.weight + bn.bias
+        if bn.track_running_stats and bn.running_mean is not None and bn.running_var is not None:
+            with torch.no_grad():
+                m = 0.1 if bn.momentum is None else bn.momentum
+                unbiased = var.detach() * count / (count - 1).clamp(min=1)
+                for c in range(n_cap):
+                    bn.running_mean.mul_(1 - m).add_(m * mean[c].detach())
+                    bn.running_var.mul_(1 - m).add_(m * unbiased[c])
+                if bn.num_batches_tracked is not None:
+                    bn.num_batches_tracked.add_(n_cap)
+        return out.view_as(logits)
 
 
 def pair_floats(regions: int, words: int, embed_size: int, sim_dim: int, sgr_step: int) -> int:
@@ -145,16 +167,21 @@ class EncoderSimilarity(nn.Module):
         cap_glo = self.t_global_w(cap_emb, cap_ave, words)
 
         # Each word attends over each image's regions (the reference's SCAN_attention), for the whole block at once.
-        # In-place steps on the [images, captions, words, dim] tensors: they are memory-bound, the block's largest.
+        # Scoring runs the steps on the [images, captions, words, dim] tensors in place (they are memory-bound, the
+        # block's largest); training keeps every intermediate for autograd.
+        inplace = not torch.is_grad_enabled()
         attn = cap_emb.reshape(n_cap * n_word, dim) @ img_emb.reshape(n_img * n_reg, dim).T
         attn = F.leaky_relu(attn.view(n_cap, n_word, n_img, n_reg), 0.1)
-        attn = _l2norm_(attn, dim=1)  # over each caption's words, as the reference's l2norm(attn, 2)
-        attn = torch.softmax(attn.mul_(self.smooth), dim=3)  # over regions
+        attn = _l2norm_(attn, 1) if inplace else l2norm(attn, dim=1)  # over each caption's words (l2norm(attn, 2))
+        attn = torch.softmax(attn.mul_(self.smooth) if inplace else attn * self.smooth, dim=3)  # over regions
         context = torch.bmm(attn.permute(2, 0, 1, 3).reshape(n_img, n_cap * n_word, n_reg), img_emb)
         del attn
-        context = _l2norm_(context.view(n_img, n_cap, n_word, dim), dim=-1)
-        sim_loc = l2norm(self.sim_tranloc_w(context.sub_(cap_emb[None]).square_()), dim=-1)
+        context = context.view(n_img, n_cap, n_word, dim)
+        context = _l2norm_(context, -1) if inplace else l2norm(context, dim=-1)
+        diff = context.sub_(cap_emb[None]).square_() if inplace else (context - cap_emb[None]).pow(2)
         del context
+        sim_loc = l2norm(self.sim_tranloc_w(diff), dim=-1)
+        del diff
         sim_glo = l2norm(self.sim_tranglo_w((img_glo[:, None, :] - cap_glo[None, :, :]).pow(2)), dim=-1)
         sim_emb = torch.cat([sim_glo[:, :, None, :], sim_loc], dim=2).flatten(0, 1)
         nodes = torch.cat([torch.ones_like(words[:, :1]), words], dim=1).repeat(n_img, 1)
@@ -163,7 +190,7 @@ class EncoderSimilarity(nn.Module):
                 sim_emb = module(sim_emb, nodes)
             sim_vec = sim_emb[:, 0, :]
         else:
-            sim_vec = self.SAF_module(sim_emb, nodes)
+            sim_vec = self.SAF_module(sim_emb, nodes, n_cap)
         return self.sigmoid(self.sim_eval_w(sim_vec)).view(n_img, n_cap)
 
 
@@ -177,6 +204,10 @@ class SGRAFNet(nn.Module):
         super().__init__()
         self.embed_size, self.sim_dim, self.sgr_step = embed_size, sim_dim, sgr_step
         self.img_dim, self.num_region = img_dim, num_region
+        self.opt = {"img_dim": img_dim, "word_dim": word_dim, "embed_size": embed_size, "sim_dim": sim_dim,
+                    "num_layers": num_layers, "bi_gru": bi_gru, "no_imgnorm": no_imgnorm, "no_txtnorm": no_txtnorm,
+                    "module_name": module_name, "sgr_step": sgr_step, "vocab_size": vocab_size}  # fmt: skip
+        self.parts = ("img_enc", "txt_enc", "sim_enc")  # the reference checkpoint's state dicts, in order
         self.img_enc = EncoderImage(img_dim, embed_size, no_imgnorm)
         self.txt_enc = EncoderText(vocab_size, word_dim, embed_size, num_layers, bi_gru, no_txtnorm)
         self.sim_enc = EncoderSimilarity(embed_size, sim_dim, module_name, sgr_step, num_region)

@@ -227,3 +227,15 @@ def save_reference(ref: RefSGRAF, path: Any, opt: dict[str, Any]) -> None:
     """Save as the reference's ``train.py`` does: three state dicts and ``opt`` as an ``argparse.Namespace``."""
     state = [ref.img_enc.state_dict(), ref.txt_enc.state_dict(), ref.sim_enc.state_dict()]
     torch.save({"model": state, "opt": argparse.Namespace(**opt), "epoch": 3, "best_rsum": 1.0, "Eiters": 10}, path)
+
+
+def ref_contrastive_loss(scores: torch.Tensor, margin: float = 0.2, max_violation: bool = True) -> torch.Tensor:
+    """model.py's ``ContrastiveLoss`` (VSE++ hinge, hardest negative) of a batch's ``[N, N]`` score matrix."""
+    diagonal = scores.diag().view(scores.size(0), 1)
+    cost_s = (margin + scores - diagonal.expand_as(scores)).clamp(min=0)
+    cost_im = (margin + scores - diagonal.t().expand_as(scores)).clamp(min=0)
+    mask = torch.eye(scores.size(0)) > 0.5
+    cost_s, cost_im = cost_s.masked_fill_(mask, 0), cost_im.masked_fill_(mask, 0)
+    if max_violation:
+        cost_s, cost_im = cost_s.max(1)[0], cost_im.max(0)[0]
+    return cost_s.sum() + cost_im.sum()

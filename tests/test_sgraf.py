@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 import torch
 from bench.adapters.registry import create_adapter
-from reference_sgraf import RefSGRAF, ref_encode_data, ref_recalls, ref_shard_attn_scores, save_reference
+from reference_sgraf import (
+    RefSGRAF,
+    ref_contrastive_loss,
+    ref_encode_data,
+    ref_recalls,
+    ref_shard_attn_scores,
+    save_reference,
+)
 from test_precomp import write_precomp
 from tiny_grid import run_main
 
@@ -213,10 +220,27 @@ root = {json.dumps(str(tmp_path / "precomp"))}
     rc, out, err = run_main([*argv, "--methods", "zeroshot", "--shards", "2", "--launcher", "local", "--force"])
     assert rc == 2 and err.strip().splitlines()[-1].endswith("scores pairs by cross-attention, which is scored in one "
                                                              "process; run without --shards"), err  # fmt: skip
-    rc, out, err = run_main([*argv, "--methods", "contrastive"])
-    assert rc == 1
-    failed = read_record(tmp_path / "results/runs/saf/p/test/contrastive-seed0.json")
-    assert "scores pairs by cross-attention; its training methods are not built yet" in failed["reason"]
+    # Training: the contrastive term on the pair scores, validated on "dev" (the reference's name for val).
+    (tmp_path / "precomp" / "dev_ims.npy").write_bytes((tmp_path / "precomp" / "test_ims.npy").read_bytes())
+    (tmp_path / "precomp" / "dev_caps.txt").write_text((tmp_path / "precomp" / "test_caps.txt").read_text())
+    rc, out, err = run_main([*argv, "--methods", "contrastive", "--set", "train.epochs=1", "--set",
+                             "train.batch_size=8"])  # fmt: skip
+    assert rc == 0, err
+    rec = read_record(tmp_path / "results/runs/saf/p/test/contrastive-seed0.json")
+    assert rec["status"] == "ok" and rec["selected_on"] == "val" and rec["method_settings"]["student_scores"] == (
+        "pair scores") and rec["method_settings"]["cross_heads"] is False  # fmt: skip
+    # Export in the authors' layout; the sgraf adapter loads it back and scores the test split as the record says.
+    rc, out, err = run_main(["export", "saf:contrastive:0", "--dataset", "p", "--out", str(tmp_path / "exported"),
+                             "--config", str(config)])  # fmt: skip
+    assert rc == 0, err
+    ckpt = tmp_path / "exported" / "model_best.pth.tar"
+    loaded = torch.load(ckpt, weights_only=False)
+    assert [sorted(p)[0] for p in loaded["model"]] == ["fc.bias", "cap_rnn.bias_hh_l0", "SAF_module.attn_sim_w.bias"]
+    assert loaded["opt"].module_name == "SAF" and loaded["opt"].embed_size == 16
+    adapter = create_adapter("sgraf", {"checkpoint": str(ckpt), "vocab": str(tmp_path / "precomp" / "vocab.json")})
+    split = load_split("p", {"format": "precomp", "root": str(tmp_path / "precomp")}, "test", work_dir=tmp_path)
+    m = evaluate(adapter.eval(), split, EvalConfig(), device=torch.device("cpu"), progress=False)
+    assert m["rsum"] == pytest.approx(rec["metrics"]["rsum"])
 
 
 def test_matrix_ranks_equal_the_embedding_scan() -> None:
@@ -241,3 +265,57 @@ def test_matrix_ranks_equal_the_embedding_scan() -> None:
             np.testing.assert_array_equal(a.lists.index, b.lists.index)
             np.testing.assert_array_equal(a.lists.positive, b.lists.positive)
             assert a.gallery_size == b.gallery_size
+
+
+@pytest.mark.parametrize("module_name", ["SGR", "SAF"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_training_step_gradients_equal_the_reference(region_split: dict[str, Any], module_name: str,
+                                                     mode: str) -> None:  # fmt: skip
+    """The path training runs: a batch's score matrix with autograd (no in-place scoring steps), the VSE++ hinge loss
+    of SGRAF's ContrastiveLoss, every parameter's gradient and the batch norms' running statistics, against the
+    reference's per-caption loop. ``train``: batch norm on batch statistics (SAF's per caption, as the reference
+    calls it once per caption), dropout set to 0 in both so the step is deterministic; ``eval``: running statistics."""
+    from bench.methods.losses import TripletLoss
+
+    ref, path = reference_model(region_split, module_name, seed=7, name=f"g{module_name}.pth.tar")
+    adapter = ours(region_split, str(path))
+    for model in (ref.img_enc, ref.txt_enc, ref.sim_enc, adapter):
+        model.train(mode == "train")
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+    caps = [0, 5, 10, 15, 20, 25]  # one caption of each of six images, longest first (pack_padded_sequence's order)
+    tok = [adapter.vocab.encode(region_split["caps"][c]) for c in caps]
+    order = sorted(range(len(caps)), key=lambda i: -len(tok[i]))
+    caps, tok = [caps[i] for i in order], [tok[i] for i in order]
+    feats = torch.from_numpy(region_split["feats"][[c // 5 for c in caps]])
+    lengths = [len(t) for t in tok]
+    ids = torch.zeros(len(tok), max(lengths), dtype=torch.long)
+    for i, t in enumerate(tok):
+        ids[i, : len(t)] = torch.tensor(t)
+    ref_loss = ref_contrastive_loss(ref.sim_enc(ref.img_enc(feats), ref.txt_enc(ids, lengths), lengths))
+    ref_loss.backward()
+    img = adapter.embed_image({"regions": feats})
+    txt = adapter.embed_text({"ids": ids, "lengths": torch.tensor(lengths)})
+    loss = TripletLoss(0.2, max_violation=True).from_scores(adapter.score_matrix(img, txt),
+                                                            torch.arange(len(caps)))["triplet_loss"]  # fmt: skip
+    loss.backward()
+    assert float(loss) == pytest.approx(float(ref_loss), abs=1e-5) and float(loss) > 0
+    net = adapter.nets[0]
+    theirs = {f"{part}.{n}": p for part in ("img_enc", "txt_enc", "sim_enc")
+              for n, p in getattr(ref, part).named_parameters()}  # fmt: skip
+    mine = dict(net.named_parameters())
+    assert set(mine) == set(theirs)
+    reached = 0
+    for name, p in mine.items():
+        q = theirs[name]
+        if q.grad is None:
+            assert p.grad is None or not p.grad.any(), name
+            continue
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
+        reached += int(bool(q.grad.abs().sum() > 0))
+    assert reached >= len(mine) - 4  # the loss reaches (almost) every parameter, so the comparison covers them
+    theirs_buf = {f"{part}.{n}": b for part in ("img_enc", "txt_enc", "sim_enc")
+                  for n, b in getattr(ref, part).named_buffers()}  # fmt: skip
+    for name, b in net.named_buffers():  # running statistics moved alike (train) or untouched (eval)
+        torch.testing.assert_close(b.float(), theirs_buf[name].float(), atol=1e-6, rtol=1e-5, msg=name)

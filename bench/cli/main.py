@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.cli.data import add_data_parser
     from bench.cli.export import add_export_parser
     from bench.cli.leaderboard import add_leaderboard_parser
+    from bench.cli.precomp import add_precomp_parser
     from bench.cli.score import add_score_parser
     from bench.cli.store import add_store_parsers
     from bench.cli.verify import add_verify_parser
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_parser(sub)
     add_export_parser(sub)
     add_data_parser(sub)
+    add_precomp_parser(sub)
     add_verify_parser(sub)
     add_store_parsers(sub)
     add_leaderboard_parser(sub)

@@ -36,7 +36,7 @@ from bench.data.registry import register_format
 from bench.data.stamps import file_stamp
 from bench.errors import ConfigError, DataError, SplitNotFoundError
 
-__all__ = ["RegionRows", "load_precomp", "read_vocab", "region_features", "region_rows"]
+__all__ = ["RegionRows", "load_precomp", "read_vocab", "region_description", "region_features", "region_rows"]
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,40 @@ class RegionRows(ImageRef):
     """One image of a precomp split: row ``row`` of the region-feature array ``container``."""
 
     row: int = 0
+    photo: Path | None = None  # the photo the row was computed from, where the folder says (``<split>_photos.txt``)
 
     def read_bytes(self) -> bytes:
-        raise DataError(f"{self.container}: row {self.row} holds region features, not an image; score this dataset "
-                        "with a region-feature model (sgraf, scan), not one that reads pixels")  # fmt: skip
+        """The photo's bytes, where the folder names it (teachers and reports read it); region models read the row."""
+        if self.photo is None:
+            raise DataError(f"{self.container}: row {self.row} holds region features, not an image; score this "
+                            "dataset with a region-feature model (sgraf, scan), not one that reads pixels")  # fmt: skip
+        try:
+            return self.photo.read_bytes()
+        except OSError as e:
+            raise DataError(f"{self.photo}: cannot read the photo of row {self.row} of {self.container} "
+                            f"({e.strerror or e})") from None  # fmt: skip
 
     def stamp(self) -> str:
-        return f"{self.container}\0{self.row}\0{file_stamp(self.container)}"
+        photo = f"\0{self.photo}\0{file_stamp(self.photo)}" if self.photo is not None else ""
+        return f"{self.container}\0{self.row}\0{file_stamp(self.container)}{photo}"
+
+
+def region_description(split: RetrievalSplit) -> dict[str, Any] | None:
+    """What a precomp split's features are, for its records: the folder's ``precomp.json`` entry of the split (grid
+    cells of a named backbone, written by :mod:`bench.data.precomp_write`), or ``unstated`` for a folder as
+    downloaded; None for a split of photos."""
+    from bench.data.precomp_write import read_manifest
+
+    first = split.image_paths[0] if len(split.image_paths) else None
+    if not isinstance(first, RegionRows):
+        return None
+    manifest = read_manifest(first.container.parent) or {}
+    entry = (manifest.get("splits") or {}).get(first.container.name[: -len("_ims.npy")])
+    if entry is None:
+        return {"features": "unstated (no precomp.json: as downloaded, e.g. bottom-up-attention detector regions)"}
+    keep = ("features", "backbone", "weights", "grid", "regions", "dim", "source", "images_left_out",
+            "captions_left_out")  # fmt: skip
+    return {k: entry[k] for k in keep if k in entry}
 
 
 def region_features(paths: Sequence[Any]) -> np.ndarray:
@@ -134,7 +161,8 @@ def load_precomp(root: Path, split: str, *, name: str = "precomp", captions_per_
 
     Args:
         root: Folder holding ``<split>_ims.npy`` and ``<split>_caps.txt``.
-        split: The files' split name: ``train``, ``dev``, ``test``, ``testall``.
+        split: The files' split name: ``train``, ``dev``, ``test``, ``testall`` (``val`` reads ``dev`` where the folder
+            has no ``val``: training validates on it, as the reference repositories do).
         name: Dataset name stamped on the split.
         captions_per_image: Captions of each image (5); how a file of repeated rows is grouped.
         folds: Split -> fold size: also score consecutive folds of this many images (``{testall = 1000}``: COCO's
@@ -146,6 +174,8 @@ def load_precomp(root: Path, split: str, *, name: str = "precomp", captions_per_
     """
     if not isinstance(captions_per_image, int) or isinstance(captions_per_image, bool) or captions_per_image < 1:
         raise ConfigError(f"option 'captions_per_image' must be a positive integer, got {captions_per_image!r}")
+    if split == "val" and not (root / "val_ims.npy").is_file() and (root / "dev_ims.npy").is_file():
+        split = "dev"  # the reference repositories validate on "dev"
     ims, caps = root / f"{split}_ims.npy", root / f"{split}_caps.txt"
     if not ims.is_file():
         have = _have(root)
@@ -189,8 +219,16 @@ def load_precomp(root: Path, split: str, *, name: str = "precomp", captions_per_
     fold_size = (folds or {}).get(split)
     if fold_size is not None and (not isinstance(fold_size, int) or fold_size < 1 or len(image_rows) % fold_size):
         raise ConfigError(f"option 'folds': {split} = {fold_size!r} must divide its {len(image_rows)} images")
+    photos: list[Path | None] = [None] * len(image_rows)
+    photos_file = root / f"{split}_photos.txt"
+    if photos_file.is_file():
+        listed = [x.strip() for x in read_text(photos_file, "photo list").splitlines() if x.strip()]
+        if len(listed) != len(image_rows):
+            raise DataError(f"{photos_file}: {len(listed)} photos for {len(image_rows)} images")
+        photos = [Path(x) for x in listed]
     return RetrievalSplit(
-        dataset=name, split=split, image_paths=[RegionRows(ims, str(r), row=r) for r in image_rows],
+        dataset=name, split=split,
+        image_paths=[RegionRows(ims, str(r), row=r, photo=p) for r, p in zip(image_rows, photos, strict=True)],
         image_ids=ids, captions=captions, caption_to_image=np.repeat(np.arange(len(image_rows)), k), source=caps,
         fold_size=fold_size,
     )  # fmt: skip

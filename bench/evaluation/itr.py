@@ -155,9 +155,8 @@ def _evaluate_pairs(
     from bench.scoring.matrix import matrix_queries
 
     name = getattr(adapter, "name", type(adapter).__name__)
-    if objective is not None:
-        raise ConfigError(f"adapter {name!r} scores pairs by cross-attention; its training methods are not built "
-                          "yet, so it runs zero-shot (--methods zeroshot)")  # fmt: skip
+    if objective is not None:  # a method's objective adds no cross heads here: the adapter's pair scores rank
+        objective.eval()
     if sentences is not None:
         raise ConfigError(f'adapter {name!r} scores pairs by cross-attention; long_text = "sentences" needs '
                           "caption embeddings to average")  # fmt: skip

@@ -64,9 +64,11 @@ def build_adapter(plan: Plan) -> Adapter:
 
 
 def stage1(plan: Plan, adapter: Adapter, split: RetrievalSplit) -> Stage1:
-    """Cached backbone features of ``split`` for a frozen backbone; None when the backbone runs (or the adapter
-    supplies its own features)."""
-    if not plan.frozen or isinstance(adapter, FeatureSupplier):
+    """Cached backbone features of ``split`` for a frozen backbone; None when the backbone runs. An adapter that
+    supplies its own features gives them here if it trains on them (the region models), else None."""
+    if isinstance(adapter, FeatureSupplier):  # its own features; a cross-attention model trains on them
+        return adapter.split_features(split) if isinstance(adapter, CrossScorer) else None
+    if not plan.frozen:
         return None
     return cached_features(
         adapter,
@@ -157,9 +159,6 @@ def train_data(plan: Plan) -> tuple[RetrievalSplit, RetrievalSplit, str]:
 
 def make_objective(plan: Plan, adapter: Adapter, train: RetrievalSplit) -> Objective:
     """Step 3b: the method's objective (its heads seeded by the cell's seed alone) with its teachers prepared."""
-    if isinstance(adapter, CrossScorer):
-        raise ConfigError(f"{plan.cell.label}: adapter {plan.family!r} scores pairs by cross-attention; its training "
-                          "methods are not built yet, so it runs zero-shot (--methods zeroshot)")  # fmt: skip
     extra = {"teachers": plan.cfg.teachers} if "teachers" in inspect.signature(plan.method.objective).parameters else {}
     # Re-seed: a method's random head initialisation must not depend on what loading the data and features drew
     # from the global RNG (the encode loop keeps its own generator; other loading steps may not).

@@ -69,7 +69,11 @@ class Plan:
     @cached_property
     def frozen(self) -> bool:
         """Whether the backbone stays frozen (its features cached) rather than trained end to end."""
-        return resolve_freeze(self.train.freeze_backbone, self.device) if self.method.trains else True
+        from bench.adapters.registry import get_adapter_class
+
+        if not self.method.trains or callable(getattr(get_adapter_class(self.family), "split_features", None)):
+            return True  # an adapter that supplies its stage-1 features has no backbone to train
+        return resolve_freeze(self.train.freeze_backbone, self.device)
 
     @property
     def work(self) -> Path:

@@ -148,6 +148,7 @@ class ResultRecord(TypedDict, total=False):
     per_query: dict[str, Any]  # {"file", "sha256", "topk"}; a choice set's per-item file: {"file", "sha256", "unit"}
     long_text: dict[str, Any]  # image-text cells: {"rule", "context", "captions" | "sentences", "truncated", "share"}
     scored_by: str | None  # choice sets: embedding cosine or the adapter's pair scorer
+    regions: dict[str, Any]  # precomp sets: what the region features are (grid cells of a backbone, or unstated)
     bootstrap: dict[str, Any]  # {"resamples", "seed", "level", "unit"}; intervals under ci_key(level), e.g. "ci95"
     precision: dict[str, str | None]  # {"encoding", "features", "scoring"}
     selected_epoch: int | None

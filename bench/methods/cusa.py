@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.adapters.protocol import Adapter
+from bench.adapters.protocol import Adapter, CrossScorer
 from bench.config import TrainConfig
 from bench.data.base import RetrievalSplit
 from bench.errors import ConfigError
@@ -74,6 +75,12 @@ class Head(nn.Module):
 _TAUS = ("tau_con", "tau_csa", "tau_usa_img", "tau_usa_txt")
 
 
+def _word_mean(words: torch.Tensor) -> torch.Tensor:
+    """The mean of each caption's word states ``[N, L, D]`` (its non-zero rows, which come first)."""
+    present = (words != 0).any(dim=-1, keepdim=True).to(words.dtype)
+    return (words * present).sum(dim=1) / present.sum(dim=1).clamp(min=1)
+
+
 def _tau(init: float) -> nn.Parameter:
     return nn.Parameter(torch.tensor(float(init)))
 
@@ -97,6 +104,10 @@ class CusaObjective(Objective):
         teachers: The teacher models.
         tau_con: Initial contrastive temperature (clamped to the reference range).
         tau_student: Initial CSA and USA student temperatures (the paper's 0.45).
+        pair_scores: A cross-attention model's scoring of local states (its ``score_matrix``): the batch's
+            image-caption scores are then its pair scores, not cosines, and the uni heads read the mean of each
+            item's local states (the paper's SGR and SAF setting: uni-modal global features from an FC layer per
+            modality). No cross heads.
     """
 
     def __init__(
@@ -104,8 +115,13 @@ class CusaObjective(Objective):
         tau_teacher: float = 1.0, con_reduction: str = "mean", triplet: TripletLoss | None = None,
         sigmoid: SigmoidLoss | None = None, teachers: TeacherSpec | None = None, tau_con: float = TAU_CON[0],
         tau_student: float = TAU_CSA[0], uni_embedding: str = "cross",
+        pair_scores: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
+        if pair_scores is not None and cross_heads:
+            raise ConfigError("cross_heads: a cross-attention model's pair scores take no cross heads; set "
+                              "cross_heads = false")  # fmt: skip
+        self.pair_scores = pair_scores
         if con_reduction not in ("sum", "mean"):
             raise ConfigError(f"con_reduction {con_reduction!r}: valid: sum, mean")
         if uni_embedding not in ("cross", "backbone"):
@@ -159,6 +175,10 @@ class CusaObjective(Objective):
         return torch.from_numpy(np.asarray(table[idx.cpu().numpy()], dtype=np.float32)).to(device)
 
     def views(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        if self.pair_scores is not None:  # local states: what the pair scorer reads; the uni heads read their means
+            pooled = (image_emb.mean(dim=1), _word_mean(text_emb))
+            uni = (self.uni["image"](pooled[0]), self.uni["text"](pooled[1])) if self.uni is not None else pooled
+            return {"cross": (image_emb, text_emb), "uni": uni}
         cross = (image_emb, text_emb)
         if self.cross is not None:
             cross = (self.cross["image"](image_emb), self.cross["text"](text_emb))
@@ -184,14 +204,20 @@ class CusaObjective(Objective):
             t_txt = self._rows(self._teacher_txt, batch["caption_index"], img.device)
         else:  # contrastive only: the soft-label terms are skipped, the teacher rows never read
             t_img = t_txt = img.detach()
+        s_it = self.pair_scores(img, txt) if self.pair_scores is not None else None
         out = cusa_loss(
             img, txt, img_uni if self.uni is not None else None, txt_uni if self.uni is not None else None,
             t_img, t_txt, batch["image_index"], tau_con=self.tau_con, tau_csa=self.tau_csa,
             tau_usa_img=self.tau_usa_img, tau_usa_txt=self.tau_usa_txt, tau_teacher=self.tau_teacher,
-            alpha=self.alpha, beta=self.beta, con_reduction=self.con_reduction,
+            alpha=self.alpha, beta=self.beta, con_reduction=self.con_reduction, s_it=s_it,
         )  # fmt: skip
-        if self.triplet is not None:
+        if self.triplet is not None and s_it is not None:
+            out["contrastive"] = self.triplet.from_scores(s_it, batch["image_index"])["triplet_loss"]
+        elif self.triplet is not None:
             out["contrastive"] = self.triplet(img, txt, batch["image_index"])["triplet_loss"]
+        elif self.sigmoid is not None and s_it is not None:
+            raise ConfigError('[train] loss = "sigmoid" reads cosines; a cross-attention model trains with '
+                              '"triplet" or "infonce" on its pair scores')  # fmt: skip
         elif self.sigmoid is not None:  # the soft-label terms are the same whatever the base loss
             out["contrastive"] = self.sigmoid(img, txt, batch["image_index"])["sigmoid_loss"]
         terms = {"contrastive_loss": out["contrastive"]}
@@ -210,6 +236,7 @@ class CusaObjective(Objective):
         return {
             "alpha": self.alpha, "beta": self.beta, "cross_heads": self.cross is not None,
             "uni_heads": self.uni is not None, "uni_embedding": self.embedding_kind, "tau_teacher": self.tau_teacher,
+            "student_scores": "pair scores" if self.pair_scores is not None else "cosine",
             "con_reduction": self.con_reduction,
             "contrastive_term": self.base_loss,
             "tau_init": {"con": self.tau_con_init, "con_from": self.tau_con_from, "student": self.tau_student},
@@ -278,10 +305,16 @@ class _SoftLabelMethod(Method):
         sigmoid = SigmoidLoss(*sigmoid_init(adapter)) if loss == "sigmoid" else None
         teachers = teachers or TeacherSpec()
         tau_con, tau_from = contrastive_temperature(adapter, cfg)
+        pair_scores = None
+        if isinstance(adapter, CrossScorer):  # cross-attention: the student's scores are its pair scores
+            if len(getattr(adapter, "nets", [None])) > 1:
+                raise ConfigError(f"adapter {adapter.name!r} holds an ensemble; train its models one by one (the "
+                                  "ensemble's score is their mean at evaluation)")  # fmt: skip
+            pair_scores, cross_heads = adapter.score_matrix, False
         objective = CusaObjective(
             adapter.embed_dim, alpha=alpha, beta=beta, cross_heads=cross_heads, head_init=head_init,
             tau_teacher=tau_teacher, con_reduction=con_reduction, triplet=triplet, sigmoid=sigmoid, teachers=teachers,
-            tau_con=tau_con, tau_student=tau_student, uni_embedding=uni_embedding,
+            tau_con=tau_con, tau_student=tau_student, uni_embedding=uni_embedding, pair_scores=pair_scores,
         )  # fmt: skip
         objective.tau_con_from = tau_from
         return objective

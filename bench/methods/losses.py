@@ -69,7 +69,11 @@ class TripletLoss(nn.Module):
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, image_index: torch.Tensor) -> dict:
         """Loss of a batch of N pairs (row i of each is a positive pair)."""
         img, txt = F.normalize(image_emb.float(), dim=-1), F.normalize(text_emb.float(), dim=-1)
-        scores = img @ txt.t()  # [N, N]
+        return self.from_scores(img @ txt.t(), image_index)
+
+    def from_scores(self, scores: torch.Tensor, image_index: torch.Tensor) -> dict:
+        """The loss of a batch's score matrix ``[N, N]`` (image row i, caption j; a cross-attention model's pair
+        scores, as SCAN's and SGRAF's ``ContrastiveLoss``)."""
         diag = scores.diag().view(-1, 1)
         positive = image_index[:, None] == image_index[None, :]  # same image: not a negative
         cost_t = (self.margin + scores - diag).clamp(min=0).masked_fill(positive, 0)  # image i vs captions j
@@ -140,6 +144,7 @@ def cusa_loss(
     alpha: float,
     beta: float,
     con_reduction: str = "sum",
+    s_it: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """CUSA's losses for a batch of N caption-image pairs (Huang et al., AAAI 2024).
 
@@ -160,13 +165,15 @@ def cusa_loss(
         beta: USA weight.
         con_reduction: ``"sum"`` over j (standard cross-entropy) or ``"mean"`` over j (the reference code's setting,
             which scales the contrastive term by 1/N).
+        s_it: The student's image-caption scores ``[N, N]`` when they are not the cosines of ``img`` and ``txt``: a
+            cross-attention model's pair scores (the CUSA paper's SGR and SAF rows: CSA on the batch's score matrix).
 
     Returns:
         Scalar tensors ``contrastive``, ``csa``, ``usa`` and ``total`` (their sum).
     """
     if con_reduction not in ("sum", "mean"):
         raise ValueError(f"con_reduction must be 'sum' or 'mean', got {con_reduction!r}")
-    s_it = _cos(img, txt)  # [N, N]; the diagonal stays in every softmax
+    s_it = _cos(img, txt) if s_it is None else s_it.float()  # [N, N]; the diagonal stays in every softmax
     y = multi_positive_targets(image_index)
     reduce = (lambda t: t.sum(1)) if con_reduction == "sum" else (lambda t: t.mean(1))
     l_i2t = -reduce(y * F.log_softmax(s_it / tau_con, dim=1)).mean()

@@ -76,6 +76,11 @@ class ImageTextTask(Task):
         long_text = getattr(score, "long_text", None)
         if long_text is not None:
             out["long_text"] = long_text
+        from bench.data.precomp import region_description
+
+        regions = region_description(split)
+        if regions is not None:  # region features: what they are (grid cells of a named backbone, or unstated)
+            out["regions"] = regions
         return out
 
     def values(self, metrics: Mapping[str, Any]) -> dict[str, float]:
