@@ -23,7 +23,7 @@ from torch import nn
 from bench.data.base import RetrievalSplit
 from bench.errors import ConfigError, DataError
 
-__all__ = ["RegionAdapter", "RegionNet", "check_vocab", "load_parts", "resolve_architecture"]
+__all__ = ["RegionAdapter", "RegionNet", "check_vocab", "load_ensemble", "load_parts", "resolve_architecture"]
 
 
 class RegionNet(Protocol):
@@ -51,6 +51,18 @@ def resolve_architecture(path: str, opt: dict[str, Any], defaults: dict[str, Any
                               f"{explicit[key]!r}; leave it out to use the checkpoint's")  # fmt: skip
         arch[key] = saved
     return arch
+
+
+def load_ensemble(checkpoint: str | list[str], load: Callable[[str], Any], two: str) -> tuple[list[Any], str]:
+    """The model of each checkpoint (one, or two: an ensemble, ``two`` says of what), which must agree in
+    ``embed_size`` and ``img_dim``; and the paths as the adapter's ``source``."""
+    paths = [checkpoint] if isinstance(checkpoint, str) else list(checkpoint)
+    if not 1 <= len(paths) <= 2:
+        raise ConfigError(f"checkpoint: one model_best.pth.tar, or two for {two}; got {len(paths)}")
+    nets = [load(p) for p in paths]
+    if len({(n.embed_size, n.img_dim) for n in nets}) > 1:
+        raise ConfigError(f"checkpoint: {paths} differ in embed_size or img_dim")
+    return nets, ", ".join(paths)
 
 
 def check_vocab(path: str, vocab: Vocabulary, state: dict[str, torch.Tensor], opt: dict[str, Any]) -> None:

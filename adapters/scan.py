@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from bench.adapters.region_base import RegionAdapter, check_vocab, load_parts, resolve_architecture
+from bench.adapters.region_base import RegionAdapter, check_vocab, load_ensemble, load_parts, resolve_architecture
 from bench.adapters.region_text import EncoderText, Vocabulary, l2norm
 from bench.adapters.registry import register_adapter
 from bench.adapters.weights import read_reference_checkpoint
@@ -209,10 +209,6 @@ class SCAN(RegionAdapter):
             arch = {k: v if explicit.get(k) is None else explicit[k] for k, v in ARCHITECTURE.items()}
             _check_choices(arch, "scan options")
             return cls([ScanNet(vocab_size=len(voc), **arch)], voc, "random")
-        paths = [checkpoint] if isinstance(checkpoint, str) else list(checkpoint)
-        if not 1 <= len(paths) <= 2:
-            raise ConfigError(f"checkpoint: one model_best.pth.tar, or two for the authors' ensemble; got {len(paths)}")
-        nets = [_net_from_checkpoint(p, voc, explicit, allow_pickle) for p in paths]
-        if len({(n.embed_size, n.img_dim) for n in nets}) > 1:
-            raise ConfigError(f"checkpoint: {paths} differ in embed_size or img_dim")
-        return cls(nets, voc, ", ".join(paths))
+        nets, source = load_ensemble(checkpoint, lambda p: _net_from_checkpoint(p, voc, explicit, allow_pickle),
+                                     "the authors' ensemble")  # fmt: skip
+        return cls(nets, voc, source)

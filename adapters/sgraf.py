@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bench.adapters.region_base import RegionAdapter, check_vocab, load_parts, resolve_architecture
+from bench.adapters.region_base import RegionAdapter, check_vocab, load_ensemble, load_parts, resolve_architecture
 from bench.adapters.region_text import Vocabulary
 from bench.adapters.registry import register_adapter
 from bench.adapters.sgraf_net import SGRAFNet
@@ -92,13 +92,9 @@ class SGRAF(RegionAdapter):
             if arch["module_name"] not in ("SGR", "SAF"):
                 raise ConfigError(f"module_name must be SGR or SAF, got {arch['module_name']!r}")
             return cls([SGRAFNet(vocab_size=len(voc), num_region=regions, **arch)], voc, "random")
-        paths = [checkpoint] if isinstance(checkpoint, str) else list(checkpoint)
-        if not 1 <= len(paths) <= 2:
-            raise ConfigError(f"checkpoint: one model_best.pth.tar, or two (SGR and SAF) for SGRAF; got {len(paths)}")
-        nets = [_net_from_checkpoint(p, voc, explicit, allow_pickle) for p in paths]
+        nets, source = load_ensemble(checkpoint, lambda p: _net_from_checkpoint(p, voc, explicit, allow_pickle),
+                                     "SGRAF (SGR and SAF)")  # fmt: skip
         if len(nets) == 2 and sorted(n.sim_enc.module_name for n in nets) != ["SAF", "SGR"]:
-            raise ConfigError(f"checkpoint: SGRAF averages an SGR and an SAF model; {paths} are "
+            raise ConfigError(f"checkpoint: SGRAF averages an SGR and an SAF model; {source} are "
                               f"{[n.sim_enc.module_name for n in nets]}")  # fmt: skip
-        if len({(n.embed_size, n.img_enc.fc.in_features) for n in nets}) > 1:
-            raise ConfigError(f"checkpoint: {paths} differ in embed_size or img_dim")
-        return cls(nets, voc, ", ".join(paths))
+        return cls(nets, voc, source)
