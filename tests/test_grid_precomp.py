@@ -122,10 +122,17 @@ root = {json.dumps(str(written))}
     rc, _, err = run_main(["run", "--config", str(config), "--models", "saf,towers", "--datasets", "g", "--methods",
                            "zeroshot", "-q", "--no-table"])  # fmt: skip
     assert rc == 0, err
+    rc, table, err = run_main(["table", "--config", str(config), "--format", "csv", "--datasets", "g", "--models",
+                               "saf,towers"])  # fmt: skip
+    assert rc == 0, err
+    rows = [line for line in table.splitlines() if "saf" in line or "towers" in line]
+    note = "regions: tf_efficientnet_lite0 7x7 grid cells, not detector regions"
+    assert any(note in r for r in rows if "saf" in r) and not any(note in r for r in rows if "towers" in r), table
     rec = read_record(tmp_path / "results/runs/saf/g/test/zeroshot-seed0.json")
     assert rec["regions"]["features"] == "grid cells" and rec["regions"]["grid"] == [7, 7]
     assert rec["metrics"]["pairs"]["pairs"] == 199 * 995
     towers = read_record(tmp_path / "results/runs/towers/g/test/zeroshot-seed0.json")
+    assert "regions" not in towers  # it read the photos
     assert towers["status"] == "ok" and towers["metrics"]["i2i"] is None and towers["metrics"]["t2t"]["r1"] > 0
 
 

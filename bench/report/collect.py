@@ -155,6 +155,17 @@ def long_text_note(recs: list[Mapping[str, Any]]) -> str:
     return f"long captions: sentence means; {cut}" if lt.get("rule") == "sentences" else f"long captions: {cut}"
 
 
+def regions_note(recs: list[Mapping[str, Any]]) -> str:
+    """What a row's region features are, where its records say they are not detector regions: grid cells of a
+    backbone written by ``bench precomp`` (numbers not comparable with detector-region papers)."""
+    reg = next((r["regions"] for r in recs if isinstance(r.get("regions"), Mapping)), None)
+    if reg is None or reg.get("features") != "grid cells":
+        return ""
+    grid = reg.get("grid")
+    shape = f" {grid[0]}x{grid[1]}" if isinstance(grid, list) and len(grid) == 2 else ""
+    return f"regions: {reg.get('backbone', 'a backbone')}{shape} grid cells, not detector regions"
+
+
 def _aggregate(key: tuple[str, str, str, str], recs: list[Mapping[str, Any]]) -> dict[str, Any]:
     recs = _dedupe_seeds(recs, key)
     bad = [r for r in recs if r.get("status") in PROBLEM_STATUSES]
@@ -174,7 +185,7 @@ def _aggregate(key: tuple[str, str, str, str], recs: list[Mapping[str, Any]]) ->
                 "cell %s: %s is null in %d of %d seeds; averaging the others", "/".join(key), group, n_na, len(parsed)
             )
         row[f"{group}_na"] = bool(parsed) and n_na == len(parsed)
-    notes = [_problem_note(recs, bad) if bad else "", long_text_note(ok)]
+    notes = [_problem_note(recs, bad) if bad else "", long_text_note(ok), regions_note(ok)]
     row["note"] = "; ".join(n for n in notes if n)
     return row
 

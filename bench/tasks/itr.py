@@ -76,11 +76,15 @@ class ImageTextTask(Task):
         long_text = getattr(score, "long_text", None)
         if long_text is not None:
             out["long_text"] = long_text
+        from bench.adapters.registry import get_adapter_class
         from bench.data.precomp import region_description
 
-        regions = region_description(split)
-        if regions is not None:  # region features: what they are (grid cells of a named backbone, or unstated)
-            out["regions"] = regions
+        # A model that read the region features: what they are (grid cells of a named backbone, or unstated). A
+        # pixel model on the same folder read its photos.
+        if callable(getattr(get_adapter_class(plan.family), "score_matrix", None)):
+            regions = region_description(split)
+            if regions is not None:
+                out["regions"] = regions
         return out
 
     def values(self, metrics: Mapping[str, Any]) -> dict[str, float]:
