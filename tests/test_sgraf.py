@@ -319,3 +319,14 @@ def test_training_step_gradients_equal_the_reference(region_split: dict[str, Any
                   for n, b in getattr(ref, part).named_buffers()}  # fmt: skip
     for name, b in net.named_buffers():  # running statistics moved alike (train) or untouched (eval)
         torch.testing.assert_close(b.float(), theirs_buf[name].float(), atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_what_does_not_apply_to_pair_scoring_is_refused_before_encoding(region_split: dict[str, Any]) -> None:
+    adapter = create_adapter("sgraf", {"vocab": str(region_split["root"] / "vocab.json"), **ARCH}).eval()
+    split = region_split["split"]
+    adapter.embed_text = None  # encoding anything would fail with a TypeError, not the one line
+    with pytest.raises(BenchError, match="scores every pair already; set \\[eval\\] rerank_k = 0"):
+        evaluate(adapter, split, EvalConfig(rerank_k=4), device=torch.device("cpu"), progress=False)
+    with pytest.raises(BenchError, match='long_text = "sentences" needs caption embeddings'):
+        evaluate(adapter, split, EvalConfig(), device=torch.device("cpu"), progress=False,
+                 sentences=(split, np.arange(split.n_captions)))  # fmt: skip

@@ -20,7 +20,10 @@ from bench.methods.base import Objective
 from bench.scoring.itr import itr_queries, recall_ks, summarize
 from bench.scoring.queries import QueryRanks
 
-__all__ = ["Scored", "Views", "eccv_blocks", "evaluate", "fold_mean", "fold_metrics", "metric_value", "normalized"]
+__all__ = [
+    "Scored", "Views", "eccv_blocks", "evaluate", "fold_captions", "fold_mean", "fold_metrics", "metric_value",
+    "normalized",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +92,10 @@ def evaluate(
     top-k lists kept from the scan. ``keep`` receives the per-query results of the whole split.
     """
     k_test = resolve_k_test(cfg.rerank_k, split) if cfg.rerank_k and rerank else 0
-    if k_test and isinstance(adapter, CrossScorer):
-        raise ConfigError(f"adapter {adapter.name!r} scores every pair already; set [eval] rerank_k = 0")
+    if isinstance(adapter, CrossScorer) and (k_test or sentences is not None):  # fail before any encoding
+        what = "scores every pair already; set [eval] rerank_k = 0" if k_test else (
+            'scores pairs by cross-attention; long_text = "sentences" needs caption embeddings to average')
+        raise ConfigError(f"adapter {adapter.name!r} {what}")
     if k_test:
         check_rerank(adapter, k_test, cfg.rerank_fusion)  # fail before any encoding
     if isinstance(adapter, FeatureSupplier):
@@ -100,7 +105,7 @@ def evaluate(
                             progress=progress, precision=cfg.precision)  # fmt: skip
     if isinstance(adapter, CrossScorer):
         return _evaluate_pairs(adapter, split, img, txt, cfg, device=device, objective=objective, folds=folds,
-                               topk=cfg.topk if topk is None else topk, keep=keep, sentences=sentences)  # fmt: skip
+                               topk=cfg.topk if topk is None else topk, keep=keep)  # fmt: skip
     if objective is not None:
         objective.eval()
         raw = objective.views(img.to(device), txt.to(device))
@@ -147,19 +152,15 @@ def evaluate(
 def _evaluate_pairs(
     adapter: CrossScorer, split: RetrievalSplit, img: torch.Tensor, txt: torch.Tensor, cfg: EvalConfig, *,
     device: torch.device, objective: Objective | None, folds: list[np.ndarray] | None, topk: int,
-    keep: Scored | None, sentences: Any,
+    keep: Scored | None,
 ) -> dict[str, Any]:  # fmt: skip
     """:func:`evaluate` for a cross-attention model: every pair scored (:mod:`bench.evaluation.pairs`), i2t and t2i
     ranked from the score matrix; t2t and i2i are n/a (a pair score compares an image with a caption only)."""
     from bench.evaluation.pairs import score_all_pairs
     from bench.scoring.matrix import matrix_queries
 
-    name = getattr(adapter, "name", type(adapter).__name__)
     if objective is not None:  # a method's objective adds no cross heads here: the adapter's pair scores rank
         objective.eval()
-    if sentences is not None:
-        raise ConfigError(f'adapter {name!r} scores pairs by cross-attention; long_text = "sentences" needs '
-                          "caption embeddings to average")  # fmt: skip
     cost: dict[str, Any] = {}
     scores = score_all_pairs(adapter, img, txt, memory_mb=cfg.memory_mb, device=device, cost=cost)
     c2i = split.caption_to_image
@@ -171,11 +172,9 @@ def _evaluate_pairs(
     if folds:
         out["folds"] = []
         for rows in folds:
-            remap = -np.ones(split.n_images, dtype=np.int64)
-            remap[rows] = np.arange(len(rows))
-            caps = np.flatnonzero(remap[c2i] >= 0)
+            caps, fold_c2i = fold_captions(split, rows)
             sub = scores[torch.from_numpy(np.asarray(rows))][:, torch.from_numpy(caps)]
-            out["folds"].append(summarize(matrix_queries(sub, remap[c2i[caps]], topk=topk), recall_ks(cfg.ks)))
+            out["folds"].append(summarize(matrix_queries(sub, fold_c2i, topk=topk), recall_ks(cfg.ks)))
     return out
 
 
@@ -188,16 +187,21 @@ def fold_metrics(
     labels, ks = split.image_labels, recall_ks(cfg.ks)
     out = []
     for rows in folds:
-        remap = -np.ones(split.n_images, dtype=np.int64)
-        remap[rows] = np.arange(len(rows))
-        caps = np.flatnonzero(remap[split.caption_to_image] >= 0)
+        caps, c2i = fold_captions(split, rows)
         sub = {key: (v[0][rows], v[1][caps]) for key, v in views.items()}
         if views["uni"] is views["cross"]:
             sub["uni"] = sub["cross"]
         sub_labels = None if labels is None else np.asarray(labels)[rows]
-        c2i = remap[split.caption_to_image[caps]]
         out.append(summarize(_queries(sub, c2i, sub_labels, joint, cfg, device, topk), ks))
     return out
+
+
+def fold_captions(split: RetrievalSplit, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The caption rows of a fold's images (``rows``), and each one's image as a row of the fold."""
+    remap = -np.ones(split.n_images, dtype=np.int64)
+    remap[rows] = np.arange(len(rows))
+    caps = np.flatnonzero(remap[split.caption_to_image] >= 0)
+    return caps, remap[split.caption_to_image[caps]]
 
 
 def eccv_blocks(cross: tuple[torch.Tensor, torch.Tensor], split: RetrievalSplit, cfg: EvalConfig,
