@@ -16,7 +16,6 @@ How it plugs into the harness: :class:`~bench.adapters.region_base.RegionAdapter
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from bench.adapters.region_base import RegionAdapter, check_vocab, load_ensemble, load_parts, resolve_architecture
@@ -28,8 +27,6 @@ from bench.adapters.weights import read_reference_checkpoint
 from bench.errors import ConfigError
 
 __all__ = ["ARCHITECTURE", "SGRAF"]
-
-log = logging.getLogger(__name__)
 
 # opt field -> the reference default (Paranioar/SGRAF opts.py); the build options of the same names.
 ARCHITECTURE: dict[str, Any] = {

@@ -9,7 +9,7 @@ results, records, intervals and tables downstream are the embedding path's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,17 +25,16 @@ __all__ = ["matrix_queries", "matrix_scan"]
 _ROWS = 256  # queries per step: the step's mask and comparison are [rows, gallery]
 
 
-def _i2t(scores: torch.Tensor, owner: np.ndarray, topk: int) -> tuple[np.ndarray, QueryLists | None]:
-    """Image-to-text ranks (and lists) of every row of ``scores`` [N_img, N_txt]: image ``i``'s positives are the
-    captions ``c`` with ``owner[c] == i`` (a row without one gets rank 0; the caller drops it)."""
+def _ranks(scores: torch.Tensor, positive_of: Callable[[int, int], torch.Tensor], topk: int
+           ) -> tuple[np.ndarray, QueryLists | None]:  # fmt: skip
+    """Ranks (and lists) of every row of ``scores`` [Nq, Ng]; ``positive_of(r0, r1)`` is the bool mask of rows
+    ``r0:r1``'s positives (a row without one gets rank 0; the caller drops it)."""
     n_q, n_g = scores.shape
-    owner_t = torch.from_numpy(owner)
     ranks = np.zeros(n_q, dtype=np.int64)
     top = RunningTopK(n_q, min(topk, n_g), scores.device) if topk else None
     for r0 in range(0, n_q, _ROWS):
         r1 = min(r0 + _ROWS, n_q)
-        block = scores[r0:r1]
-        positive = owner_t[None, :] == torch.arange(r0, r1)[:, None]
+        block, positive = scores[r0:r1], positive_of(r0, r1)
         best = block.masked_fill(~positive, -torch.inf).amax(dim=1)
         ranks[r0:r1] = ((block >= best[:, None]) & ~positive).sum(dim=1).numpy()
         if top is not None:
@@ -61,31 +60,16 @@ def matrix_scan(
         raise ValueError("scores hold a nan or inf")
     counts = np.bincount(c2i, minlength=n_img)
     with_caption = np.flatnonzero(counts > 0)
-    t2i, t2i_lists = _t2i(scores, c2i, topk)
-    i2t_all, i2t_lists = _i2t(scores, c2i, topk)
+    c2i_t = torch.from_numpy(c2i)
+    # t2i: caption c's one positive is image c2i[c]; i2t: image i's are the captions c with c2i[c] == i.
+    t2i, t2i_lists = _ranks(scores.T.contiguous(), lambda r0, r1: torch.arange(n_img)[None, :] == c2i_t[r0:r1, None],
+                            topk)  # fmt: skip
+    i2t_all, i2t_lists = _ranks(scores, lambda r0, r1: c2i_t[None, :] == torch.arange(r0, r1)[:, None], topk)
     i2t = i2t_all[with_caption]
     if i2t_lists is not None:
         i2t_lists = QueryLists(i2t_lists.index[with_caption], i2t_lists.score[with_caption],
                                i2t_lists.positive[with_caption])  # fmt: skip
     return ItrScan(i2t=i2t, t2i=t2i, i2t_lists=i2t_lists, t2i_lists=t2i_lists)
-
-
-def _t2i(scores: torch.Tensor, c2i: np.ndarray, topk: int) -> tuple[np.ndarray, QueryLists | None]:
-    """Text-to-image ranks: caption ``c``'s one positive is image ``c2i[c]``."""
-    by_caption = scores.T.contiguous()
-    n_txt, n_img = by_caption.shape
-    ranks = np.zeros(n_txt, dtype=np.int64)
-    top = RunningTopK(n_txt, min(topk, n_img), by_caption.device) if topk else None
-    c2i_t = torch.from_numpy(c2i)
-    for r0 in range(0, n_txt, _ROWS):
-        r1 = min(r0 + _ROWS, n_txt)
-        block = by_caption[r0:r1]
-        positive = torch.arange(n_img)[None, :] == c2i_t[r0:r1, None]
-        pos = block.gather(1, c2i_t[r0:r1, None])
-        ranks[r0:r1] = ((block >= pos) & ~positive).sum(dim=1).numpy()
-        if top is not None:
-            top.add(slice(r0, r1), block, 0, positive)
-    return ranks, None if top is None else top.lists()
 
 
 def matrix_queries(
